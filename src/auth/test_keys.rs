@@ -1,0 +1,97 @@
+//! Throw-away key pairs for the unit tests (generated once with `openssl genpkey`).
+//! Never use these anywhere else.
+
+/// RSA 2048-bit private key (PKCS#8).
+pub const RSA_PRIVATE: &str = "\
+-----BEGIN PRIVATE KEY-----
+MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQC8/z6An6S2Sf/B
+e3oI4Vw+IgFAM+X5BKkXmqS+rCmJaI6ZHKl7JH+ezu2SxGGaC5Xwz/CfJmIXOCpW
+n3nHD2Z5mH6bqNNj7yoX6f+U87JVwlrCLRR/QIaMtM65BPjVZ9C1aLHqDsX8taLV
+wOZrOq8N89zDshua3NLTvRYbtPZD8kU8l9wKG5f2zM8ZMf9I1eaEN3fOwVDOylcl
+xvZrOsU65k2Qw3hwIgYFpgIDPC+jRx5p9cz2P2mO+ZfvNJXHcjwc8YpKX+9qiQBH
+B+pG6sd1y2fxYkOhSFOwX2UU1WnqiVSiiHiNbilmuOW3r9RXSl+SWVXxCLaJ1uiU
+BpM0kHmxAgMBAAECggEACGdI/isbBcfwiUfWO0LZ+SFF8PbdyN6+LgCARsIc7rEp
+dgFiP8l1qzgENDxrIpBVUGnOhyULw4CJ0WQx4/n5UnrHVmCBVbYypvGOna7gRRPp
+OS0L9kSGNwdrEar47XQ6QXawQnn5r6zb2qlDFY18byBitoja1V3wOd30d7LqKEcv
+wO/l/gLwU0WiuLuGDUO+TQdXLUTbKWFRFBVW43trOUjtKeowqHWm4QC03o7c18vs
+SXNens/JbrWpwgh707zAFsOOGLbxWGKMxAUpQj0hZucs1z580v/3EzoDq81/n4EF
+ryv7L7/pROHKESBayQ9aAn4yVjEvW2auHTbGLbv+gQKBgQD2dCHkGUiDngUONdEa
+DxXMjvbR5YCTR4QGUQmQSFUyEg6zxRxc+an+2XdB46cQq09YbKKhU7VT1tzxRoKa
+J1sov9DzeOJHy1HuKHsCn3fsLq3r/xT2wn1U+c6EChCniiWoRN3Jcbtlp2tYTTYC
+RHMTSsP1jIgmNaDDiPy3t/3ZiQKBgQDEUV1J05Nx+m5SKaNrCtsFry2ncF2xj1Ck
+V8cnKYvnb3Y4u7hzm93RhofX6G9luB7FsXN+YBZzU1ZqmFVmQgm8yN1lEg700JjW
+J4SI07EWT6yHgY8u3rk+CZP2fnRWaBBJE4ybc/sQor75N6kXtB/x+09fp9aytyEa
+VaJr3sac6QKBgFQdjvOrLXS+mjsfYx7hxy7qHJPHIPsjjYwaXIlCJtHQF/SDcgrJ
+q5uv3WQ/ruWhkpM7gMZPK7RRwVcYGbtDc3mU/lwbBiA65NvENTfP9b5GsFW72gve
+lahLGpE2XjjQjcnAt3Hpv2wSmDCrKaPceOo8umU0ccOYyiXyu055HcsBAoGATYiA
+2nZoBhzM00BEnTL1W2JbGoTjTAv44l8UdWAQNAAuZaul5mrJiUWjgt72l+rGpHc3
+0NJsK3HfcEvndnJgXCHMZm1iYMe9hN6olk1c5B3lWsMNZIpsCJdJy5EXq0SAIgxJ
+fN+qaWCNIeocqxLlhvEk4PdtcLmopjjp48ZhFHkCgYBo7XXzPb3g6qRBLfJmWjuH
+j1Io/WVqwIgjfePcRQpaYjJpK24Diqgq+2pFFySzmTvznpXuw9BFE1c8ppEw3nno
+EDvYaCh4fEZHyHgKO4duyHnF/w734GT5mLzkhARpvDqtNK450d+lQQCo8It+jhAT
+cWhHtAaZPtueZ6OiW4cvtA==
+-----END PRIVATE KEY-----
+";
+
+/// RSA 2048-bit public key (SPKI).
+pub const RSA_PUBLIC: &str = "\
+-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAvP8+gJ+ktkn/wXt6COFc
+PiIBQDPl+QSpF5qkvqwpiWiOmRypeyR/ns7tksRhmguV8M/wnyZiFzgqVp95xw9m
+eZh+m6jTY+8qF+n/lPOyVcJawi0Uf0CGjLTOuQT41WfQtWix6g7F/LWi1cDmazqv
+DfPcw7IbmtzS070WG7T2Q/JFPJfcChuX9szPGTH/SNXmhDd3zsFQzspXJcb2azrF
+OuZNkMN4cCIGBaYCAzwvo0ceafXM9j9pjvmX7zSVx3I8HPGKSl/vaokARwfqRurH
+dctn8WJDoUhTsF9lFNVp6olUooh4jW4pZrjlt6/UV0pfkllV8Qi2idbolAaTNJB5
+sQIDAQAB
+-----END PUBLIC KEY-----
+";
+
+/// EC P-256 private key (PKCS#8).
+pub const EC_P256_PRIVATE: &str = "\
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgzOpVVBMxRcQsr46b
+LwPwi9EyVs28P9FI8wjXlH34ziChRANCAASeIc1Pcik2KM4EYZSGUWuQvSsZ2wMd
+3hv0SmBwBmhTZok9Tlp8cXdzqPN8USODUjef3Unk7CqGGj8aAWuRjVDv
+-----END PRIVATE KEY-----
+";
+
+/// EC P-256 public key (SPKI).
+pub const EC_P256_PUBLIC: &str = "\
+-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEniHNT3IpNijOBGGUhlFrkL0rGdsD
+Hd4b9EpgcAZoU2aJPU5afHF3c6jzfFEjg1I3n91J5Owqhho/GgFrkY1Q7w==
+-----END PUBLIC KEY-----
+";
+
+/// EC P-384 private key (PKCS#8).
+pub const EC_P384_PRIVATE: &str = "\
+-----BEGIN PRIVATE KEY-----
+MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDBim97K09hcrJRPk3oz
+uEc5EIAaqMW9T/No5sdSjq0Vzc6kbm9bjRSfwSVTanQQux2hZANiAATs9d6BTda3
+cVoGgrziiGb6hmbYIueiOgRMH/sUOwGTIBiI2V/PiCICYQhEs4zFdMQP2e2WchDx
+Kioo5NrZkbqnH4yVKkBupzYvtQapPYi7uMrqYTg3yiC5q00Jip+puTk=
+-----END PRIVATE KEY-----
+";
+
+/// EC P-384 public key (SPKI).
+pub const EC_P384_PUBLIC: &str = "\
+-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAE7PXegU3Wt3FaBoK84ohm+oZm2CLnojoE
+TB/7FDsBkyAYiNlfz4giAmEIRLOMxXTED9ntlnIQ8SoqKOTa2ZG6px+MlSpAbqc2
+L7UGqT2Iu7jK6mE4N8oguatNCYqfqbk5
+-----END PUBLIC KEY-----
+";
+
+/// Ed25519 private key (PKCS#8).
+pub const ED25519_PRIVATE: &str = "\
+-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEINDtJtPZqj6v2MPnftitxQW94/I9ucoD0PL1pRhL2rC/
+-----END PRIVATE KEY-----
+";
+
+/// Ed25519 public key (SPKI).
+pub const ED25519_PUBLIC: &str = "\
+-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAq2hI+pGFO1OryJqOT0TRGHxC6zvGzdiFiPjRRej8F4o=
+-----END PUBLIC KEY-----
+";

@@ -1,0 +1,73 @@
+//! The `herald` command line: `serve` and `token` (and, later, `pub`, `sub`, `bench`).
+//!
+//! Usage errors and bad configuration exit 64 (EX_USAGE) with one clear line on stderr;
+//! runtime failures exit 1.
+
+mod serve;
+mod token;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad usage or configuration (sysexits EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// Herald: a Server-Sent Events hub that speaks the Mercure protocol.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the hub
+    Serve(Box<crate::config::ServeArgs>),
+    /// Mint a JWT for development (HS256/384/512)
+    Token(token::TokenArgs),
+}
+
+/// Parses the command line and runs the subcommand.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
+    match cli.command {
+        Command::Serve(args) => serve::run(*args),
+        Command::Token(args) => token::run(&args),
+    }
+}
+
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = error.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = error.print();
+            ExitCode::from(EXIT_USAGE)
+        }
+        _ => {
+            let rendered = error.render().to_string();
+            let line = rendered
+                .lines()
+                .find(|line| !line.trim().is_empty())
+                .unwrap_or("invalid usage")
+                .trim_start_matches("error: ");
+            eprintln!("herald: {line} (see herald --help)");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Prints one line and returns the usage exit code.
+fn config_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("herald: {message}");
+    ExitCode::from(EXIT_USAGE)
+}

@@ -1,0 +1,74 @@
+//! `herald token`: mint a JWT for development and tests.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::auth::{Algorithm, MintClaims, mint_hmac};
+
+use super::config_error;
+
+/// `herald token` options.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The HMAC secret (same as the hub's --jwt-key)
+    #[arg(long, env = "HERALD_KEY", hide_env_values = true)]
+    pub key: String,
+    /// A topic selector the token may publish to (repeatable; `*` for all)
+    #[arg(long, value_name = "SELECTOR")]
+    pub publish: Vec<String>,
+    /// A topic selector whose private updates the token may receive (repeatable; `*` for all)
+    #[arg(long, value_name = "SELECTOR")]
+    pub subscribe: Vec<String>,
+    /// Lifetime, e.g. `1h`, `30d` [default: no expiry]
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+    /// HS256, HS384 or HS512
+    #[arg(long, default_value = "HS256")]
+    pub algorithm: String,
+    /// JSON for the `mercure.payload` claim
+    #[arg(long, value_name = "JSON")]
+    pub payload: Option<String>,
+}
+
+/// Prints the token.
+pub fn run(args: &TokenArgs) -> ExitCode {
+    let algorithm = match args.algorithm.parse::<Algorithm>() {
+        Ok(algorithm) => algorithm,
+        Err(error) => return config_error(format!("invalid --algorithm: {error}")),
+    };
+    let ttl = match args
+        .ttl
+        .as_deref()
+        .map(humantime::parse_duration)
+        .transpose()
+    {
+        Ok(ttl) => ttl,
+        Err(error) => return config_error(format!("invalid --ttl: {error}")),
+    };
+    let payload = match args
+        .payload
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+    {
+        Ok(payload) => payload,
+        Err(error) => return config_error(format!("invalid --payload JSON: {error}")),
+    };
+    if args.publish.is_empty() && args.subscribe.is_empty() {
+        return config_error("give at least one --publish or --subscribe selector");
+    }
+    let claims = MintClaims {
+        publish: args.publish.clone(),
+        subscribe: args.subscribe.clone(),
+        payload,
+        ttl,
+    };
+    match mint_hmac(args.key.as_bytes(), algorithm, &claims) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => config_error(error),
+    }
+}

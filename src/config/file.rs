@@ -1,0 +1,143 @@
+//! The optional `--config` TOML file: same option names as the flags (`jwt-key` or `jwt_key`).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{ConfigError, ServeArgs};
+
+/// The file's options; unknown keys are an error, so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileOptions {
+    listen: Option<String>,
+    store: Option<String>,
+    jwt_key: Option<String>,
+    publisher_jwt_key: Option<String>,
+    subscriber_jwt_key: Option<String>,
+    jwt_algorithm: Option<String>,
+    anonymous: Option<bool>,
+    cors_origin: Option<OneOrMany>,
+    publish_origin: Option<OneOrMany>,
+    heartbeat: Option<String>,
+    history_size: Option<usize>,
+    history_max_age: Option<String>,
+    subscriptions: Option<bool>,
+    demo: Option<bool>,
+    max_body: Option<SizeValue>,
+    queue_size: Option<usize>,
+    tls_cert: Option<std::path::PathBuf>,
+    tls_key: Option<std::path::PathBuf>,
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Reads and parses the file. Keys may use `-` or `_`.
+pub fn read(path: &Path) -> Result<FileOptions, ConfigError> {
+    let fail = |reason: String| ConfigError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| fail(one_line(&e.to_string())))?;
+    let normalized: toml::Table = table
+        .into_iter()
+        .map(|(key, value)| (key.replace('_', "-"), value))
+        .collect();
+    FileOptions::deserialize(normalized).map_err(|e| fail(one_line(&e.to_string())))
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Fills every option the command line and environment left unset from the file.
+pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
+    fn fill<T: Clone>(slot: &mut Option<T>, from: &Option<T>) {
+        if slot.is_none() {
+            slot.clone_from(from);
+        }
+    }
+    fill(&mut args.listen, &file.listen);
+    fill(&mut args.store, &file.store);
+    fill(&mut args.jwt_key, &file.jwt_key);
+    fill(&mut args.publisher_jwt_key, &file.publisher_jwt_key);
+    fill(&mut args.subscriber_jwt_key, &file.subscriber_jwt_key);
+    fill(&mut args.jwt_algorithm, &file.jwt_algorithm);
+    fill(&mut args.heartbeat, &file.heartbeat);
+    fill(&mut args.history_size, &file.history_size);
+    fill(&mut args.history_max_age, &file.history_max_age);
+    fill(&mut args.queue_size, &file.queue_size);
+    fill(&mut args.tls_cert, &file.tls_cert);
+    fill(&mut args.tls_key, &file.tls_key);
+    fill(&mut args.log_format, &file.log_format);
+    if args.max_body.is_none() {
+        args.max_body = file.max_body.as_ref().map(|size| match size {
+            SizeValue::Bytes(bytes) => bytes.to_string(),
+            SizeValue::Text(text) => text.clone(),
+        });
+    }
+    args.anonymous |= file.anonymous.unwrap_or(false);
+    args.subscriptions |= file.subscriptions.unwrap_or(false);
+    args.demo |= file.demo.unwrap_or(false);
+    if let (true, Some(origins)) = (args.cors_origins.is_empty(), &file.cors_origin) {
+        args.cors_origins = clone_list(origins);
+    }
+    if let (true, Some(origins)) = (args.publish_origins.is_empty(), &file.publish_origin) {
+        args.publish_origins = clone_list(origins);
+    }
+    args
+}
+
+fn clone_list(list: &OneOrMany) -> Vec<String> {
+    match list {
+        OneOrMany::One(one) => vec![one.clone()],
+        OneOrMany::Many(many) => many.clone(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_fills_what_flags_left_unset() {
+        let dir = std::env::temp_dir().join(format!("herald-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("herald.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\nheartbeat = \"1s\"\ncors_origin = [\"https://a.example\"]\nanonymous = true\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            heartbeat: Some("2s".into()),
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let config = crate::config::Config::from_args(args).unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.heartbeat, std::time::Duration::from_secs(2));
+        assert!(config.anonymous);
+        assert!(config.cors.allows("https://a.example"));
+
+        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
+        let error = read(&path).unwrap_err().to_string();
+        assert!(error.contains("lisen"), "{error}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

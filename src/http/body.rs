@@ -1,0 +1,94 @@
+//! The response body: either a complete buffer, or a subscriber's event stream.
+//!
+//! Our own body type (not a boxed trait object, not axum's `Sse`): a stream chunk is the frames
+//! that were ready, already joined, and the stream ends cleanly when the hub closes it, so
+//! graceful shutdown is not blocked.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::stream::EventStream;
+
+type NextChunk = Pin<Box<dyn Future<Output = (Option<Bytes>, EventStream)> + Send>>;
+
+/// A response body.
+pub enum ResponseBody {
+    /// A complete body (or none).
+    Full(Option<Bytes>),
+    /// An event stream; the future computes the next chunk.
+    Stream(Option<NextChunk>),
+}
+
+impl ResponseBody {
+    /// A complete body.
+    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+        ResponseBody::Full(Some(bytes.into()))
+    }
+
+    /// No body.
+    pub fn empty() -> ResponseBody {
+        ResponseBody::Full(None)
+    }
+
+    /// A subscriber's stream.
+    pub fn stream(stream: EventStream) -> ResponseBody {
+        ResponseBody::Stream(Some(next(stream)))
+    }
+}
+
+fn next(mut stream: EventStream) -> NextChunk {
+    Box::pin(async move {
+        let chunk = stream.next_chunk().await;
+        (chunk, stream)
+    })
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Stream(slot) => {
+                let Some(pending) = slot.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                match pending.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready((Some(chunk), stream)) => {
+                        *slot = Some(next(stream));
+                        Poll::Ready(Some(Ok(Frame::data(chunk))))
+                    }
+                    Poll::Ready((None, _)) => {
+                        *slot = None;
+                        Poll::Ready(None)
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(bytes) => bytes.is_none(),
+            ResponseBody::Stream(slot) => slot.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Stream(_) => SizeHint::default(),
+        }
+    }
+}

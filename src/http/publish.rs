@@ -1,0 +1,244 @@
+//! `POST /.well-known/mercure` (form) and `POST /publish` (form or JSON): publish one update.
+//!
+//! Token first (401/403 before any body is read), then the size-limited body, then validation,
+//! then the writer: the publisher is answered with the id only once the update is committed and
+//! fanned out.
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::AppState;
+use super::body::ResponseBody;
+use super::problem::ApiError;
+use super::query;
+use super::router::ok;
+use crate::auth::{AuthError, Claims, TokenSource, extract_token};
+use crate::topic::SelectorSet;
+use crate::update::{Draft, Update};
+
+/// Publishes one update.
+pub async fn publish(
+    state: &AppState,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    if state.hub.is_closing() {
+        return Err(ApiError::Unavailable("the hub is shutting down".into()));
+    }
+    let (parts, body) = request.into_parts();
+    let claims = publisher_claims(state, &parts.headers, parts.uri.query())?;
+    let bytes = read_body(body, &parts.headers, state.config.max_body).await?;
+    let draft = match media_type(&parts.headers).as_deref() {
+        Some("application/json") => parse_json(&bytes)?,
+        None | Some("application/x-www-form-urlencoded") => parse_form(&bytes)?,
+        Some(other) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "send application/x-www-form-urlencoded or application/json, not {other}"
+            )));
+        }
+    };
+    let allowed = claims.publish.map(SelectorSet::parse).unwrap_or_default();
+    if draft.topics.is_empty() {
+        return Err(ApiError::BadRequest(
+            "at least one `topic` is required".into(),
+        ));
+    }
+    if !allowed.matches_all(&draft.topics) {
+        return Err(ApiError::Forbidden(
+            "the token's mercure.publish claim does not cover every topic of this update".into(),
+        ));
+    }
+    let update = Update::from_draft(draft)?;
+    let stored = state.writer.submit(update).await?;
+    Ok(ok("text/plain; charset=utf-8", stored.id.clone()))
+}
+
+/// Verifies the publisher's token. A token from the cookie also needs an allowed `Origin` or
+/// `Referer`, so a browser cannot be tricked into publishing (CSRF).
+fn publisher_claims(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw_query: Option<&str>,
+) -> Result<Claims, ApiError> {
+    let (token, source) = extract_token(headers, raw_query).ok_or(AuthError::Missing)?;
+    if source == TokenSource::Cookie {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| {
+                headers
+                    .get(header::REFERER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(origin_of)
+            });
+        match origin {
+            Some(origin) if state.config.publish_origins.allows(&origin) => {}
+            Some(origin) => {
+                return Err(ApiError::Forbidden(format!(
+                    "publishing with the cookie is not allowed from origin {origin}"
+                )));
+            }
+            None => {
+                return Err(ApiError::Forbidden(
+                    "publishing with the cookie needs an Origin or Referer header".into(),
+                ));
+            }
+        }
+    }
+    Ok(state.auth.verify_publisher(&token)?)
+}
+
+/// `scheme://host[:port]` of a URL.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    Some(format!("{scheme}://{authority}"))
+}
+
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+async fn read_body(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge { limit }),
+        Err(error) => Err(ApiError::BadRequest(format!(
+            "could not read the body: {error}"
+        ))),
+    }
+}
+
+/// The Mercure form: `topic` (repeatable), `data`, `id`, `type`, `retry`, `private` (present
+/// means private, whatever its value).
+fn parse_form(body: &[u8]) -> Result<Draft, ApiError> {
+    let pairs = query::pairs(body);
+    Ok(Draft {
+        topics: query::all(&pairs, "topic").map(str::to_owned).collect(),
+        data: query::first(&pairs, "data").unwrap_or("").to_owned(),
+        id: query::first(&pairs, "id").map(str::to_owned),
+        event_type: query::first(&pairs, "type").map(str::to_owned),
+        retry: query::first(&pairs, "retry").map(parse_retry).transpose()?,
+        private: query::first(&pairs, "private").is_some(),
+    })
+}
+
+fn parse_retry(text: &str) -> Result<u64, ApiError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::BadRequest(format!(
+            "retry must be a whole number of milliseconds, not {text:?}"
+        )));
+    }
+    text.parse()
+        .map_err(|_| ApiError::BadRequest(format!("retry {text} is too large")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonUpdate {
+    #[serde(alias = "topics")]
+    topic: OneOrMany,
+    #[serde(default)]
+    data: Option<serde_json::Value>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default, rename = "type")]
+    event_type: Option<String>,
+    #[serde(default)]
+    retry: Option<serde_json::Value>,
+    #[serde(default)]
+    private: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `{"topic": "t" | [..], "data": string | any JSON, "id", "type", "retry", "private"}`.
+fn parse_json(body: &[u8]) -> Result<Draft, ApiError> {
+    let update: JsonUpdate = serde_json::from_slice(body)
+        .map_err(|error| ApiError::BadRequest(format!("invalid JSON update: {error}")))?;
+    let data = match update.data {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(text)) => text,
+        Some(other) => other.to_string(),
+    };
+    let retry = match update.retry {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(number)) => Some(number.as_u64().ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "retry must be a whole number of milliseconds, not {number}"
+            ))
+        })?),
+        Some(serde_json::Value::String(text)) => Some(parse_retry(&text)?),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "retry must be a whole number of milliseconds, not {other}"
+            )));
+        }
+    };
+    Ok(Draft {
+        topics: match update.topic {
+            OneOrMany::One(topic) => vec![topic],
+            OneOrMany::Many(topics) => topics,
+        },
+        data,
+        id: update.id,
+        event_type: update.event_type,
+        retry,
+        private: update.private.unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_fields_decode() {
+        let draft = parse_form(b"topic=a&topic=b&data=x%0Ay&id=1&type=t&retry=5&private=").unwrap();
+        assert_eq!(draft.topics, ["a", "b"]);
+        assert_eq!(draft.data, "x\ny");
+        assert_eq!(draft.retry, Some(5));
+        assert!(draft.private);
+        assert!(parse_form(b"topic=a&retry=soon").is_err());
+        assert!(parse_form(b"topic=a&retry=-1").is_err());
+    }
+
+    #[test]
+    fn json_data_may_be_any_value() {
+        let draft = parse_json(br#"{"topic":"a","data":{"n":1},"private":true}"#).unwrap();
+        assert_eq!(draft.data, r#"{"n":1}"#);
+        assert!(draft.private);
+        let draft = parse_json(br#"{"topic":["a","b"],"data":"text","retry":"10"}"#).unwrap();
+        assert_eq!(draft.topics, ["a", "b"]);
+        assert_eq!(draft.retry, Some(10));
+        assert!(parse_json(br#"{"topic":"a","retry":1.5}"#).is_err());
+        assert!(parse_json(br#"{"topik":"a"}"#).is_err());
+        assert!(parse_json(b"not json").is_err());
+    }
+
+    #[test]
+    fn origin_of_referer() {
+        assert_eq!(
+            origin_of("https://a.example:8443/page?x=1").as_deref(),
+            Some("https://a.example:8443")
+        );
+        assert_eq!(origin_of("nonsense"), None);
+    }
+}

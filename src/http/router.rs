@@ -1,0 +1,73 @@
+//! Routing by method and path, plus CORS on every response.
+
+use http::{HeaderValue, Method, Request, Response, header};
+use hyper::body::Incoming;
+
+use super::body::ResponseBody;
+use super::problem::ApiError;
+use super::{AppState, Peer, cors, ops, pages, publish, subscribe, topics};
+
+/// The Mercure endpoint.
+pub const MERCURE_PATH: &str = "/.well-known/mercure";
+
+/// Answers one request.
+pub async fn route(
+    state: &AppState,
+    request: Request<Incoming>,
+    peer: Peer,
+) -> Response<ResponseBody> {
+    let request_headers = request.headers().clone();
+    if cors::is_preflight(request.method(), &request_headers) {
+        return cors::preflight(&state.config.cors, &request_headers);
+    }
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let result = dispatch(state, request, &method, &path).await;
+    let mut response = result.unwrap_or_else(|error| {
+        if error.status().is_server_error() {
+            tracing::warn!(%peer, %method, %path, %error, "request failed");
+        } else {
+            tracing::debug!(%peer, %method, %path, %error, "request refused");
+        }
+        error.into_response()
+    });
+    cors::decorate(&state.config.cors, &request_headers, response.headers_mut());
+    response
+}
+
+async fn dispatch(
+    state: &AppState,
+    request: Request<Incoming>,
+    method: &Method,
+    path: &str,
+) -> Result<Response<ResponseBody>, ApiError> {
+    match (path, method) {
+        (MERCURE_PATH | "/events", &Method::GET) => subscribe::subscribe(state, &request).await,
+        (MERCURE_PATH | "/publish", &Method::POST) => publish::publish(state, request).await,
+        (MERCURE_PATH, _) => Err(ApiError::MethodNotAllowed {
+            allowed: "GET, POST",
+        }),
+        ("/events", _) => Err(ApiError::MethodNotAllowed { allowed: "GET" }),
+        ("/publish", _) => Err(ApiError::MethodNotAllowed { allowed: "POST" }),
+        ("/topics", &Method::GET) => topics::list(state).await,
+        ("/healthz", &Method::GET) => Ok(ops::health(state)),
+        ("/metrics", &Method::GET) => Ok(ops::metrics(state)),
+        (_, &Method::GET) => {
+            if let Some(topic) = topics::events_path(path) {
+                return topics::events(state, &request, &topic).await;
+            }
+            pages::page(state, path)
+                .ok_or_else(|| ApiError::NotFound(format!("no such path: {path}")))
+        }
+        _ => Err(ApiError::NotFound(format!("no such path: {path}"))),
+    }
+}
+
+/// A 200 response with a content type.
+pub fn ok(content_type: &'static str, body: impl Into<bytes::Bytes>) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

@@ -1,0 +1,288 @@
+//! Live state: who is subscribed, their bounded queues, fan-out, heartbeats, shutdown.
+//!
+//! The hub knows no HTTP, JWT or disk. It receives committed updates (from the store's writer,
+//! or from a cluster bus like a local publisher) and queues each one, as a shared frame, for every
+//! subscriber allowed to receive it. A [`Subscription`] is the RAII handle of one subscriber: when
+//! the response that owns it is dropped (client gone, write failed, shutdown) the subscriber is
+//! removed at once.
+
+pub mod mailbox;
+pub mod registry;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::topic::SelectorSet;
+use crate::update::Update;
+use mailbox::Mailbox;
+use registry::Registry;
+
+/// One live subscriber.
+pub struct Subscriber {
+    /// Unique within this hub process.
+    pub id: u64,
+    /// What the subscriber asked for (`topic=` selectors).
+    pub selectors: SelectorSet,
+    /// Topics whose private updates the subscriber's token allows (`mercure.subscribe`); `None`
+    /// means public updates only.
+    pub private_access: Option<SelectorSet>,
+    /// Frames waiting to be written.
+    pub mailbox: Mailbox,
+}
+
+impl Subscriber {
+    /// May this subscriber receive `update`? A topic of the update must match the selectors and,
+    /// for a private update, a topic of the update must also match the token's claim.
+    pub fn may_receive(&self, update: &Update) -> bool {
+        self.selectors.matches_any(&update.topics)
+            && (!update.private
+                || self
+                    .private_access
+                    .as_ref()
+                    .is_some_and(|claim| claim.matches_any(&update.topics)))
+    }
+
+    /// True when one of the subscriber's selectors is exactly `topic`.
+    pub fn selects_exactly(&self, topic: &str) -> bool {
+        self.selectors.exact_topics().any(|exact| &**exact == topic)
+    }
+}
+
+/// Why the hub refused a subscriber.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HubError {
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+}
+
+/// The live state shared by every connection.
+pub struct Hub {
+    registry: Registry,
+    next_id: AtomicU64,
+    queue_capacity: usize,
+    closing: AtomicBool,
+}
+
+/// The heartbeat frame: an empty comment.
+const HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");
+
+impl Hub {
+    /// A hub whose subscribers each queue at most `queue_capacity` frames.
+    pub fn new(queue_capacity: usize) -> Arc<Hub> {
+        Arc::new(Hub {
+            registry: Registry::default(),
+            next_id: AtomicU64::new(1),
+            queue_capacity,
+            closing: AtomicBool::new(false),
+        })
+    }
+
+    /// Registers a subscriber. Fan-out reaches it from the moment this returns.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        selectors: SelectorSet,
+        private_access: Option<SelectorSet>,
+    ) -> Result<Subscription, HubError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(HubError::ShuttingDown);
+        }
+        let subscriber = Arc::new(Subscriber {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            selectors,
+            private_access,
+            mailbox: Mailbox::new(self.queue_capacity),
+        });
+        self.registry.insert(Arc::clone(&subscriber));
+        metrics::gauge!("herald_subscriptions").increment(1.0);
+        // A shutdown that started while registering must still close this one.
+        if self.closing.load(Ordering::Acquire) {
+            subscriber.mailbox.close();
+        }
+        Ok(Subscription {
+            hub: Arc::clone(self),
+            subscriber,
+        })
+    }
+
+    /// Queues committed updates, in order, for every subscriber that may receive them.
+    pub fn fan_out(&self, updates: &[Arc<Update>]) {
+        let mut queued = 0;
+        for update in updates {
+            let result = self.registry.fan_out(update);
+            queued += result.queued;
+            if result.overflowed > 0 {
+                metrics::counter!("herald_queue_overflows_total").increment(result.overflowed);
+            }
+        }
+        metrics::counter!("herald_fanout_queued_total").increment(queued);
+    }
+
+    /// Sends a heartbeat comment to every subscriber with nothing queued.
+    pub fn heartbeat(&self) {
+        self.registry
+            .for_each(|subscriber| subscriber.mailbox.push_idle_comment(&HEARTBEAT));
+    }
+
+    /// Starts the one hub-wide heartbeat ticker.
+    pub fn spawn_heartbeat(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                match hub.upgrade() {
+                    Some(hub) if !hub.is_closing() => hub.heartbeat(),
+                    _ => return,
+                }
+            }
+        })
+    }
+
+    /// Refuses new subscribers and ends every stream after what is queued.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.registry
+            .for_each(|subscriber| subscriber.mailbox.close());
+    }
+
+    /// True once [`Hub::close`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Number of live subscriptions.
+    pub fn subscriptions(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Calls `visit` for every live subscriber.
+    pub fn for_each_subscriber(&self, visit: impl FnMut(&Arc<Subscriber>)) {
+        self.registry.for_each(visit);
+    }
+}
+
+/// A registered subscriber; removed from the hub when dropped.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    subscriber: Arc<Subscriber>,
+}
+
+impl Subscription {
+    /// The subscriber.
+    pub fn subscriber(&self) -> &Arc<Subscriber> {
+        &self.subscriber
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.hub.registry.remove(self.subscriber.id).is_some() {
+            metrics::gauge!("herald_subscriptions").decrement(1.0);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::task::{Context, Poll, Waker};
+
+    use super::mailbox::{Delivery, Status};
+    use super::*;
+    use crate::update::Draft;
+
+    fn update(topics: &[&str], private: bool) -> Arc<Update> {
+        Arc::new(
+            Update::from_draft(Draft {
+                topics: topics.iter().map(|t| t.to_string()).collect(),
+                private,
+                ..Draft::default()
+            })
+            .unwrap(),
+        )
+    }
+
+    fn received(subscription: &Subscription) -> Vec<String> {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        let _ = subscription
+            .subscriber()
+            .mailbox
+            .poll_drain(&mut cx, &mut out);
+        out.into_iter()
+            .filter_map(|d| match d {
+                Delivery::Update(u) => Some(u.topic().to_owned()),
+                Delivery::Comment(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_matching_subscriber_gets_each_update_once() {
+        let hub = Hub::new(16);
+        let exact = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+        let both = hub.subscribe(SelectorSet::parse(["a", "*"]), None).unwrap();
+        let other = hub.subscribe(SelectorSet::parse(["b"]), None).unwrap();
+        hub.fan_out(&[update(&["a"], false), update(&["a", "b"], false)]);
+        assert_eq!(received(&exact), ["a", "a"]);
+        assert_eq!(received(&both), ["a", "a"]);
+        assert_eq!(received(&other), ["a"]);
+    }
+
+    #[test]
+    fn private_updates_need_a_matching_claim() {
+        let hub = Hub::new(16);
+        let public = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+        let allowed = hub
+            .subscribe(SelectorSet::parse(["a"]), Some(SelectorSet::parse(["a"])))
+            .unwrap();
+        let other_claim = hub
+            .subscribe(SelectorSet::parse(["a"]), Some(SelectorSet::parse(["b"])))
+            .unwrap();
+        hub.fan_out(&[update(&["a"], true)]);
+        assert!(received(&public).is_empty());
+        assert_eq!(received(&allowed), ["a"]);
+        assert!(received(&other_claim).is_empty());
+    }
+
+    #[test]
+    fn dropping_a_subscription_removes_it_at_once() {
+        let hub = Hub::new(16);
+        let subscription = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+        assert_eq!(hub.subscriptions(), 1);
+        drop(subscription);
+        assert_eq!(hub.subscriptions(), 0);
+        hub.fan_out(&[update(&["a"], false)]);
+    }
+
+    #[test]
+    fn close_ends_streams_and_refuses_newcomers() {
+        let hub = Hub::new(16);
+        let subscription = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+        hub.close();
+        let mut cx = Context::from_waker(Waker::noop());
+        let status = subscription
+            .subscriber()
+            .mailbox
+            .poll_drain(&mut cx, &mut Vec::new());
+        assert_eq!(status, Poll::Ready(Status::Closed));
+        assert!(hub.subscribe(SelectorSet::parse(["a"]), None).is_err());
+    }
+
+    #[test]
+    fn one_update_reaches_ten_thousand_queues() {
+        let hub = Hub::new(4);
+        let subscriptions: Vec<_> = (0..10_000)
+            .map(|_| hub.subscribe(SelectorSet::parse(["t"]), None).unwrap())
+            .collect();
+        let update = update(&["t"], false);
+        hub.fan_out(&[Arc::clone(&update)]);
+        // Every queue holds the same allocation: one reference per subscriber.
+        assert_eq!(Arc::strong_count(&update), 1 + subscriptions.len());
+    }
+}

@@ -1,0 +1,137 @@
+//! Wiring: builds the store, the writer, the hub and the keys from a [`Config`], binds the
+//! listener, and runs until shutdown. The one place that knows how the parts connect.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpSocket};
+
+use crate::auth::{Authorizer, KeyError, random_secret};
+use crate::config::{Config, StoreSpec};
+use crate::http::{AppState, serve};
+use crate::hub::Hub;
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+use crate::store::writer::Writer;
+use crate::telemetry;
+
+/// Pending connections the kernel queues for us: enough for a reconnect storm.
+const LISTEN_BACKLOG: u32 = 4096;
+/// Most updates committed in one batch.
+const MAX_BATCH: usize = 1024;
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A configuration problem (exit 64).
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// A configuration problem (exit 64).
+    #[error("{0}")]
+    Config(String),
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// True when the fix is in the configuration.
+    pub fn is_config(&self) -> bool {
+        matches!(self, StartError::Keys(_) | StartError::Config(_))
+    }
+}
+
+/// A bound, ready hub.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    /// The secret made for this run when no key was configured.
+    generated_secret: Option<String>,
+}
+
+impl Server {
+    /// Validates keys, opens the store, binds the listener and starts the writer and heartbeat.
+    pub async fn bind(mut config: Config) -> Result<Server, StartError> {
+        let generated_secret =
+            if config.keys.publisher_key.is_none() && config.keys.subscriber_key.is_none() {
+                if !config.keys.algorithm.is_hmac() {
+                    return Err(StartError::Config(format!(
+                        "--jwt-algorithm {} needs --jwt-key (a PEM public key)",
+                        config.keys.algorithm
+                    )));
+                }
+                let secret = random_secret();
+                config.keys.publisher_key = Some(secret.clone());
+                config.keys.subscriber_key = Some(secret.clone());
+                Some(secret)
+            } else {
+                None
+            };
+        let auth = Authorizer::new(&config.keys)?;
+        let metrics = telemetry::prometheus();
+        let store: Arc<dyn Store> = match config.store {
+            StoreSpec::Memory => Arc::new(MemoryStore::new(config.retention)),
+        };
+        let listener = bind_listener(config.listen).map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+
+        let hub = Hub::new(config.queue_size);
+        let fan_out = Arc::clone(&hub);
+        let (writer, _writer_task) = Writer::spawn(
+            Arc::clone(&store),
+            Arc::new(move |batch| fan_out.fan_out(batch)),
+            MAX_BATCH,
+        );
+        hub.spawn_heartbeat(config.heartbeat);
+        let state = Arc::new(AppState {
+            config,
+            hub,
+            store,
+            writer,
+            auth,
+            metrics,
+        });
+        Ok(Server {
+            listener,
+            state,
+            generated_secret,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// The random secret made for this run, when no key was configured.
+    pub fn generated_secret(&self) -> Option<&str> {
+        self.generated_secret.as_deref()
+    }
+
+    /// Serves until `shutdown` completes, then ends every stream and returns within seconds.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        serve(self.listener, self.state, shutdown).await;
+    }
+}
+
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}

@@ -1,0 +1,297 @@
+//! `memory:`: a bounded in-process ring of updates. Nothing survives a restart.
+//!
+//! For tests and for users who want no disk. Sequence numbers are contiguous inside the ring,
+//! so a position is found by arithmetic, and an id through a hash index.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use super::{Bounds, ReplayFrom, Retention, Store, StoreError, TopicHistory};
+use crate::update::{Update, now_ms};
+
+/// The in-memory store.
+pub struct MemoryStore {
+    state: Mutex<Ring>,
+}
+
+struct Ring {
+    retention: Retention,
+    updates: VecDeque<Arc<Update>>,
+    seq_by_id: HashMap<String, u64>,
+    topics: HashMap<String, TopicTally>,
+    last_seq: u64,
+}
+
+struct TopicTally {
+    events: u64,
+    last_event_id: String,
+}
+
+impl MemoryStore {
+    /// An empty ring with these retention limits.
+    pub fn new(retention: Retention) -> MemoryStore {
+        MemoryStore {
+            state: Mutex::new(Ring {
+                retention,
+                updates: VecDeque::new(),
+                seq_by_id: HashMap::new(),
+                topics: HashMap::new(),
+                last_seq: 0,
+            }),
+        }
+    }
+}
+
+impl Ring {
+    fn first_seq(&self) -> u64 {
+        self.updates.front().map_or(self.last_seq + 1, |u| u.seq)
+    }
+
+    fn index_after(&self, after: u64) -> usize {
+        let first = self.first_seq();
+        usize::try_from(after.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX)
+    }
+
+    fn push(&mut self, mut update: Update) -> Arc<Update> {
+        self.last_seq += 1;
+        update.seq = self.last_seq;
+        let update = Arc::new(update);
+        self.seq_by_id.insert(update.id.clone(), update.seq);
+        for topic in unique_topics(&update) {
+            let tally = self
+                .topics
+                .entry(topic.clone())
+                .or_insert_with(|| TopicTally {
+                    events: 0,
+                    last_event_id: String::new(),
+                });
+            tally.events += 1;
+            tally.last_event_id.clone_from(&update.id);
+        }
+        self.updates.push_back(Arc::clone(&update));
+        update
+    }
+
+    fn trim(&mut self) {
+        let oldest_allowed_ms = self
+            .retention
+            .max_age
+            .map(|age| now_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)));
+        while let Some(front) = self.updates.front() {
+            let too_many = self.updates.len() > self.retention.max_events;
+            let too_old = oldest_allowed_ms.is_some_and(|limit| front.published_at_ms < limit);
+            if !(too_many || too_old) {
+                break;
+            }
+            if let Some(dropped) = self.updates.pop_front() {
+                self.forget(&dropped);
+            }
+        }
+    }
+
+    fn forget(&mut self, dropped: &Update) {
+        if self.seq_by_id.get(&dropped.id) == Some(&dropped.seq) {
+            self.seq_by_id.remove(&dropped.id);
+        }
+        for topic in unique_topics(dropped) {
+            if let Some(tally) = self.topics.get_mut(topic) {
+                tally.events = tally.events.saturating_sub(1);
+                if tally.events == 0 {
+                    self.topics.remove(topic);
+                }
+            }
+        }
+    }
+}
+
+/// The topics of an update, each once.
+fn unique_topics(update: &Update) -> impl Iterator<Item = &String> {
+    update
+        .topics
+        .iter()
+        .enumerate()
+        .filter(|(index, topic)| !update.topics[..*index].contains(topic))
+        .map(|(_, topic)| topic)
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn append(&self, batch: Vec<Update>) -> Result<Vec<Arc<Update>>, StoreError> {
+        let mut ring = self.state.lock();
+        let stored = batch.into_iter().map(|update| ring.push(update)).collect();
+        ring.trim();
+        Ok(stored)
+    }
+
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
+        let mut ring = self.state.lock();
+        ring.trim();
+        let start = ring.index_after(after);
+        Ok(ring
+            .updates
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn resolve(&self, id: &str) -> Result<ReplayFrom, StoreError> {
+        let mut ring = self.state.lock();
+        ring.trim();
+        Ok(match ring.seq_by_id.get(id) {
+            Some(&seq) => ReplayFrom::After(seq),
+            None => ReplayFrom::Unknown,
+        })
+    }
+
+    async fn bounds(&self) -> Result<Bounds, StoreError> {
+        let mut ring = self.state.lock();
+        ring.trim();
+        let edge = |update: &Arc<Update>| (update.seq, update.id.clone());
+        Ok(Bounds {
+            oldest: ring.updates.front().map(edge),
+            newest: ring.updates.back().map(edge),
+            last_seq: ring.last_seq,
+        })
+    }
+
+    async fn topics(&self) -> Result<Vec<TopicHistory>, StoreError> {
+        let mut ring = self.state.lock();
+        ring.trim();
+        Ok(ring
+            .topics
+            .iter()
+            .map(|(topic, tally)| TopicHistory {
+                topic: topic.clone(),
+                events: tally.events,
+                last_event_id: tally.last_event_id.clone(),
+            })
+            .collect())
+    }
+
+    async fn topic_events(
+        &self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Update>>, StoreError> {
+        let mut ring = self.state.lock();
+        ring.trim();
+        let start = ring.index_after(after);
+        Ok(ring
+            .updates
+            .iter()
+            .skip(start)
+            .filter(|update| update.topics.iter().any(|t| t == topic))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::update::Draft;
+
+    fn update(topic: &str, id: &str) -> Update {
+        Update::from_draft(Draft {
+            topics: vec![topic.into()],
+            data: "d".into(),
+            id: Some(id.into()),
+            ..Draft::default()
+        })
+        .unwrap()
+    }
+
+    fn store(max_events: usize) -> MemoryStore {
+        MemoryStore::new(Retention {
+            max_events,
+            max_age: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn appends_assign_contiguous_sequences_and_replay_reads_after() {
+        let store = store(10);
+        let stored = store
+            .append(vec![update("a", "1"), update("b", "2"), update("a", "3")])
+            .await
+            .unwrap();
+        assert_eq!(stored.iter().map(|u| u.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(store.resolve("2").await.unwrap(), ReplayFrom::After(2));
+        assert_eq!(store.resolve("nope").await.unwrap(), ReplayFrom::Unknown);
+        let after = store.read_after(1, 10).await.unwrap();
+        assert_eq!(
+            after.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+            ["2", "3"]
+        );
+        let limited = store.read_after(0, 2).await.unwrap();
+        assert_eq!(limited.len(), 2);
+        let on_a = store.topic_events("a", 0, 10).await.unwrap();
+        assert_eq!(
+            on_a.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+            ["1", "3"]
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_by_count_forgets_ids_and_topics() {
+        let store = store(2);
+        for (topic, id) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            store.append(vec![update(topic, id)]).await.unwrap();
+        }
+        assert_eq!(store.resolve("1").await.unwrap(), ReplayFrom::Unknown);
+        assert_eq!(store.resolve("2").await.unwrap(), ReplayFrom::After(2));
+        let bounds = store.bounds().await.unwrap();
+        assert_eq!(bounds.oldest, Some((2, "2".into())));
+        assert_eq!(bounds.newest, Some((3, "3".into())));
+        let mut topics: Vec<_> = store
+            .topics()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.topic)
+            .collect();
+        topics.sort();
+        assert_eq!(topics, ["b", "c"]);
+        // Reading after a trimmed position starts at the oldest kept.
+        let all = store.read_after(0, 10).await.unwrap();
+        assert_eq!(all.first().map(|u| u.seq), Some(2));
+    }
+
+    #[tokio::test]
+    async fn retention_by_age_drops_old_updates() {
+        let store = MemoryStore::new(Retention {
+            max_events: 100,
+            max_age: Some(Duration::from_millis(50)),
+        });
+        store.append(vec![update("a", "old")]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        store.append(vec![update("a", "new")]).await.unwrap();
+        assert_eq!(store.resolve("old").await.unwrap(), ReplayFrom::Unknown);
+        assert_eq!(store.read_after(0, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn zero_history_keeps_nothing() {
+        let store = store(0);
+        let stored = store.append(vec![update("a", "1")]).await.unwrap();
+        assert_eq!(stored[0].seq, 1);
+        assert!(store.read_after(0, 10).await.unwrap().is_empty());
+        assert_eq!(
+            store.bounds().await.unwrap(),
+            Bounds {
+                last_seq: 1,
+                ..Bounds::default()
+            }
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! History: the [`Store`] trait, its backends, and the group-commit [`writer`].
+//!
+//! The store is a global append-only log of updates keyed by a monotonic sequence number, with an
+//! index from event id to sequence. It decides the order of updates (it assigns `seq`) and keeps
+//! history bounded by count and age. It knows nothing of subscribers: the writer hands each
+//! committed batch to a callback, which the wiring connects to the hub's fan-out.
+
+pub mod memory;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::update::Update;
+
+/// A store failure. Every variant means "not durable": the publisher is answered 503.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is closed")]
+    Closed,
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayFrom {
+    /// After this sequence number (0 = from the oldest kept).
+    After(u64),
+    /// The id asked for is not in history (never seen, or trimmed by retention).
+    Unknown,
+}
+
+/// The edges of what the store keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bounds {
+    /// The oldest update still kept: (seq, id).
+    pub oldest: Option<(u64, String)>,
+    /// The newest update still kept: (seq, id).
+    pub newest: Option<(u64, String)>,
+    /// The sequence of the newest update ever appended, kept or not (0: none yet).
+    pub last_seq: u64,
+}
+
+/// Per-topic summary of what is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicHistory {
+    pub topic: String,
+    /// Updates kept for this topic.
+    pub events: u64,
+    /// Id of the newest update kept for this topic.
+    pub last_event_id: String,
+}
+
+/// Retention limits, applied inside the same commits as appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many updates (0: keep none).
+    pub max_events: usize,
+    /// Drop updates older than this.
+    pub max_age: Option<Duration>,
+}
+
+/// The history backend.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends a batch in order, assigns each its `seq`, and returns only once the batch is as
+    /// durable as this backend gets.
+    async fn append(&self, batch: Vec<Update>) -> Result<Vec<Arc<Update>>, StoreError>;
+
+    /// Up to `limit` updates with `seq > after`, oldest first.
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError>;
+
+    /// Where to resume for a client whose last event id is `id`.
+    async fn resolve(&self, id: &str) -> Result<ReplayFrom, StoreError>;
+
+    /// The oldest and newest updates kept.
+    async fn bounds(&self) -> Result<Bounds, StoreError>;
+
+    /// One summary per topic that has history.
+    async fn topics(&self) -> Result<Vec<TopicHistory>, StoreError>;
+
+    /// Up to `limit` updates with `seq > after` that carry `topic` (canonical or alternate).
+    async fn topic_events(
+        &self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Update>>, StoreError>;
+}

@@ -1,0 +1,221 @@
+//! The event stream of one subscription: replay from history, then live frames from the hub,
+//! with catch-up from history when the subscriber falls behind.
+//!
+//! The subscription is registered with the hub *before* history is read, so nothing published
+//! in between is missed; live frames whose sequence is not above the last one written are
+//! dropped, so nothing is written twice. Every frame that is ready is written in one chunk
+//! (one write for many events). This module joins the hub and the store; it knows no HTTP.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::hub::Subscription;
+use crate::hub::mailbox::{Delivery, Status};
+use crate::store::{Store, StoreError};
+use crate::update::Update;
+
+/// Updates read from history per store call.
+const REPLAY_PAGE: usize = 256;
+/// A replay chunk is cut at about this many bytes so one slow client cannot pin a huge buffer.
+const MAX_CHUNK: usize = 64 * 1024;
+
+/// Where the stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Replay every update with a sequence above this one, then go live.
+    ReplayAfter(u64),
+    /// Live only; updates up to this sequence were committed before the subscription.
+    LiveAfter(u64),
+}
+
+/// What the lag policy did; counted in `herald_lagging_subscribers_total{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LagAction {
+    /// History still holds everything missed: replay it, then go live again.
+    CatchUp,
+    /// History no longer holds it: end the stream; the client reconnects with Last-Event-ID.
+    Close,
+}
+
+impl LagAction {
+    fn label(self) -> &'static str {
+        match self {
+            LagAction::CatchUp => "catch_up",
+            LagAction::Close => "close",
+        }
+    }
+}
+
+enum Phase {
+    Replay,
+    Live,
+    Done,
+}
+
+/// One subscriber's outgoing stream.
+pub struct EventStream {
+    subscription: Subscription,
+    store: Arc<dyn Store>,
+    prelude: Option<Bytes>,
+    phase: Phase,
+    /// The highest sequence written (or deliberately skipped).
+    last_seq: u64,
+    ready: Vec<Delivery>,
+}
+
+impl EventStream {
+    /// A stream that first writes `prelude` (the opening comment, a gap notice), then follows
+    /// `start`.
+    pub fn new(
+        subscription: Subscription,
+        store: Arc<dyn Store>,
+        prelude: Bytes,
+        start: Start,
+    ) -> EventStream {
+        let (phase, last_seq) = match start {
+            Start::ReplayAfter(seq) => (Phase::Replay, seq),
+            Start::LiveAfter(seq) => (Phase::Live, seq),
+        };
+        EventStream {
+            subscription,
+            store,
+            prelude: Some(prelude).filter(|bytes| !bytes.is_empty()),
+            phase,
+            last_seq,
+            ready: Vec::new(),
+        }
+    }
+
+    /// The next chunk to write; `None` when the stream is over.
+    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(prelude) = self.prelude.take() {
+            return Some(prelude);
+        }
+        loop {
+            match self.phase {
+                Phase::Done => return None,
+                Phase::Replay => match self.replay_page().await {
+                    Ok(Some(chunk)) => return Some(chunk),
+                    Ok(None) => self.phase = Phase::Live,
+                    Err(error) => {
+                        tracing::warn!(%error, "history read failed; closing the stream");
+                        self.phase = Phase::Done;
+                    }
+                },
+                Phase::Live => {
+                    let mailbox = &self.subscription.subscriber().mailbox;
+                    let status =
+                        std::future::poll_fn(|cx| mailbox.poll_drain(cx, &mut self.ready)).await;
+                    if let Some(chunk) = self.coalesce_ready() {
+                        return Some(chunk);
+                    }
+                    match status {
+                        Status::Live => {}
+                        Status::Closed => self.phase = Phase::Done,
+                        Status::Lagging => {
+                            let action = self.lag_action().await;
+                            metrics::counter!(
+                                "herald_lagging_subscribers_total",
+                                "action" => action.label()
+                            )
+                            .increment(1);
+                            tracing::debug!(
+                                subscriber = self.subscription.subscriber().id,
+                                action = action.label(),
+                                "subscriber fell behind"
+                            );
+                            match action {
+                                LagAction::CatchUp => {
+                                    self.subscription.subscriber().mailbox.resume();
+                                    self.phase = Phase::Replay;
+                                }
+                                LagAction::Close => self.phase = Phase::Done,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads history after `last_seq` until some frames for this subscriber are found.
+    /// `Ok(None)` once history has nothing more.
+    async fn replay_page(&mut self) -> Result<Option<Bytes>, StoreError> {
+        loop {
+            let page = self.store.read_after(self.last_seq, REPLAY_PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok(None);
+            };
+            let subscriber = Arc::clone(self.subscription.subscriber());
+            let mut chunk = BytesMut::new();
+            let mut written = 0;
+            for update in &page {
+                self.last_seq = update.seq;
+                if subscriber.may_receive(update) {
+                    chunk.extend_from_slice(&update.frame);
+                    written += 1;
+                    if chunk.len() >= MAX_CHUNK {
+                        break;
+                    }
+                }
+            }
+            if written > 0 {
+                metrics::counter!("herald_deliveries_total").increment(written);
+                metrics::counter!("herald_replayed_total").increment(written);
+                return Ok(Some(chunk.freeze()));
+            }
+            if last.seq <= self.last_seq && page.len() < REPLAY_PAGE {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Joins the ready deliveries into one chunk, dropping updates already written.
+    fn coalesce_ready(&mut self) -> Option<Bytes> {
+        let last_seq = &mut self.last_seq;
+        let mut fresh = self.ready.drain(..).filter_map(|delivery| match delivery {
+            Delivery::Update(update) if update.seq <= *last_seq => None,
+            Delivery::Update(update) => {
+                *last_seq = update.seq;
+                Some((true, frame_of(&update)))
+            }
+            Delivery::Comment(comment) => Some((false, comment)),
+        });
+        let (first_is_update, first) = fresh.next()?;
+        let mut updates = u64::from(first_is_update);
+        let chunk = match fresh.next() {
+            None => first,
+            Some((second_is_update, second)) => {
+                updates += u64::from(second_is_update);
+                let mut joined = BytesMut::with_capacity(first.len() + second.len() + 256);
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&second);
+                for (is_update, frame) in fresh {
+                    updates += u64::from(is_update);
+                    joined.extend_from_slice(&frame);
+                }
+                joined.freeze()
+            }
+        };
+        if updates > 0 {
+            metrics::counter!("herald_deliveries_total").increment(updates);
+        }
+        Some(chunk)
+    }
+
+    /// Catch up when history still holds everything after `last_seq`; close otherwise.
+    async fn lag_action(&self) -> LagAction {
+        match self.store.bounds().await {
+            Ok(bounds) => match bounds.oldest {
+                Some((oldest, _)) if oldest <= self.last_seq + 1 => LagAction::CatchUp,
+                _ => LagAction::Close,
+            },
+            Err(_) => LagAction::Close,
+        }
+    }
+}
+
+fn frame_of(update: &Update) -> Bytes {
+    update.frame.clone()
+}

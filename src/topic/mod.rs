@@ -1,0 +1,156 @@
+//! Topic selectors: exact topics, `*`, and RFC 6570 URI templates, compiled once into matchers.
+//!
+//! Pure code: no I/O, no hub state. A [`Selector`] is parsed from what a subscriber puts in
+//! `topic=` or what a token lists in `mercure.publish` / `mercure.subscribe`. A [`SelectorSet`] is
+//! the compiled list of one subscription or one token claim; it answers "does any of these
+//! selectors match any of the update's topics" without allocating.
+
+pub mod template;
+
+use std::sync::Arc;
+
+use template::{Template, looks_like_template};
+
+/// One compiled selector.
+#[derive(Debug, Clone)]
+pub enum Selector {
+    /// `*`: every topic.
+    Any,
+    /// A topic compared byte for byte.
+    Exact(Arc<str>),
+    /// An RFC 6570 URI template.
+    Template(Box<Template>),
+}
+
+impl Selector {
+    /// Compiles a selector. A string with a `{` that does not parse as a URI template is an exact
+    /// topic, as in the reference hub.
+    pub fn parse(source: &str) -> Selector {
+        if source == "*" {
+            return Selector::Any;
+        }
+        if let Some(Ok(template)) = looks_like_template(source).then(|| Template::parse(source)) {
+            return Selector::Template(Box::new(template));
+        }
+        Selector::Exact(Arc::from(source))
+    }
+
+    /// Does this selector match `topic`?
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            Selector::Any => true,
+            Selector::Exact(exact) => &**exact == topic,
+            Selector::Template(template) => template.matches(topic),
+        }
+    }
+
+    /// The topic, when this selector is an exact one (those are found through a hash index).
+    pub fn as_exact(&self) -> Option<&Arc<str>> {
+        match self {
+            Selector::Exact(exact) => Some(exact),
+            _ => None,
+        }
+    }
+
+    /// The text the selector was compiled from.
+    pub fn source(&self) -> &str {
+        match self {
+            Selector::Any => "*",
+            Selector::Exact(exact) => exact,
+            Selector::Template(template) => template.source(),
+        }
+    }
+}
+
+/// The compiled selectors of one subscription or one token claim. Duplicates are removed.
+#[derive(Debug, Clone, Default)]
+pub struct SelectorSet {
+    selectors: Vec<Selector>,
+}
+
+impl SelectorSet {
+    /// Compiles every selector, dropping duplicates.
+    pub fn parse<I, S>(sources: I) -> SelectorSet
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut selectors: Vec<Selector> = Vec::new();
+        for source in sources {
+            let source = source.as_ref();
+            if !selectors.iter().any(|known| known.source() == source) {
+                selectors.push(Selector::parse(source));
+            }
+        }
+        SelectorSet { selectors }
+    }
+
+    /// Does any selector match `topic`?
+    pub fn matches(&self, topic: &str) -> bool {
+        self.selectors
+            .iter()
+            .any(|selector| selector.matches(topic))
+    }
+
+    /// Does any selector match any of `topics`?
+    pub fn matches_any<S: AsRef<str>>(&self, topics: &[S]) -> bool {
+        topics.iter().any(|topic| self.matches(topic.as_ref()))
+    }
+
+    /// Do the selectors match every one of `topics`?
+    pub fn matches_all<S: AsRef<str>>(&self, topics: &[S]) -> bool {
+        topics.iter().all(|topic| self.matches(topic.as_ref()))
+    }
+
+    /// The selectors.
+    pub fn iter(&self) -> impl Iterator<Item = &Selector> {
+        self.selectors.iter()
+    }
+
+    /// The exact topics among the selectors.
+    pub fn exact_topics(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.selectors.iter().filter_map(Selector::as_exact)
+    }
+
+    /// True when some selector is `*` or a template (those are scanned, not indexed).
+    pub fn has_patterns(&self) -> bool {
+        self.selectors
+            .iter()
+            .any(|selector| selector.as_exact().is_none())
+    }
+
+    /// Number of selectors.
+    pub fn len(&self) -> usize {
+        self.selectors.len()
+    }
+
+    /// True when there are no selectors.
+    pub fn is_empty(&self) -> bool {
+        self.selectors.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn star_matches_everything_and_exact_matches_bytes() {
+        let set = SelectorSet::parse(["*"]);
+        assert!(set.matches("anything"));
+        let set = SelectorSet::parse(["a", "b", "a"]);
+        assert_eq!(set.len(), 2);
+        assert!(set.matches("b"));
+        assert!(!set.matches("c"));
+        assert!(!set.has_patterns());
+        assert!(set.matches_any(&["c", "a"]));
+        assert!(!set.matches_all(&["c", "a"]));
+    }
+
+    #[test]
+    fn a_brace_that_is_not_a_template_is_an_exact_topic() {
+        let selector = Selector::parse("weird{");
+        assert!(selector.matches("weird{"));
+        assert_eq!(selector.as_exact().map(|s| &**s), Some("weird{"));
+    }
+}

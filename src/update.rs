@@ -1,0 +1,190 @@
+//! The [`Update`] value and its single encoding into an SSE frame.
+//!
+//! An update is encoded exactly once, when it is built; every subscriber then receives a clone of
+//! the same [`Bytes`] (a reference count, never a copy). This module owns validation of the
+//! fields that end up on the wire (`id`, `type`, `retry`) so nothing can inject a field into the
+//! event stream. It knows nothing of HTTP, storage or subscribers.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use herald_sse::{EventFields, encode_event, encoded_len, is_valid_field};
+
+/// One published update, as stored and as delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// Position in the hub's global log; 0 until the store assigns it.
+    pub seq: u64,
+    /// The event id (`urn:uuid:` UUIDv7 unless the publisher chose one).
+    pub id: String,
+    /// Topics: the first is the canonical one, the others are alternates.
+    pub topics: Vec<String>,
+    /// The event's data, exactly as published.
+    pub data: String,
+    /// The SSE `event:` type, if any.
+    pub event_type: Option<String>,
+    /// The SSE `retry:` value in milliseconds, if any.
+    pub retry: Option<u64>,
+    /// Private updates reach only subscribers whose token allows one of the topics.
+    pub private: bool,
+    /// When the hub accepted the update, in milliseconds since the Unix epoch.
+    pub published_at_ms: u64,
+    /// The complete SSE frame, encoded once.
+    pub frame: Bytes,
+}
+
+/// What a publisher asked for, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct Draft {
+    pub topics: Vec<String>,
+    pub data: String,
+    pub id: Option<String>,
+    pub event_type: Option<String>,
+    pub retry: Option<u64>,
+    pub private: bool,
+}
+
+/// Why a draft cannot become an update. Each maps to 400 at the HTTP edge.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidUpdate {
+    #[error("at least one topic is required")]
+    NoTopic,
+    #[error("topics must not be empty strings")]
+    EmptyTopic,
+    #[error("the id must not be empty or contain CR, LF or NUL")]
+    BadId,
+    #[error("the type must not contain CR, LF or NUL")]
+    BadType,
+}
+
+impl Update {
+    /// Validates a draft and encodes its frame.
+    pub fn from_draft(draft: Draft) -> Result<Update, InvalidUpdate> {
+        if draft.topics.is_empty() {
+            return Err(InvalidUpdate::NoTopic);
+        }
+        if draft.topics.iter().any(String::is_empty) {
+            return Err(InvalidUpdate::EmptyTopic);
+        }
+        let id = match draft.id {
+            Some(id) if id.is_empty() || !is_valid_field(&id) => return Err(InvalidUpdate::BadId),
+            Some(id) => id,
+            None => new_event_id(),
+        };
+        if draft
+            .event_type
+            .as_deref()
+            .is_some_and(|kind| !is_valid_field(kind))
+        {
+            return Err(InvalidUpdate::BadType);
+        }
+        let event_type = draft.event_type.filter(|kind| !kind.is_empty());
+        let frame = encode_frame(&id, event_type.as_deref(), &draft.data, draft.retry);
+        Ok(Update {
+            seq: 0,
+            id,
+            topics: draft.topics,
+            data: draft.data,
+            event_type,
+            retry: draft.retry,
+            private: draft.private,
+            published_at_ms: now_ms(),
+            frame,
+        })
+    }
+
+    /// The canonical topic (the first one).
+    pub fn topic(&self) -> &str {
+        self.topics.first().map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Encodes one event into a frame of exactly the right size.
+pub fn encode_frame(id: &str, event_type: Option<&str>, data: &str, retry: Option<u64>) -> Bytes {
+    let fields = EventFields {
+        id: Some(id),
+        event_type,
+        data,
+        retry,
+    };
+    let mut out = Vec::with_capacity(encoded_len(&fields));
+    encode_event(&mut out, &fields);
+    Bytes::from(out)
+}
+
+/// A fresh `urn:uuid:` id: UUIDv7, so ids sort by time.
+pub fn new_event_id() -> String {
+    format!("urn:uuid:{}", uuid::Uuid::now_v7())
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(topic: &str, data: &str) -> Draft {
+        Draft {
+            topics: vec![topic.to_owned()],
+            data: data.to_owned(),
+            ..Draft::default()
+        }
+    }
+
+    #[test]
+    fn frame_is_encoded_once_with_every_field() {
+        let update = Update::from_draft(Draft {
+            id: Some("a1".into()),
+            event_type: Some("note".into()),
+            retry: Some(500),
+            ..draft("t", "one\ntwo")
+        });
+        let update = update.unwrap_or_else(|error| panic!("valid draft refused: {error}"));
+        assert_eq!(
+            &update.frame[..],
+            b"id: a1\nevent: note\nretry: 500\ndata: one\ndata: two\n\n"
+        );
+    }
+
+    #[test]
+    fn generated_ids_are_uuid_v7_urns() {
+        let update = Update::from_draft(draft("t", "x")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(update.id.starts_with("urn:uuid:"));
+        let uuid = uuid::Uuid::parse_str(&update.id["urn:uuid:".len()..]);
+        assert_eq!(uuid.map(|u| u.get_version_num()).ok(), Some(7));
+    }
+
+    #[test]
+    fn injection_through_id_or_type_is_refused() {
+        for bad in ["a\nb", "a\rb", "a\0b", ""] {
+            let result = Update::from_draft(Draft {
+                id: Some(bad.into()),
+                ..draft("t", "x")
+            });
+            assert_eq!(result.err(), Some(InvalidUpdate::BadId), "{bad:?}");
+        }
+        let result = Update::from_draft(Draft {
+            event_type: Some("x\ndata: y".into()),
+            ..draft("t", "x")
+        });
+        assert_eq!(result.err(), Some(InvalidUpdate::BadType));
+    }
+
+    #[test]
+    fn topics_are_required() {
+        assert_eq!(
+            Update::from_draft(Draft::default()).err(),
+            Some(InvalidUpdate::NoTopic)
+        );
+        assert_eq!(
+            Update::from_draft(draft("", "x")).err(),
+            Some(InvalidUpdate::EmptyTopic)
+        );
+    }
+}
