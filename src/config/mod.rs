@@ -44,7 +44,8 @@ pub struct ServeArgs {
         long,
         env = "HERALD_JWT_KEY",
         value_name = "KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
     pub jwt_key: Option<String>,
 
@@ -53,7 +54,8 @@ pub struct ServeArgs {
         long,
         env = "HERALD_PUBLISHER_JWT_KEY",
         value_name = "KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
     pub publisher_jwt_key: Option<String>,
 
@@ -62,7 +64,8 @@ pub struct ServeArgs {
         long,
         env = "HERALD_SUBSCRIBER_JWT_KEY",
         value_name = "KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        allow_hyphen_values = true
     )]
     pub subscriber_jwt_key: Option<String>,
 

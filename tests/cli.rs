@@ -1,0 +1,217 @@
+//! The command line: help, bad configuration, environment, the config file, the banner, tokens.
+
+use std::time::Duration;
+
+use crate::util::{Hub, KEY, client, run_cli};
+
+#[test]
+fn serve_help_explains_every_flag() {
+    let (code, stdout, _) = run_cli(&["serve", "--help"], &[]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--listen",
+        "--store",
+        "--jwt-key",
+        "--publisher-jwt-key",
+        "--subscriber-jwt-key",
+        "--jwt-algorithm",
+        "--anonymous",
+        "--cors-origin",
+        "--publish-origin",
+        "--heartbeat",
+        "--history-size",
+        "--history-max-age",
+        "--subscriptions",
+        "--demo",
+        "--max-body",
+        "--config",
+        "HERALD_LISTEN",
+        "HERALD_JWT_KEY",
+    ] {
+        assert!(stdout.contains(flag), "--help does not mention {flag}");
+    }
+}
+
+#[test]
+fn bad_configuration_exits_64_with_one_line_before_binding() {
+    // Hold a port: a config error must be reported without trying to bind it.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().to_string();
+    for (args, mentions) in [
+        (
+            vec!["serve", "--listen", &port, "--heartbeat", "soon"],
+            "--heartbeat",
+        ),
+        (vec!["serve", "--listen", "not-an-address"], "--listen"),
+        (
+            vec!["serve", "--listen", &port, "--jwt-algorithm", "HS999"],
+            "--jwt-algorithm",
+        ),
+        (
+            vec!["serve", "--listen", &port, "--max-body", "lots"],
+            "--max-body",
+        ),
+        (
+            vec!["serve", "--listen", &port, "--no-such-flag"],
+            "--no-such-flag",
+        ),
+        (
+            vec![
+                "serve",
+                "--listen",
+                &port,
+                "--jwt-key",
+                "not a pem",
+                "--jwt-algorithm",
+                "RS256",
+            ],
+            "key",
+        ),
+    ] {
+        let (code, _, stderr) = run_cli(&args, &[]);
+        assert_eq!(code, 64, "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(mentions), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_runtime_error() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run_cli(&["serve", "--listen", &port, "--store", "memory:"], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+}
+
+#[tokio::test]
+async fn environment_variables_configure_the_hub() {
+    let hub = Hub::start_with_env(
+        &[],
+        &[
+            ("HERALD_JWT_KEY", KEY),
+            ("HERALD_ANONYMOUS", "true"),
+            ("HERALD_MAX_BODY", "100"),
+        ],
+    );
+    let mut stream = hub.subscribe("/.well-known/mercure?topic=a", &[]).await;
+    assert_eq!(stream.status, 200, "HERALD_ANONYMOUS");
+    hub.wait_subscriptions(1).await;
+    hub.publish_ok(&[("topic", "a"), ("data", "via env key")])
+        .await;
+    assert_eq!(stream.next_event().await.data, "via env key");
+    let (status, _) = hub
+        .publish(&[("topic", "a"), ("data", &"x".repeat(200))])
+        .await;
+    assert_eq!(status, 413, "HERALD_MAX_BODY");
+}
+
+#[tokio::test]
+async fn a_config_file_configures_the_hub_and_flags_win() {
+    let dir = std::env::temp_dir().join(format!("herald-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("herald.toml");
+    std::fs::write(
+        &path,
+        format!("jwt-key = \"{KEY}\"\nanonymous = true\nheartbeat = \"60s\"\ncors-origin = [\"https://a.example\"]\n"),
+    )
+    .unwrap();
+    let hub = Hub::start_raw(&["--config", path.to_str().unwrap(), "--heartbeat", "200ms"]);
+    let mut stream = hub
+        .subscribe(
+            "/.well-known/mercure?topic=a",
+            &[("origin", "https://a.example")],
+        )
+        .await;
+    assert_eq!(
+        stream.header("access-control-allow-origin"),
+        Some("https://a.example")
+    );
+    // The flag's 200ms heartbeat, not the file's 60s.
+    assert!(
+        stream
+            .read_until(b":\n\n:\n\n", Duration::from_secs(3))
+            .await
+    );
+    std::fs::write(&path, "jwt-kee = \"typo\"\n").unwrap();
+    let (code, _, stderr) = run_cli(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 64);
+    assert!(stderr.contains("jwt-kee"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn the_banner_prints_a_working_curl_pair() {
+    // No key given: a random secret is made and a usable token printed.
+    let hub = Hub::start_raw(&["--store", "memory:"]);
+    let banner = hub.banner.join("\n");
+    assert!(banner.contains("subscribe: curl -N"), "{banner}");
+    let publish = hub
+        .banner
+        .iter()
+        .find(|line| line.contains("publish:"))
+        .expect("a publish line");
+    let token = publish
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a token in the publish line");
+    let subscribe_line = hub
+        .banner
+        .iter()
+        .find(|l| l.contains("subscribe:"))
+        .unwrap();
+    let sub_token = subscribe_line
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a subscriber token: the hub is not anonymous");
+    let mut stream = hub
+        .subscribe(
+            "/.well-known/mercure?topic=demo",
+            &[("authorization", &format!("Bearer {sub_token}"))],
+        )
+        .await;
+    assert_eq!(stream.status, 200);
+    hub.wait_subscriptions(1).await;
+    let response = client()
+        .post(hub.url("/.well-known/mercure"))
+        .bearer_auth(token)
+        .form(&[("topic", "demo"), ("data", "hello")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(stream.next_event().await.data, "hello");
+}
+
+#[tokio::test]
+async fn herald_token_mints_a_token_the_hub_accepts() {
+    let (code, stdout, stderr) = run_cli(
+        &["token", "--key", KEY, "--publish", "a", "--ttl", "1h"],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let token = stdout.trim();
+    let hub = Hub::start(&[]);
+    let publish = |topic: &'static str| {
+        client()
+            .post(hub.url("/.well-known/mercure"))
+            .bearer_auth(token)
+            .form(&[("topic", topic), ("data", "x")])
+            .send()
+    };
+    assert_eq!(publish("a").await.unwrap().status(), 200);
+    assert_eq!(publish("b").await.unwrap().status(), 403);
+    let (code, _, stderr) = run_cli(&["token", "--key", KEY], &[]);
+    assert_eq!(code, 64, "{stderr}");
+}

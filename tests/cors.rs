@@ -1,0 +1,89 @@
+//! CORS: allowed origins are echoed with credentials, `*` never comes with credentials, others
+//! get nothing.
+
+use crate::util::{Hub, client};
+
+async fn preflight(hub: &Hub, origin: &str) -> reqwest::Response {
+    client()
+        .request(reqwest::Method::OPTIONS, hub.url("/.well-known/mercure"))
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header(
+            "access-control-request-headers",
+            "authorization, last-event-id",
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn an_allowed_origin_is_echoed_with_credentials() {
+    let hub = Hub::start(&[
+        "--cors-origin",
+        "https://a.example",
+        "--cors-origin",
+        "https://b.example",
+    ]);
+    let response = preflight(&hub, "https://b.example").await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        header(&response, "access-control-allow-origin"),
+        Some("https://b.example")
+    );
+    assert_eq!(
+        header(&response, "access-control-allow-credentials"),
+        Some("true")
+    );
+    let allowed = header(&response, "access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    for needed in ["authorization", "last-event-id", "cache-control"] {
+        assert!(allowed.contains(needed), "{allowed}");
+    }
+    let stream = hub
+        .subscribe(
+            "/.well-known/mercure?topic=a",
+            &[("origin", "https://a.example")],
+        )
+        .await;
+    assert_eq!(
+        stream.header("access-control-allow-origin"),
+        Some("https://a.example")
+    );
+    assert_eq!(
+        stream.header("access-control-allow-credentials"),
+        Some("true")
+    );
+}
+
+#[tokio::test]
+async fn other_origins_get_no_cors_headers() {
+    let hub = Hub::start(&["--cors-origin", "https://a.example"]);
+    let response = preflight(&hub, "https://evil.example").await;
+    assert!(header(&response, "access-control-allow-origin").is_none());
+    assert!(header(&response, "access-control-allow-credentials").is_none());
+    let stream = hub
+        .subscribe(
+            "/.well-known/mercure?topic=a",
+            &[("origin", "https://evil.example")],
+        )
+        .await;
+    assert!(stream.header("access-control-allow-origin").is_none());
+    // No list at all: nothing either.
+    let closed = Hub::start(&[]);
+    let response = preflight(&closed, "https://a.example").await;
+    assert!(header(&response, "access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn star_allows_any_origin_but_never_with_credentials() {
+    let hub = Hub::start(&["--cors-origin", "*"]);
+    let response = preflight(&hub, "https://anything.example").await;
+    assert_eq!(header(&response, "access-control-allow-origin"), Some("*"));
+    assert!(header(&response, "access-control-allow-credentials").is_none());
+}

@@ -1,0 +1,139 @@
+//! Subscribing: headers, the opening comment, selectors, heartbeats, vanished clients.
+
+use std::time::{Duration, Instant};
+
+use crate::util::{Hub, SOON, client, problem};
+
+#[tokio::test]
+async fn stream_opens_with_sse_headers_and_a_comment_at_once() {
+    let hub = Hub::start(&[]);
+    let started = Instant::now();
+    let mut stream = hub.subscribe("/.well-known/mercure?topic=a", &[]).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.header("content-type"), Some("text/event-stream"));
+    assert!(stream.header("cache-control").unwrap().contains("no-cache"));
+    assert_eq!(stream.header("x-accel-buffering"), Some("no"));
+    assert!(stream.read_until(b":", SOON).await);
+    assert!(stream.raw.starts_with(b":"), "{:?}", stream.raw);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn published_updates_arrive_as_exact_frames() {
+    let hub = Hub::start(&[]);
+    let mut stream = hub.subscribe("/.well-known/mercure?topic=a", &[]).await;
+    hub.wait_subscriptions(1).await;
+    hub.publish_ok(&[("topic", "a"), ("data", "hello"), ("id", "e1")])
+        .await;
+    assert!(stream.read_until(b"id: e1\ndata: hello\n\n", SOON).await);
+    assert_eq!(&stream.raw[..], b":\n\nid: e1\ndata: hello\n\n");
+}
+
+#[tokio::test]
+async fn several_topics_are_ored_and_others_are_not_received() {
+    let hub = Hub::start(&[]);
+    let mut stream = hub
+        .subscribe("/.well-known/mercure?topic=a&topic=b", &[])
+        .await;
+    hub.wait_subscriptions(1).await;
+    hub.publish_ok(&[("topic", "c"), ("data", "not for you")])
+        .await;
+    hub.publish_ok(&[("topic", "b"), ("data", "b1")]).await;
+    hub.publish_ok(&[("topic", "a"), ("data", "a1")]).await;
+    let events = stream.events(2).await;
+    assert_eq!(events[0].data, "b1");
+    assert_eq!(events[1].data, "a1");
+    stream.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn star_matches_every_topic_and_events_is_an_alias() {
+    let hub = Hub::start(&[]);
+    let mut stream = hub.subscribe("/events?topic=*", &[]).await;
+    assert_eq!(stream.status, 200);
+    hub.wait_subscriptions(1).await;
+    hub.publish_ok(&[("topic", "x"), ("data", "1")]).await;
+    hub.publish_ok(&[("topic", "https://example.com/y"), ("data", "2")])
+        .await;
+    let events = stream.events(2).await;
+    assert_eq!([&*events[0].data, &*events[1].data], ["1", "2"]);
+}
+
+#[tokio::test]
+async fn an_update_on_two_selected_topics_arrives_once() {
+    let hub = Hub::start(&[]);
+    let mut stream = hub
+        .subscribe("/.well-known/mercure?topic=a&topic=b&topic=*", &[])
+        .await;
+    hub.wait_subscriptions(1).await;
+    hub.publish_ok(&[("topic", "a"), ("topic", "b"), ("data", "once")])
+        .await;
+    assert_eq!(stream.next_event().await.data, "once");
+    stream.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn no_topic_is_a_bad_request() {
+    let hub = Hub::start(&[]);
+    for path in [
+        "/.well-known/mercure",
+        "/events",
+        "/.well-known/mercure?foo=bar",
+    ] {
+        let response = client().get(hub.url(path)).send().await.unwrap();
+        let (status, body) = problem(response).await;
+        assert_eq!(status, 400, "{path}");
+        assert!(body["detail"].as_str().unwrap().contains("topic"));
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_come_from_the_configured_interval() {
+    let hub = Hub::start(&["--heartbeat", "300ms"]);
+    let mut stream = hub.subscribe("/.well-known/mercure?topic=quiet", &[]).await;
+    // The opening comment, then at least two heartbeats within a second or so.
+    let started = Instant::now();
+    while stream.raw.windows(3).filter(|w| w == b":\n\n").count() < 3 {
+        assert!(started.elapsed() < SOON, "no heartbeats: {:?}", stream.raw);
+        stream.read_chunk(SOON).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(
+        stream
+            .next_event_within(Duration::from_millis(10))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_vanished_client_is_removed_at_once_not_at_the_next_heartbeat() {
+    let hub = Hub::start(&["--heartbeat", "60s"]);
+    let stream = hub.subscribe("/.well-known/mercure?topic=a", &[]).await;
+    hub.wait_subscriptions(1).await;
+    assert_eq!(hub.metric("herald_subscriptions").await, 1.0);
+    drop(stream);
+    let started = Instant::now();
+    hub.wait_subscriptions(0).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(hub.metric("herald_subscriptions").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_reset_connection_is_removed_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = Hub::start(&["--heartbeat", "60s"]);
+    let mut socket = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    socket
+        .write_all(b"GET /.well-known/mercure?topic=a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let read = socket.read(&mut head).await.unwrap();
+    assert!(head[..read].starts_with(b"HTTP/1.1 200"));
+    hub.wait_subscriptions(1).await;
+    // SO_LINGER 0: close with RST.
+    socket.set_zero_linger().unwrap();
+    drop(socket);
+    hub.wait_subscriptions(0).await;
+}

@@ -1,0 +1,16 @@
+//! The integration suite: every test starts a real `herald serve` on a random loopback port and
+//! asserts on what goes over the wire. One binary; each topic in its own file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod util;
+
+mod auth;
+mod cli;
+mod cors;
+mod history;
+mod lagging;
+mod ops;
+mod publish;
+mod shutdown;
+mod subscribe;
+mod topics;

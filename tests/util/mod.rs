@@ -1,0 +1,401 @@
+//! Fixtures: a real `herald serve` process on a random loopback port, tokens, and a stream
+//! reader that keeps the raw bytes and parses events with `herald-sse`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use herald::auth::{Algorithm, MintClaims, mint_hmac};
+use herald_sse::{Event, Parser};
+
+/// The HMAC secret every test hub uses unless told otherwise.
+pub const KEY: &str = "integration-test-secret";
+
+/// How long a test waits for something that should happen at once.
+pub const SOON: Duration = Duration::from_secs(5);
+
+/// A running hub process, killed when dropped.
+pub struct Hub {
+    child: Child,
+    pub addr: SocketAddr,
+    pub banner: Vec<String>,
+}
+
+impl Hub {
+    /// `herald serve --listen 127.0.0.1:0 --jwt-key KEY --anonymous --store memory:` plus `extra`.
+    pub fn start(extra: &[&str]) -> Hub {
+        let mut args = vec!["--jwt-key", KEY, "--anonymous", "--store", "memory:"];
+        args.extend_from_slice(extra);
+        Hub::start_raw(&args)
+    }
+
+    /// `herald serve --listen 127.0.0.1:0` plus exactly `args`.
+    pub fn start_raw(args: &[&str]) -> Hub {
+        Hub::start_with_env(args, &[])
+    }
+
+    /// As [`Hub::start_raw`] with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Hub {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        command
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(args)
+            .env(
+                "HERALD_LOG",
+                std::env::var("TEST_HERALD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("spawn herald");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines
+            .next()
+            .expect("herald printed nothing")
+            .expect("read stdout");
+        let addr = first
+            .strip_prefix("herald listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+            .parse()
+            .expect("address");
+        let mut banner = vec![first];
+        // The banner is a handful of lines; read them on a thread so stdout never blocks.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while let Ok(line) =
+            receiver.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            banner.push(line);
+        }
+        Hub {
+            child,
+            addr,
+            banner,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`, `INT`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Publishes a form with a token allowed to publish anywhere; returns (status, body).
+    pub async fn publish(&self, form: &[(&str, &str)]) -> (u16, String) {
+        let response = client()
+            .post(self.url("/.well-known/mercure"))
+            .bearer_auth(token(&["*"], &[]))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encode_form(form))
+            .send()
+            .await
+            .expect("publish");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    /// Publishes and asserts 200; returns the id.
+    pub async fn publish_ok(&self, form: &[(&str, &str)]) -> String {
+        let (status, body) = self.publish(form).await;
+        assert_eq!(status, 200, "publish failed: {body}");
+        body
+    }
+
+    /// Opens a subscription on `path_and_query` with extra headers.
+    pub async fn subscribe(&self, path_and_query: &str, headers: &[(&str, &str)]) -> Stream {
+        let mut request = client().get(self.url(path_and_query));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = tokio::time::timeout(SOON, request.send())
+            .await
+            .expect("subscribe timed out")
+            .expect("subscribe");
+        Stream::new(response)
+    }
+
+    /// A metric's value from `/metrics` (first line that starts with `name`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+            .and_then(|line| {
+                if name.contains('{') {
+                    line.rsplit(' ').next()
+                } else {
+                    line.strip_prefix(name)
+                        .filter(|rest| rest.starts_with(' '))
+                        .and_then(|rest| rest.trim().split(' ').next())
+                }
+            })
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Live subscriptions, from `/healthz`.
+    pub async fn subscriptions(&self) -> u64 {
+        let health: serde_json::Value = client()
+            .get(self.url("/healthz"))
+            .send()
+            .await
+            .expect("healthz")
+            .json()
+            .await
+            .expect("json");
+        health["subscriptions"].as_u64().expect("subscriptions")
+    }
+
+    /// Polls until the hub reports `n` subscriptions.
+    pub async fn wait_subscriptions(&self, n: u64) {
+        let deadline = Instant::now() + SOON;
+        loop {
+            let now = self.subscriptions().await;
+            if now == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} subscriptions, have {now}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A client without connection pooling surprises.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client")
+}
+
+/// A HS256 token signed with [`KEY`].
+pub fn token(publish: &[&str], subscribe: &[&str]) -> String {
+    token_with(KEY, publish, subscribe, None)
+}
+
+/// A HS256 token with a key and optional lifetime.
+pub fn token_with(
+    key: &str,
+    publish: &[&str],
+    subscribe: &[&str],
+    ttl: Option<Duration>,
+) -> String {
+    mint_hmac(
+        key.as_bytes(),
+        Algorithm::HS256,
+        &MintClaims {
+            publish: publish.iter().map(|s| s.to_string()).collect(),
+            subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+            payload: None,
+            ttl,
+        },
+    )
+    .expect("mint")
+}
+
+/// `application/x-www-form-urlencoded`.
+pub fn encode_form(form: &[(&str, &str)]) -> String {
+    let mut serializer = form_urlencoded::Serializer::new(String::new());
+    for (key, value) in form {
+        serializer.append_pair(key, value);
+    }
+    serializer.finish()
+}
+
+/// An open event stream: the response head, the raw body bytes read so far, and parsed events.
+pub struct Stream {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    body: Option<futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>>,
+    pub raw: Vec<u8>,
+    parser: Parser,
+    pub ended: bool,
+}
+
+impl Stream {
+    fn new(response: reqwest::Response) -> Stream {
+        Stream {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: Some(response.bytes_stream().boxed()),
+            raw: Vec::new(),
+            parser: Parser::new(),
+            ended: false,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Reads one more chunk; false at the end of the stream or after `limit`.
+    pub async fn read_chunk(&mut self, limit: Duration) -> bool {
+        let Some(body) = self.body.as_mut() else {
+            return false;
+        };
+        match tokio::time::timeout(limit, body.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                self.raw.extend_from_slice(&chunk);
+                self.parser.feed(&chunk);
+                true
+            }
+            Ok(Some(Err(_))) | Ok(None) => {
+                self.ended = true;
+                self.body = None;
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The next event, waiting at most `limit`.
+    pub async fn next_event_within(&mut self, limit: Duration) -> Option<Event> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(event) = self.parser.next_event() {
+                return Some(event);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.read_chunk(left).await {
+                return self.parser.next_event();
+            }
+        }
+    }
+
+    /// The next event; panics if none arrives soon.
+    pub async fn next_event(&mut self) -> Event {
+        self.next_event_within(SOON)
+            .await
+            .expect("expected an event, none arrived")
+    }
+
+    /// Asserts no event arrives within `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        if let Some(event) = self.next_event_within(quiet).await {
+            panic!("expected no event, got {event:?}");
+        }
+    }
+
+    /// Reads until the raw bytes contain `needle`.
+    pub async fn read_until(&mut self, needle: &[u8], limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.raw.windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !self.read_chunk(left).await {
+                return self.raw.windows(needle.len()).any(|w| w == needle);
+            }
+        }
+    }
+
+    /// Reads until the stream ends; true if it ended within `limit`.
+    pub async fn read_to_end(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.ended {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.read_chunk(left).await;
+        }
+        true
+    }
+
+    /// Collects `n` events.
+    pub async fn events(&mut self, n: usize) -> Vec<Event> {
+        let mut events = Vec::with_capacity(n);
+        for _ in 0..n {
+            events.push(self.next_event().await);
+        }
+        events
+    }
+}
+
+/// Runs `herald` with arguments; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.args(args).stdin(Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("run herald");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A problem+json body's fields.
+pub async fn problem(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json", "status {status}");
+    let body: serde_json::Value = response.json().await.expect("problem json");
+    assert_eq!(body["status"].as_u64(), Some(u64::from(status)));
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    (status, body)
+}
