@@ -71,9 +71,7 @@ fn print_banner(server: &Server) {
     if server.generated_secret().is_some() {
         println!("  keys:      none given: a random HS256 secret was made for this run");
     }
-    if config.demo {
-        println!("  pages:     {base}/  {base}/chat  {base}/clock  {base}/console");
-    }
+    println!("  page:      {base}/");
     let auth_header = if config.anonymous {
         String::new()
     } else {
