@@ -89,6 +89,7 @@ impl Server {
             MAX_BATCH,
         );
         hub.spawn_heartbeat(config.heartbeat);
+        hub.spawn_expiry();
         let state = Arc::new(AppState {
             config,
             hub,

@@ -321,3 +321,38 @@ async fn publisher_and_subscriber_keys_can_differ() {
     );
     assert_eq!(stream.next_event().await.data, "x");
 }
+
+#[tokio::test]
+async fn a_stream_is_closed_when_its_token_expires() {
+    let hub = Hub::start_raw(&["--jwt-key", KEY, "--store", "memory:", "--heartbeat", "60s"]);
+    let short = token_with(KEY, &[], &["*"], Some(Duration::from_secs(2)));
+    let mut stream = hub
+        .subscribe(
+            &format!("/.well-known/mercure?topic=a&authorization={short}"),
+            &[],
+        )
+        .await;
+    assert_eq!(stream.status, 200);
+    hub.wait_subscriptions(1).await;
+    let started = std::time::Instant::now();
+    assert!(
+        stream.read_to_end(Duration::from_secs(6)).await,
+        "the stream outlived its token"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    hub.wait_subscriptions(0).await;
+    // An already expired token is refused outright.
+    let expired = claims_token(
+        serde_json::json!({"mercure": {"subscribe": ["*"]}, "exp": now() - 1}),
+        jsonwebtoken::Algorithm::HS256,
+        &EncodingKey::from_secret(KEY.as_bytes()),
+    );
+    let response = client()
+        .get(hub.url(&format!(
+            "/.well-known/mercure?topic=a&authorization={expired}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(response).await.0, 401);
+}

@@ -36,13 +36,16 @@ pub async fn subscribe(
             "at least one `topic` query parameter is required".into(),
         ));
     }
-    let private_access = subscriber_access(state, request.headers(), raw_query)?;
+    let access = subscriber_access(state, request.headers(), raw_query)?;
     let last_event_id = last_event_id(request.headers(), &params);
 
     let subscription = state
         .hub
-        .subscribe(SelectorSet::parse(topics), private_access)
+        .subscribe(SelectorSet::parse(topics), access.private_topics)
         .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+    if let Some(expires_at) = access.expires_at {
+        subscription.expire_at(expires_at);
+    }
 
     let mut prelude = b":\n\n".to_vec();
     let bounds = state.store.bounds().await?;
@@ -87,19 +90,34 @@ pub async fn subscribe(
     Ok(response)
 }
 
-/// The private topics this request may receive: `None` for public only. Refuses a bad token,
-/// and a missing one unless anonymous subscribers are allowed.
+/// What a subscriber's token allows.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// Topics whose private updates it may receive; `None` for public updates only.
+    pub private_topics: Option<SelectorSet>,
+    /// When the token expires (Unix seconds): the stream is closed then.
+    pub expires_at: Option<u64>,
+    /// The token's `mercure.payload`.
+    pub payload: Option<serde_json::Value>,
+}
+
+/// Verifies the subscriber's token, if any. Refuses a bad token, and a missing one unless
+/// anonymous subscribers are allowed.
 pub fn subscriber_access(
     state: &AppState,
     headers: &HeaderMap,
     raw_query: Option<&str>,
-) -> Result<Option<SelectorSet>, ApiError> {
+) -> Result<Access, ApiError> {
     match extract_token(headers, raw_query) {
         Some((token, _source)) => {
             let claims = state.auth.verify_subscriber(&token)?;
-            Ok(claims.subscribe.map(SelectorSet::parse))
+            Ok(Access {
+                private_topics: claims.subscribe.map(SelectorSet::parse),
+                expires_at: claims.expires_at,
+                payload: claims.payload,
+            })
         }
-        None if state.config.anonymous => Ok(None),
+        None if state.config.anonymous => Ok(Access::default()),
         None => Err(AuthError::Missing.into()),
     }
 }

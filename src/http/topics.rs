@@ -146,6 +146,7 @@ pub async fn events(
             cursor = update.seq;
             let visible = !update.private
                 || access
+                    .private_topics
                     .as_ref()
                     .is_some_and(|claim| claim.matches_any(&update.topics));
             if visible && page.len() < limit {

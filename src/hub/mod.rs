@@ -6,6 +6,7 @@
 //! the response that owns it is dropped (client gone, write failed, shutdown) the subscriber is
 //! removed at once.
 
+pub mod expiry;
 pub mod mailbox;
 pub mod registry;
 
@@ -17,6 +18,7 @@ use bytes::Bytes;
 
 use crate::topic::SelectorSet;
 use crate::update::Update;
+use expiry::ExpiryQueue;
 use mailbox::Mailbox;
 use registry::Registry;
 
@@ -64,6 +66,7 @@ pub struct Hub {
     next_id: AtomicU64,
     queue_capacity: usize,
     closing: AtomicBool,
+    expiring: ExpiryQueue,
 }
 
 /// The heartbeat frame: an empty comment.
@@ -77,6 +80,7 @@ impl Hub {
             next_id: AtomicU64::new(1),
             queue_capacity,
             closing: AtomicBool::new(false),
+            expiring: ExpiryQueue::default(),
         })
     }
 
@@ -143,6 +147,27 @@ impl Hub {
         })
     }
 
+    /// Starts the one hub-wide ticker that closes streams whose token expired.
+    pub fn spawn_expiry(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let hub = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(250));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                match hub.upgrade() {
+                    Some(hub) if !hub.is_closing() => {
+                        let closed = hub.expiring.close_expired(crate::update::now_ms() / 1000);
+                        if closed > 0 {
+                            tracing::debug!(closed, "closed streams whose token expired");
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        })
+    }
+
     /// Refuses new subscribers and ends every stream after what is queued.
     pub fn close(&self) {
         self.closing.store(true, Ordering::Release);
@@ -176,6 +201,14 @@ impl Subscription {
     /// The subscriber.
     pub fn subscriber(&self) -> &Arc<Subscriber> {
         &self.subscriber
+    }
+
+    /// Ends the stream when its token expires (`exp`, Unix seconds). A token already expired
+    /// closes the stream at the next tick.
+    pub fn expire_at(&self, expires_at: u64) {
+        self.hub
+            .expiring
+            .insert(expires_at, Arc::downgrade(&self.subscriber));
     }
 }
 
@@ -272,6 +305,34 @@ mod tests {
             .poll_drain(&mut cx, &mut Vec::new());
         assert_eq!(status, Poll::Ready(Status::Closed));
         assert!(hub.subscribe(SelectorSet::parse(["a"]), None).is_err());
+    }
+
+    #[test]
+    fn expired_subscribers_are_closed_and_others_stay() {
+        let hub = Hub::new(16);
+        let soon = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+        let later = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+        soon.expire_at(100);
+        later.expire_at(200);
+        assert_eq!(hub.expiring.close_expired(150), 1);
+        let mut cx = Context::from_waker(Waker::noop());
+        let status = soon
+            .subscriber()
+            .mailbox
+            .poll_drain(&mut cx, &mut Vec::new());
+        assert_eq!(status, Poll::Ready(Status::Closed));
+        let status = later
+            .subscriber()
+            .mailbox
+            .poll_drain(&mut cx, &mut Vec::new());
+        assert_eq!(status, Poll::Pending);
+        drop(later);
+        assert_eq!(
+            hub.expiring.close_expired(300),
+            0,
+            "gone subscribers are skipped"
+        );
+        assert!(hub.expiring.is_empty());
     }
 
     #[test]
