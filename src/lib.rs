@@ -10,6 +10,7 @@
 //! - [`http`]: accept loop, routes, subscribe, publish, CORS, the SSE body, JSON views, errors.
 //! - [`hub`]: subscriber registry, bounded per-subscriber queues, fan-out, heartbeat.
 //! - [`stream`]: one subscriber's stream: replay, live, catch-up, coalescing.
+//! - [`subscriptions`]: Mercure subscription events and the subscriptions API documents.
 //! - [`topic`]: selectors (exact, `*`, URI templates) compiled into matchers.
 //! - [`update`]: the `Update` value and its single SSE encoding.
 //! - [`store`]: the `Store` trait, the memory ring, the group-commit writer.
@@ -27,6 +28,7 @@ pub mod hub;
 pub mod server;
 pub mod store;
 pub mod stream;
+pub mod subscriptions;
 pub mod telemetry;
 pub mod topic;
 pub mod update;

@@ -88,6 +88,9 @@ impl Server {
             Arc::new(move |batch| fan_out.fan_out(batch)),
             MAX_BATCH,
         );
+        if config.subscriptions {
+            hub.set_lifecycle(crate::subscriptions::lifecycle_publisher(writer.clone()));
+        }
         hub.spawn_heartbeat(config.heartbeat);
         hub.spawn_expiry();
         let state = Arc::new(AppState {

@@ -9,6 +9,7 @@ mod cli;
 mod cors;
 mod history;
 mod lagging;
+mod mercure;
 mod ops;
 mod publish;
 mod shutdown;

@@ -12,6 +12,7 @@ pub mod publish;
 pub mod query;
 pub mod router;
 pub mod subscribe;
+pub mod subscriptions;
 pub mod topics;
 
 use std::convert::Infallible;

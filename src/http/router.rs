@@ -5,7 +5,7 @@ use hyper::body::Incoming;
 
 use super::body::ResponseBody;
 use super::problem::ApiError;
-use super::{AppState, Peer, cors, ops, pages, publish, subscribe, topics};
+use super::{AppState, Peer, cors, ops, pages, publish, subscribe, subscriptions, topics};
 
 /// The Mercure endpoint.
 pub const MERCURE_PATH: &str = "/.well-known/mercure";
@@ -53,6 +53,9 @@ async fn dispatch(
         ("/healthz", &Method::GET) => Ok(ops::health(state)),
         ("/metrics", &Method::GET) => Ok(ops::metrics(state)),
         (_, &Method::GET) => {
+            if path.starts_with(crate::subscriptions::BASE) {
+                return subscriptions::subscriptions(state, &request).await;
+            }
             if let Some(topic) = topics::events_path(path) {
                 return topics::events(state, &request, &topic).await;
             }

@@ -14,6 +14,7 @@ use super::body::ResponseBody;
 use super::problem::ApiError;
 use super::query;
 use crate::auth::{AuthError, extract_token};
+use crate::hub::Identity;
 use crate::store::ReplayFrom;
 use crate::stream::{EventStream, Start};
 use crate::topic::SelectorSet;
@@ -39,9 +40,13 @@ pub async fn subscribe(
     let access = subscriber_access(state, request.headers(), raw_query)?;
     let last_event_id = last_event_id(request.headers(), &params);
 
+    let identity = state.hub.tracks_identities().then(|| Identity {
+        urn: crate::update::new_event_id(),
+        payload: access.payload,
+    });
     let subscription = state
         .hub
-        .subscribe(SelectorSet::parse(topics), access.private_topics)
+        .subscribe_as(SelectorSet::parse(topics), access.private_topics, identity)
         .map_err(|error| ApiError::Unavailable(error.to_string()))?;
     if let Some(expires_at) = access.expires_at {
         subscription.expire_at(expires_at);

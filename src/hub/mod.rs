@@ -33,7 +33,22 @@ pub struct Subscriber {
     pub private_access: Option<SelectorSet>,
     /// Frames waiting to be written.
     pub mailbox: Mailbox,
+    /// Who this is, for subscription events and the subscriptions API (only kept when those
+    /// are on, so a plain subscriber costs nothing extra).
+    pub identity: Option<Box<Identity>>,
 }
+
+/// A subscriber's public identity (Mercure subscriptions).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `urn:uuid:…`, unique per subscription.
+    pub urn: String,
+    /// The token's `mercure.payload`, passed through.
+    pub payload: Option<serde_json::Value>,
+}
+
+/// Told about every subscriber that joins (`true`) or leaves (`false`).
+pub type Lifecycle = Arc<dyn Fn(&Subscriber, bool) + Send + Sync>;
 
 impl Subscriber {
     /// May this subscriber receive `update`? A topic of the update must match the selectors and,
@@ -67,6 +82,7 @@ pub struct Hub {
     queue_capacity: usize,
     closing: AtomicBool,
     expiring: ExpiryQueue,
+    lifecycle: std::sync::OnceLock<Lifecycle>,
 }
 
 /// The heartbeat frame: an empty comment.
@@ -81,7 +97,18 @@ impl Hub {
             queue_capacity,
             closing: AtomicBool::new(false),
             expiring: ExpiryQueue::default(),
+            lifecycle: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Installs the hook told about subscribers joining and leaving (set once, at start-up).
+    pub fn set_lifecycle(&self, hook: Lifecycle) {
+        let _ = self.lifecycle.set(hook);
+    }
+
+    /// True when a lifecycle hook is installed (subscribers then carry an [`Identity`]).
+    pub fn tracks_identities(&self) -> bool {
+        self.lifecycle.get().is_some()
     }
 
     /// Registers a subscriber. Fan-out reaches it from the moment this returns.
@@ -89,6 +116,16 @@ impl Hub {
         self: &Arc<Self>,
         selectors: SelectorSet,
         private_access: Option<SelectorSet>,
+    ) -> Result<Subscription, HubError> {
+        self.subscribe_as(selectors, private_access, None)
+    }
+
+    /// As [`Hub::subscribe`], with the subscriber's identity.
+    pub fn subscribe_as(
+        self: &Arc<Self>,
+        selectors: SelectorSet,
+        private_access: Option<SelectorSet>,
+        identity: Option<Identity>,
     ) -> Result<Subscription, HubError> {
         if self.closing.load(Ordering::Acquire) {
             return Err(HubError::ShuttingDown);
@@ -98,9 +135,13 @@ impl Hub {
             selectors,
             private_access,
             mailbox: Mailbox::new(self.queue_capacity),
+            identity: identity.map(Box::new),
         });
         self.registry.insert(Arc::clone(&subscriber));
         metrics::gauge!("herald_subscriptions").increment(1.0);
+        if let Some(hook) = self.lifecycle.get() {
+            hook(&subscriber, true);
+        }
         // A shutdown that started while registering must still close this one.
         if self.closing.load(Ordering::Acquire) {
             subscriber.mailbox.close();
@@ -216,6 +257,9 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         if self.hub.registry.remove(self.subscriber.id).is_some() {
             metrics::gauge!("herald_subscriptions").decrement(1.0);
+            if let Some(hook) = self.hub.lifecycle.get() {
+                hook(&self.subscriber, false);
+            }
         }
     }
 }
