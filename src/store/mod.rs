@@ -6,6 +6,7 @@
 //! committed batch to a callback, which the wiring connects to the hub's fan-out.
 
 pub mod memory;
+pub mod redb;
 pub mod writer;
 
 use std::sync::Arc;

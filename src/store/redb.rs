@@ -1,0 +1,1659 @@
+//! `--store PATH`: durable history in one redb file, `PATH/herald.redb`.
+//!
+//! This module owns that file: its tables, the binary encoding of a stored update, retention
+//! inside the append commit, and the refusal to open a file it cannot trust. It behaves exactly
+//! like [`super::memory::MemoryStore`] (same sequences, same retention, same answers), only it
+//! survives restarts and crashes.
+//!
+//! # Tables
+//! - `log`: `seq (u64) -> record (bytes)`. The global append-only log. Seqs are contiguous from
+//!   the oldest kept to the newest; retention only removes from the front. A record is
+//!   `format u8 (1) | published_at_ms u64 LE | flags u8 (1 private, 2 type, 4 retry) |
+//!   [retry u64 LE] | id | [type] | topic count u32 LE, topics | data | frame`, each string a
+//!   u32 LE length then its bytes. The SSE frame is stored, so a replay never re-encodes.
+//! - `ids`: `event id (str) -> seq (u64)`. Custom ids included; a later update with the same id
+//!   takes the entry over, and trimming removes an entry only if it still points at the trimmed
+//!   seq.
+//! - `topics`: `topic (str) -> (events kept u64, newest event id str)`, for `GET /topics`.
+//! - `meta`: `str -> u64`: `schema` (this file layout, [`SCHEMA_VERSION`]; another version is
+//!   refused, never converted) and `last_seq` (the newest seq ever assigned, so sequences keep
+//!   increasing even when retention has removed everything).
+//!
+//! # Durability
+//! One [`Store::append`] is one redb write transaction committed with
+//! [`Durability::Immediate`]: when it returns, the whole batch (and the retention it applied) is
+//! on disk (fsync); after a crash either all of it is there or none of it. The group-commit
+//! writer makes that one commit per batch of concurrent publishes. Every call runs on tokio's
+//! blocking pool, so fsync never stalls the async runtime. Reads use read transactions and never
+//! wait for a commit.
+//!
+//! # Retention
+//! Count and age limits are applied inside each append's transaction. Between appends, reads
+//! hide what has aged out (as the memory ring does), and the next append removes it. A read skips
+//! the aged-out updates at the front of what it scans, so like the ring it trusts that
+//! `published_at_ms` grows with `seq`.
+//!
+//! # Opening
+//! [`RedbStore::open`] never deletes, truncates or overwrites a file it refuses: a damaged file,
+//! a foreign file, another program's redb file and an unknown schema are each reported as an
+//! [`OpenError`] that names the file. redb locks the file, so a second hub (or a second open in
+//! one process) on the same path is refused. Every open verifies the checksums of the whole file
+//! (bounded by retention), so damage is reported at start-up rather than found by a read; after a
+//! crash, the same pass is redb's recovery.
+//!
+//! This module knows nothing of HTTP, subscribers or the writer; it must not touch any file in
+//! the directory other than `herald.redb`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ::redb::{
+    Builder, Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, Table,
+    TableDefinition, TableHandle,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{Bounds, ReplayFrom, Retention, Store, StoreError, TopicHistory};
+use crate::update::{Update, now_ms};
+
+/// The file inside the store directory.
+pub const FILE_NAME: &str = "herald.redb";
+
+/// The table layout this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
+const TOPICS: TableDefinition<&str, (u64, &str)> = TableDefinition::new("topics");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_SCHEMA: &str = "schema";
+const META_LAST_SEQ: &str = "last_seq";
+
+/// redb's page cache. An upper bound, filled only as pages are read.
+const CACHE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Why the store cannot be opened. Each message is one line naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the store directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open store {}: permission denied", path.display())]
+    PermissionDenied { path: PathBuf },
+    #[error("cannot open store {}: the file is locked: is another herald using it?", path.display())]
+    Locked { path: PathBuf },
+    #[error(
+        "cannot open store {}: not a herald store ({reason}); left untouched: move it aside or choose another --store",
+        path.display()
+    )]
+    Foreign { path: PathBuf, reason: String },
+    #[error(
+        "cannot open store {}: the file is damaged ({reason}); left untouched: restore a backup or move it aside",
+        path.display()
+    )]
+    Damaged { path: PathBuf, reason: String },
+    #[error(
+        "cannot open store {}: schema version {found} is not supported by this herald (it reads version {SCHEMA_VERSION}); left untouched",
+        path.display()
+    )]
+    UnknownSchema { path: PathBuf, found: u64 },
+    #[error("cannot open store {}: {reason}", path.display())]
+    Io { path: PathBuf, reason: String },
+}
+
+/// The redb-backed store. Cheap to share behind an `Arc`; dropping the last handle (and
+/// finishing the calls in flight) closes the file and releases its lock.
+pub struct RedbStore {
+    db: Arc<Database>,
+    retention: Retention,
+    path: PathBuf,
+    commits: Arc<AtomicU64>,
+}
+
+impl RedbStore {
+    /// Opens `dir/herald.redb`, creating the directory and the file if missing.
+    pub fn open(dir: &Path, retention: Retention) -> Result<RedbStore, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(FILE_NAME);
+        precheck(&path)?;
+        // redb may panic on a file altered behind its back; a refusal is the answer, not a crash.
+        let opened = std::panic::catch_unwind(|| -> Result<Database, OpenError> {
+            let db = Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .set_check_integrity_on_open(true)
+                .create(&path)
+                .map_err(|error| classify(&path, error.into()))?;
+            prepare(&db, &path)?;
+            Ok(db)
+        });
+        let db = match opened {
+            Ok(result) => result?,
+            Err(panic) => {
+                let reason = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "redb could not read it".to_owned());
+                return Err(OpenError::Damaged { path, reason });
+            }
+        };
+        Ok(RedbStore {
+            db: Arc::new(db),
+            retention,
+            path,
+            commits: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Durable commits made through this handle (one per successful `append`).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `work` on the blocking pool with the database and the retention limits.
+    async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database, Retention) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        let retention = self.retention;
+        tokio::task::spawn_blocking(move || work(&db, retention))
+            .await
+            .map_err(|error| StoreError::Backend(format!("store task failed: {error}")))?
+    }
+}
+
+/// What a file holds, as far as herald is concerned.
+#[derive(Debug, PartialEq, Eq)]
+enum Layout {
+    /// No table at all: a new file.
+    Fresh,
+    /// Herald's schema, with every table.
+    Complete,
+    /// Herald's schema, some table not created yet.
+    Incomplete,
+}
+
+/// Reads which tables the file has and refuses anything that is not herald's current schema.
+fn layout(read: &ReadTransaction, path: &Path) -> Result<Layout, OpenError> {
+    let fail = |error: ::redb::Error| classify(path, error);
+    let tables: Vec<String> = read
+        .list_tables()
+        .map_err(|e| fail(e.into()))?
+        .map(|handle| handle.name().to_owned())
+        .collect();
+    let multimaps = read
+        .list_multimap_tables()
+        .map_err(|e| fail(e.into()))?
+        .count();
+    if tables.is_empty() && multimaps == 0 {
+        return Ok(Layout::Fresh);
+    }
+    if !tables.iter().any(|name| name == META.name()) {
+        return Err(OpenError::Foreign {
+            path: path.to_path_buf(),
+            reason: "a redb database without herald's tables".into(),
+        });
+    }
+    let meta = read.open_table(META).map_err(|e| fail(e.into()))?;
+    match meta.get(META_SCHEMA).map_err(|e| fail(e.into()))? {
+        Some(version) if version.value() == SCHEMA_VERSION => {}
+        Some(version) => {
+            return Err(OpenError::UnknownSchema {
+                path: path.to_path_buf(),
+                found: version.value(),
+            });
+        }
+        None => {
+            return Err(OpenError::Foreign {
+                path: path.to_path_buf(),
+                reason: "a redb database without a herald schema version".into(),
+            });
+        }
+    }
+    let complete = [LOG.name(), IDS.name(), TOPICS.name()]
+        .iter()
+        .all(|wanted| tables.iter().any(|name| name == wanted));
+    Ok(if complete {
+        Layout::Complete
+    } else {
+        Layout::Incomplete
+    })
+}
+
+/// Looks at an existing file without writing to it, so that a file herald refuses is refused
+/// before the writable open (whose integrity pass commits) touches it. A file that needs crash
+/// recovery cannot be opened read-only: the writable open recovers it, then checks again.
+fn precheck(path: &Path) -> Result<(), OpenError> {
+    let non_empty = std::fs::metadata(path).is_ok_and(|meta| meta.len() > 0);
+    if !non_empty {
+        return Ok(());
+    }
+    let looked = std::panic::catch_unwind(|| -> Result<(), OpenError> {
+        let db = match Builder::new().open_read_only(path) {
+            Ok(db) => db,
+            Err(error) => {
+                return match classify(path, error.into()) {
+                    refusal @ (OpenError::Locked { .. }
+                    | OpenError::Foreign { .. }
+                    | OpenError::PermissionDenied { .. }) => Err(refusal),
+                    // Needs recovery, or damaged: the writable open will tell which.
+                    _ => Ok(()),
+                };
+            }
+        };
+        let read = db.begin_read().map_err(|e| classify(path, e.into()))?;
+        layout(&read, path).map(|_| ())
+    });
+    match looked {
+        Ok(Err(
+            refusal @ (OpenError::Locked { .. }
+            | OpenError::Foreign { .. }
+            | OpenError::PermissionDenied { .. }
+            | OpenError::UnknownSchema { .. }),
+        )) => Err(refusal),
+        // Anything else (a panic included) is for the writable open's integrity pass to judge.
+        _ => Ok(()),
+    }
+}
+
+/// Checks the tables of the opened file, creating them in a new one.
+fn prepare(db: &Database, path: &Path) -> Result<(), OpenError> {
+    let fail = |error: ::redb::Error| classify(path, error);
+    let read = db.begin_read().map_err(|e| fail(e.into()))?;
+    let found = layout(&read, path)?;
+    drop(read);
+    if found == Layout::Complete {
+        return Ok(());
+    }
+    let mut write = db.begin_write().map_err(|e| fail(e.into()))?;
+    write
+        .set_durability(Durability::Immediate)
+        .map_err(|e| fail(e.into()))?;
+    {
+        write.open_table(LOG).map_err(|e| fail(e.into()))?;
+        write.open_table(IDS).map_err(|e| fail(e.into()))?;
+        write.open_table(TOPICS).map_err(|e| fail(e.into()))?;
+        let mut meta = write.open_table(META).map_err(|e| fail(e.into()))?;
+        if found == Layout::Fresh {
+            meta.insert(META_SCHEMA, SCHEMA_VERSION)
+                .map_err(|e| fail(e.into()))?;
+            meta.insert(META_LAST_SEQ, 0).map_err(|e| fail(e.into()))?;
+        }
+    }
+    write.commit().map_err(|e| fail(e.into()))
+}
+
+/// Says what is wrong with the file in terms a person can act on.
+fn classify(path: &Path, error: ::redb::Error) -> OpenError {
+    let path = path.to_path_buf();
+    match error {
+        ::redb::Error::DatabaseAlreadyOpen | ::redb::Error::LockProtocolMismatch => {
+            OpenError::Locked { path }
+        }
+        ::redb::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => {
+            OpenError::PermissionDenied { path }
+        }
+        ::redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            OpenError::Foreign {
+                path,
+                reason: io.to_string(),
+            }
+        }
+        ::redb::Error::Io(io) => OpenError::Io {
+            path,
+            reason: io.to_string(),
+        },
+        ::redb::Error::UpgradeRequired(version) => OpenError::Foreign {
+            path,
+            reason: format!("written in redb file format {version}, which this herald cannot read"),
+        },
+        error @ (::redb::Error::TableTypeMismatch { .. }
+        | ::redb::Error::TableIsMultimap(_)
+        | ::redb::Error::TypeDefinitionChanged { .. }) => OpenError::Foreign {
+            path,
+            reason: error.to_string(),
+        },
+        other => OpenError::Damaged {
+            path,
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn backend(error: impl Into<::redb::Error>) -> StoreError {
+    StoreError::Backend(format!("redb: {}", error.into()))
+}
+
+fn corrupt(seq: u64) -> StoreError {
+    StoreError::Backend(format!("redb: undecodable record at seq {seq}"))
+}
+
+/// Updates published before this instant have aged out.
+fn age_cutoff(retention: Retention) -> Option<u64> {
+    retention
+        .max_age
+        .map(|age| now_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)))
+}
+
+/// Each item once, first occurrence first.
+fn unique<T: PartialEq>(items: &[T]) -> impl Iterator<Item = &T> {
+    items
+        .iter()
+        .enumerate()
+        .filter(|(index, item)| !items[..*index].contains(item))
+        .map(|(_, item)| item)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record encoding
+
+const RECORD_FORMAT: u8 = 1;
+const FLAG_PRIVATE: u8 = 1;
+const FLAG_TYPE: u8 = 2;
+const FLAG_RETRY: u8 = 4;
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), StoreError> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| StoreError::Backend("update too large to store".into()))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// Encodes everything but `seq` (the log key).
+fn encode(update: &Update, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    out.push(RECORD_FORMAT);
+    out.extend_from_slice(&update.published_at_ms.to_le_bytes());
+    let mut flags = 0;
+    if update.private {
+        flags |= FLAG_PRIVATE;
+    }
+    if update.event_type.is_some() {
+        flags |= FLAG_TYPE;
+    }
+    if update.retry.is_some() {
+        flags |= FLAG_RETRY;
+    }
+    out.push(flags);
+    if let Some(retry) = update.retry {
+        out.extend_from_slice(&retry.to_le_bytes());
+    }
+    put_bytes(out, update.id.as_bytes())?;
+    if let Some(kind) = &update.event_type {
+        put_bytes(out, kind.as_bytes())?;
+    }
+    let count = u32::try_from(update.topics.len())
+        .map_err(|_| StoreError::Backend("too many topics to store".into()))?;
+    out.extend_from_slice(&count.to_le_bytes());
+    for topic in &update.topics {
+        put_bytes(out, topic.as_bytes())?;
+    }
+    put_bytes(out, update.data.as_bytes())?;
+    put_bytes(out, &update.frame)
+}
+
+/// A stored record, borrowed from the page it was read from.
+struct Record<'a> {
+    published_at_ms: u64,
+    private: bool,
+    retry: Option<u64>,
+    event_type: Option<&'a str>,
+    id: &'a str,
+    topics: Vec<&'a str>,
+    data: &'a str,
+    frame: &'a [u8],
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
+        if self.rest.len() < len {
+            return None;
+        }
+        let (head, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        Some(head)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)?.try_into().ok().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)?.try_into().ok().map(u64::from_le_bytes)
+    }
+
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.u32()?).ok()?;
+        self.take(len)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
+    }
+}
+
+fn parse(bytes: &[u8]) -> Option<Record<'_>> {
+    let mut reader = Reader { rest: bytes };
+    if reader.byte()? != RECORD_FORMAT {
+        return None;
+    }
+    let published_at_ms = reader.u64()?;
+    let flags = reader.byte()?;
+    let retry = if flags & FLAG_RETRY != 0 {
+        Some(reader.u64()?)
+    } else {
+        None
+    };
+    let id = reader.str()?;
+    let event_type = if flags & FLAG_TYPE != 0 {
+        Some(reader.str()?)
+    } else {
+        None
+    };
+    let count = reader.u32()?;
+    let mut topics = Vec::with_capacity(usize::try_from(count.min(64)).ok()?);
+    for _ in 0..count {
+        topics.push(reader.str()?);
+    }
+    let data = reader.str()?;
+    let frame = reader.bytes()?;
+    if !reader.rest.is_empty() {
+        return None;
+    }
+    Some(Record {
+        published_at_ms,
+        private: flags & FLAG_PRIVATE != 0,
+        retry,
+        event_type,
+        id,
+        topics,
+        data,
+        frame,
+    })
+}
+
+/// The publication time alone, without decoding the rest.
+fn published_at(bytes: &[u8]) -> Option<u64> {
+    if bytes.first() != Some(&RECORD_FORMAT) {
+        return None;
+    }
+    bytes.get(1..9)?.try_into().ok().map(u64::from_le_bytes)
+}
+
+fn parse_at(seq: u64, bytes: &[u8]) -> Result<Record<'_>, StoreError> {
+    parse(bytes).ok_or_else(|| corrupt(seq))
+}
+
+fn decode(seq: u64, bytes: &[u8]) -> Result<Update, StoreError> {
+    let record = parse_at(seq, bytes)?;
+    Ok(Update {
+        seq,
+        id: record.id.to_owned(),
+        topics: record.topics.iter().map(|t| (*t).to_owned()).collect(),
+        data: record.data.to_owned(),
+        event_type: record.event_type.map(str::to_owned),
+        retry: record.retry,
+        private: record.private,
+        published_at_ms: record.published_at_ms,
+        frame: Bytes::copy_from_slice(record.frame),
+    })
+}
+
+/// Has this record aged out?
+fn expired(seq: u64, bytes: &[u8], cutoff: Option<u64>) -> Result<bool, StoreError> {
+    match cutoff {
+        None => Ok(false),
+        Some(limit) => Ok(published_at(bytes).ok_or_else(|| corrupt(seq))? < limit),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Appends
+
+struct Tally {
+    events: u64,
+    last_event_id: String,
+}
+
+/// The topic tallies touched by one transaction, read once and written once.
+#[derive(Default)]
+struct Tallies {
+    touched: HashMap<String, Tally>,
+}
+
+impl Tallies {
+    fn get(
+        &mut self,
+        table: &Table<&str, (u64, &str)>,
+        topic: &str,
+    ) -> Result<&mut Tally, StoreError> {
+        if !self.touched.contains_key(topic) {
+            let tally = match table.get(topic).map_err(backend)? {
+                Some(stored) => {
+                    let (events, last) = stored.value();
+                    Tally {
+                        events,
+                        last_event_id: last.to_owned(),
+                    }
+                }
+                None => Tally {
+                    events: 0,
+                    last_event_id: String::new(),
+                },
+            };
+            self.touched.insert(topic.to_owned(), tally);
+        }
+        self.touched
+            .get_mut(topic)
+            .ok_or_else(|| StoreError::Backend("topic tally vanished".into()))
+    }
+
+    fn write(self, table: &mut Table<&str, (u64, &str)>) -> Result<(), StoreError> {
+        for (topic, tally) in self.touched {
+            if tally.events == 0 {
+                table.remove(topic.as_str()).map_err(backend)?;
+            } else {
+                table
+                    .insert(topic.as_str(), (tally.events, tally.last_event_id.as_str()))
+                    .map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn append_blocking(
+    db: &Database,
+    retention: Retention,
+    batch: Vec<Update>,
+) -> Result<Vec<Arc<Update>>, StoreError> {
+    let mut txn = db.begin_write().map_err(backend)?;
+    txn.set_durability(Durability::Immediate).map_err(backend)?;
+    let stored = {
+        let mut log = txn.open_table(LOG).map_err(backend)?;
+        let mut ids = txn.open_table(IDS).map_err(backend)?;
+        let mut topics = txn.open_table(TOPICS).map_err(backend)?;
+        let mut meta = txn.open_table(META).map_err(backend)?;
+        let mut last_seq = meta
+            .get(META_LAST_SEQ)
+            .map_err(backend)?
+            .map_or(0, |guard| guard.value());
+        let mut tallies = Tallies::default();
+        let mut stored = Vec::with_capacity(batch.len());
+        let mut record = Vec::new();
+        for mut update in batch {
+            last_seq = last_seq
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Backend("sequence numbers exhausted".into()))?;
+            update.seq = last_seq;
+            record.clear();
+            encode(&update, &mut record)?;
+            log.insert(last_seq, record.as_slice()).map_err(backend)?;
+            ids.insert(update.id.as_str(), last_seq).map_err(backend)?;
+            for topic in unique(&update.topics) {
+                let tally = tallies.get(&topics, topic)?;
+                tally.events += 1;
+                tally.last_event_id.clone_from(&update.id);
+            }
+            stored.push(Arc::new(update));
+        }
+        trim(
+            &mut log,
+            &mut ids,
+            &topics,
+            &mut tallies,
+            retention,
+            last_seq,
+        )?;
+        tallies.write(&mut topics)?;
+        meta.insert(META_LAST_SEQ, last_seq).map_err(backend)?;
+        stored
+    };
+    txn.commit().map_err(backend)?;
+    Ok(stored)
+}
+
+/// Removes from the front of the log what retention no longer allows.
+fn trim(
+    log: &mut Table<u64, &[u8]>,
+    ids: &mut Table<&str, u64>,
+    topics: &Table<&str, (u64, &str)>,
+    tallies: &mut Tallies,
+    retention: Retention,
+    last_seq: u64,
+) -> Result<(), StoreError> {
+    let max_events = u64::try_from(retention.max_events).unwrap_or(u64::MAX);
+    let cutoff = age_cutoff(retention);
+    loop {
+        let (seq, too_old) = match log.first().map_err(backend)? {
+            None => break,
+            Some((key, value)) => {
+                let seq = key.value();
+                (seq, expired(seq, value.value(), cutoff)?)
+            }
+        };
+        let kept = last_seq.saturating_sub(seq).saturating_add(1);
+        if kept <= max_events && !too_old {
+            break;
+        }
+        let Some((_, value)) = log.pop_first().map_err(backend)? else {
+            break;
+        };
+        let record = parse_at(seq, value.value())?;
+        if ids.get(record.id).map_err(backend)?.map(|g| g.value()) == Some(seq) {
+            ids.remove(record.id).map_err(backend)?;
+        }
+        for topic in unique(&record.topics) {
+            let tally = tallies.get(topics, topic)?;
+            tally.events = tally.events.saturating_sub(1);
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+/// Up to `limit` updates with `seq > after` for which `wanted` holds, skipping the aged-out
+/// updates at the front of the scan.
+fn scan(
+    db: &Database,
+    retention: Retention,
+    after: u64,
+    limit: usize,
+    wanted: impl Fn(&Record<'_>) -> bool,
+) -> Result<Vec<Arc<Update>>, StoreError> {
+    let mut found = Vec::new();
+    if limit == 0 {
+        return Ok(found);
+    }
+    let txn = db.begin_read().map_err(backend)?;
+    let log = txn.open_table(LOG).map_err(backend)?;
+    let cutoff = age_cutoff(retention);
+    let mut leading = true;
+    for entry in log.range(after.saturating_add(1)..).map_err(backend)? {
+        let (key, value) = entry.map_err(backend)?;
+        let (seq, bytes) = (key.value(), value.value());
+        if leading {
+            if expired(seq, bytes, cutoff)? {
+                continue;
+            }
+            leading = false;
+        }
+        if wanted(&parse_at(seq, bytes)?) {
+            found.push(Arc::new(decode(seq, bytes)?));
+            if found.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn resolve_blocking(
+    db: &Database,
+    retention: Retention,
+    id: &str,
+) -> Result<ReplayFrom, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let ids = txn.open_table(IDS).map_err(backend)?;
+    let Some(seq) = ids.get(id).map_err(backend)?.map(|g| g.value()) else {
+        return Ok(ReplayFrom::Unknown);
+    };
+    let log = txn.open_table(LOG).map_err(backend)?;
+    let Some(value) = log.get(seq).map_err(backend)? else {
+        return Ok(ReplayFrom::Unknown);
+    };
+    if expired(seq, value.value(), age_cutoff(retention))? {
+        return Ok(ReplayFrom::Unknown);
+    }
+    Ok(ReplayFrom::After(seq))
+}
+
+fn bounds_blocking(db: &Database, retention: Retention) -> Result<Bounds, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let meta = txn.open_table(META).map_err(backend)?;
+    let last_seq = meta
+        .get(META_LAST_SEQ)
+        .map_err(backend)?
+        .map_or(0, |guard| guard.value());
+    let log = txn.open_table(LOG).map_err(backend)?;
+    let cutoff = age_cutoff(retention);
+    let mut oldest = None;
+    for entry in log.iter().map_err(backend)? {
+        let (key, value) = entry.map_err(backend)?;
+        let (seq, bytes) = (key.value(), value.value());
+        if !expired(seq, bytes, cutoff)? {
+            oldest = Some((seq, parse_at(seq, bytes)?.id.to_owned()));
+            break;
+        }
+    }
+    let newest = match (&oldest, log.last().map_err(backend)?) {
+        (Some(_), Some((key, value))) => {
+            let seq = key.value();
+            Some((seq, parse_at(seq, value.value())?.id.to_owned()))
+        }
+        _ => None,
+    };
+    Ok(Bounds {
+        oldest,
+        newest,
+        last_seq,
+    })
+}
+
+fn topics_blocking(db: &Database, retention: Retention) -> Result<Vec<TopicHistory>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    // What has aged out since the last append is still counted in the table: subtract it.
+    let mut aged_out: HashMap<String, u64> = HashMap::new();
+    if let Some(cutoff) = age_cutoff(retention) {
+        let log = txn.open_table(LOG).map_err(backend)?;
+        for entry in log.iter().map_err(backend)? {
+            let (key, value) = entry.map_err(backend)?;
+            let (seq, bytes) = (key.value(), value.value());
+            if !expired(seq, bytes, Some(cutoff))? {
+                break;
+            }
+            for topic in unique(&parse_at(seq, bytes)?.topics) {
+                *aged_out.entry((*topic).to_owned()).or_default() += 1;
+            }
+        }
+    }
+    let table = txn.open_table(TOPICS).map_err(backend)?;
+    let mut summaries = Vec::new();
+    for entry in table.iter().map_err(backend)? {
+        let (key, value) = entry.map_err(backend)?;
+        let topic = key.value();
+        let (events, last_event_id) = value.value();
+        let events = events.saturating_sub(aged_out.get(topic).copied().unwrap_or(0));
+        if events > 0 {
+            summaries.push(TopicHistory {
+                topic: topic.to_owned(),
+                events,
+                last_event_id: last_event_id.to_owned(),
+            });
+        }
+    }
+    Ok(summaries)
+}
+
+#[async_trait]
+impl Store for RedbStore {
+    async fn append(&self, batch: Vec<Update>) -> Result<Vec<Arc<Update>>, StoreError> {
+        let commits = Arc::clone(&self.commits);
+        self.blocking(move |db, retention| {
+            let stored = append_blocking(db, retention, batch)?;
+            commits.fetch_add(1, Ordering::Relaxed);
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
+        self.blocking(move |db, retention| scan(db, retention, after, limit, |_| true))
+            .await
+    }
+
+    async fn resolve(&self, id: &str) -> Result<ReplayFrom, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |db, retention| resolve_blocking(db, retention, &id))
+            .await
+    }
+
+    async fn bounds(&self) -> Result<Bounds, StoreError> {
+        self.blocking(bounds_blocking).await
+    }
+
+    async fn topics(&self) -> Result<Vec<TopicHistory>, StoreError> {
+        self.blocking(topics_blocking).await
+    }
+
+    /// Scans the log from `after` and keeps the updates that carry `topic`: cost grows with the
+    /// history after `after`, not with the topic's share of it. Fine for `GET
+    /// /topics/{topic}/events`; a per-topic index would be the next step if it is not.
+    async fn topic_events(
+        &self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Arc<Update>>, StoreError> {
+        let topic = topic.to_owned();
+        self.blocking(move |db, retention| {
+            scan(db, retention, after, limit, |record| {
+                record.topics.iter().any(|t| *t == topic)
+            })
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::update::Draft;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            static COUNTER: AtomicUsize = AtomicUsize::new(0);
+            let unique = format!(
+                "herald-redb-{name}-{}-{}-{}",
+                std::process::id(),
+                now_ms(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            TempDir(std::env::temp_dir().join(unique))
+        }
+
+        fn path(&self) -> &Path {
+            &self.0
+        }
+
+        fn file(&self) -> PathBuf {
+            self.0.join(FILE_NAME)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn update(topic: &str, id: &str) -> Update {
+        Update::from_draft(Draft {
+            topics: vec![topic.into()],
+            data: "d".into(),
+            id: Some(id.into()),
+            ..Draft::default()
+        })
+        .unwrap()
+    }
+
+    fn keep(max_events: usize) -> Retention {
+        Retention {
+            max_events,
+            max_age: None,
+        }
+    }
+
+    fn open(dir: &TempDir, max_events: usize) -> RedbStore {
+        RedbStore::open(dir.path(), keep(max_events)).unwrap()
+    }
+
+    fn open_error(dir: &Path) -> String {
+        match RedbStore::open(dir, keep(10)) {
+            Ok(_) => panic!("opened a file that must be refused"),
+            Err(error) => {
+                eprintln!("refused as expected: {error}");
+                error.to_string()
+            }
+        }
+    }
+
+    fn ids(updates: &[Arc<Update>]) -> Vec<&str> {
+        updates.iter().map(|u| u.id.as_str()).collect()
+    }
+
+    async fn sorted_topics(store: &dyn Store) -> Vec<TopicHistory> {
+        let mut topics = store.topics().await.unwrap();
+        topics.sort_by(|a, b| a.topic.cmp(&b.topic));
+        topics
+    }
+
+    // --- The memory ring's tests, on disk ------------------------------------------------------
+
+    #[tokio::test]
+    async fn appends_assign_contiguous_sequences_and_replay_reads_after() {
+        let dir = TempDir::new("contiguous");
+        let store = open(&dir, 10);
+        let stored = store
+            .append(vec![update("a", "1"), update("b", "2"), update("a", "3")])
+            .await
+            .unwrap();
+        assert_eq!(stored.iter().map(|u| u.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(store.resolve("2").await.unwrap(), ReplayFrom::After(2));
+        assert_eq!(store.resolve("nope").await.unwrap(), ReplayFrom::Unknown);
+        let after = store.read_after(1, 10).await.unwrap();
+        assert_eq!(ids(&after), ["2", "3"]);
+        let limited = store.read_after(0, 2).await.unwrap();
+        assert_eq!(limited.len(), 2);
+        let on_a = store.topic_events("a", 0, 10).await.unwrap();
+        assert_eq!(ids(&on_a), ["1", "3"]);
+    }
+
+    #[tokio::test]
+    async fn retention_by_count_forgets_ids_and_topics() {
+        let dir = TempDir::new("count");
+        let store = open(&dir, 2);
+        for (topic, id) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            store.append(vec![update(topic, id)]).await.unwrap();
+        }
+        assert_eq!(store.resolve("1").await.unwrap(), ReplayFrom::Unknown);
+        assert_eq!(store.resolve("2").await.unwrap(), ReplayFrom::After(2));
+        let bounds = store.bounds().await.unwrap();
+        assert_eq!(bounds.oldest, Some((2, "2".into())));
+        assert_eq!(bounds.newest, Some((3, "3".into())));
+        let topics: Vec<_> = sorted_topics(&store)
+            .await
+            .into_iter()
+            .map(|t| t.topic)
+            .collect();
+        assert_eq!(topics, ["b", "c"]);
+        // Reading after a trimmed position starts at the oldest kept.
+        let all = store.read_after(0, 10).await.unwrap();
+        assert_eq!(all.first().map(|u| u.seq), Some(2));
+    }
+
+    #[tokio::test]
+    async fn retention_by_age_drops_old_updates() {
+        let dir = TempDir::new("age");
+        let store = RedbStore::open(
+            dir.path(),
+            Retention {
+                max_events: 100,
+                max_age: Some(Duration::from_millis(50)),
+            },
+        )
+        .unwrap();
+        store.append(vec![update("a", "old")]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        store.append(vec![update("a", "new")]).await.unwrap();
+        assert_eq!(store.resolve("old").await.unwrap(), ReplayFrom::Unknown);
+        assert_eq!(store.read_after(0, 10).await.unwrap().len(), 1);
+        // Trimmed on disk, not only hidden: a store without an age limit no longer has it.
+        drop(store);
+        let store = open(&dir, 100);
+        assert_eq!(ids(&store.read_after(0, 10).await.unwrap()), ["new"]);
+        let topics = store.topics().await.unwrap();
+        assert_eq!(topics.len(), 1);
+        assert_eq!(topics[0].events, 1);
+    }
+
+    #[tokio::test]
+    async fn zero_history_keeps_nothing() {
+        let dir = TempDir::new("zero");
+        let store = open(&dir, 0);
+        let stored = store.append(vec![update("a", "1")]).await.unwrap();
+        assert_eq!(stored[0].seq, 1);
+        assert!(store.read_after(0, 10).await.unwrap().is_empty());
+        assert_eq!(
+            store.bounds().await.unwrap(),
+            Bounds {
+                last_seq: 1,
+                ..Bounds::default()
+            }
+        );
+        assert!(store.topics().await.unwrap().is_empty());
+        assert_eq!(store.resolve("1").await.unwrap(), ReplayFrom::Unknown);
+    }
+
+    // --- Beyond the ring ------------------------------------------------------------------------
+
+    #[tokio::test]
+    async fn aged_out_updates_are_hidden_even_when_nothing_is_published() {
+        let dir = TempDir::new("idle-age");
+        let store = RedbStore::open(
+            dir.path(),
+            Retention {
+                max_events: 100,
+                max_age: Some(Duration::from_millis(50)),
+            },
+        )
+        .unwrap();
+        store
+            .append(vec![update("a", "1"), update("b", "2")])
+            .await
+            .unwrap();
+        assert_eq!(store.topics().await.unwrap().len(), 2);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(store.resolve("1").await.unwrap(), ReplayFrom::Unknown);
+        assert!(store.read_after(0, 10).await.unwrap().is_empty());
+        assert!(store.topic_events("a", 0, 10).await.unwrap().is_empty());
+        assert!(store.topics().await.unwrap().is_empty());
+        assert_eq!(
+            store.bounds().await.unwrap(),
+            Bounds {
+                last_seq: 2,
+                ..Bounds::default()
+            }
+        );
+    }
+
+    /// Replays the same workload on the memory ring and on redb: every answer must be equal.
+    #[tokio::test]
+    async fn answers_exactly_like_the_memory_ring() {
+        for max_events in [0, 1, 7, 1000] {
+            let dir = TempDir::new("differential");
+            let disk = open(&dir, max_events);
+            let ring = MemoryStore::new(keep(max_events));
+            let mut state = 0x9e37_79b9_u64;
+            let mut next = move |bound: u64| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % bound
+            };
+            let topics = ["a", "b", "c", "d"];
+            let mut all_ids: Vec<String> = Vec::new();
+            for round in 0..40 {
+                let mut batch = Vec::new();
+                for n in 0..=next(5) {
+                    // Some ids repeat on purpose: a later update takes the id over.
+                    let id = if next(4) == 0 && !all_ids.is_empty() {
+                        all_ids[usize::try_from(next(all_ids.len() as u64)).unwrap()].clone()
+                    } else {
+                        format!("{round}-{n}")
+                    };
+                    all_ids.push(id.clone());
+                    let mut chosen = vec![topics[usize::try_from(next(4)).unwrap()].to_owned()];
+                    if next(3) == 0 {
+                        chosen.push(topics[usize::try_from(next(4)).unwrap()].to_owned());
+                    }
+                    batch.push(
+                        Update::from_draft(Draft {
+                            topics: chosen,
+                            data: format!("data {round} {n}"),
+                            id: Some(id),
+                            private: next(2) == 0,
+                            ..Draft::default()
+                        })
+                        .unwrap(),
+                    );
+                }
+                let from_disk = disk.append(batch.clone()).await.unwrap();
+                let from_ring = ring.append(batch).await.unwrap();
+                assert_eq!(from_disk, from_ring);
+            }
+            for after in 0..=all_ids.len() as u64 + 1 {
+                for limit in [0, 1, 3, usize::MAX] {
+                    assert_eq!(
+                        disk.read_after(after, limit).await.unwrap(),
+                        ring.read_after(after, limit).await.unwrap()
+                    );
+                    for topic in topics {
+                        assert_eq!(
+                            disk.topic_events(topic, after, limit).await.unwrap(),
+                            ring.topic_events(topic, after, limit).await.unwrap()
+                        );
+                    }
+                }
+            }
+            for id in all_ids.iter().chain([&"missing".to_owned()]) {
+                assert_eq!(
+                    disk.resolve(id).await.unwrap(),
+                    ring.resolve(id).await.unwrap()
+                );
+            }
+            assert_eq!(disk.bounds().await.unwrap(), ring.bounds().await.unwrap());
+            assert_eq!(sorted_topics(&disk).await, sorted_topics(&ring).await);
+        }
+    }
+
+    #[tokio::test]
+    async fn every_field_survives_a_restart_and_sequences_continue() {
+        let dir = TempDir::new("reopen");
+        let full = Update::from_draft(Draft {
+            topics: vec![
+                "https://example.com/books/1".into(),
+                "alt/ü/1".into(),
+                "alt/ü/1".into(),
+            ],
+            data: "line one\nline two\r\nthird: ✓".into(),
+            id: Some("custom-id".into()),
+            event_type: Some("note".into()),
+            retry: Some(1500),
+            private: true,
+        })
+        .unwrap();
+        let plain = Update::from_draft(Draft {
+            topics: vec!["t".into()],
+            data: String::new(),
+            ..Draft::default()
+        })
+        .unwrap();
+        let (stored, replay, bounds, topics) = {
+            let store = open(&dir, 100);
+            let stored = store
+                .append(vec![full.clone(), plain.clone()])
+                .await
+                .unwrap();
+            store.append(vec![update("t", "third")]).await.unwrap();
+            let replay = store.read_after(0, 100).await.unwrap();
+            (
+                stored,
+                replay,
+                store.bounds().await.unwrap(),
+                sorted_topics(&store).await,
+            )
+        };
+        assert_eq!(*stored[0], Update { seq: 1, ..full });
+        assert_eq!(
+            *stored[1],
+            Update {
+                seq: 2,
+                ..plain.clone()
+            }
+        );
+
+        let store = open(&dir, 100);
+        assert_eq!(store.read_after(0, 100).await.unwrap(), replay);
+        assert_eq!(store.bounds().await.unwrap(), bounds);
+        assert_eq!(sorted_topics(&store).await, topics);
+        assert_eq!(topics[0].topic, "alt/ü/1");
+        assert_eq!(topics[0].events, 1);
+        assert_eq!(
+            store.resolve("custom-id").await.unwrap(),
+            ReplayFrom::After(1)
+        );
+        assert_eq!(
+            store.resolve(&plain.id).await.unwrap(),
+            ReplayFrom::After(2)
+        );
+        assert_eq!(
+            ids(&store.topic_events("alt/ü/1", 0, 10).await.unwrap()),
+            ["custom-id"]
+        );
+        let next = store.append(vec![update("t", "fourth")]).await.unwrap();
+        assert_eq!(next[0].seq, 4);
+    }
+
+    #[tokio::test]
+    async fn the_last_sequence_survives_trimming_everything() {
+        let dir = TempDir::new("last-seq");
+        {
+            let store = open(&dir, 0);
+            store
+                .append(vec![update("a", "1"), update("a", "2"), update("a", "3")])
+                .await
+                .unwrap();
+        }
+        let store = open(&dir, 0);
+        assert_eq!(store.bounds().await.unwrap().last_seq, 3);
+        let next = store.append(vec![update("a", "4")]).await.unwrap();
+        assert_eq!(next[0].seq, 4);
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_a_thousand_is_one_commit() {
+        let dir = TempDir::new("batch");
+        let store = open(&dir, 10_000);
+        let batch: Vec<_> = (0..1000).map(|n| update("t", &format!("b{n}"))).collect();
+        let before = store.commits();
+        let stored = store.append(batch).await.unwrap();
+        assert_eq!(store.commits() - before, 1);
+        assert_eq!(
+            stored.iter().map(|u| u.seq).collect::<Vec<_>>(),
+            (1..=1000).collect::<Vec<u64>>()
+        );
+        drop(store);
+        let store = open(&dir, 10_000);
+        assert_eq!(store.read_after(0, usize::MAX).await.unwrap().len(), 1000);
+        assert_eq!(
+            store.resolve("b999").await.unwrap(),
+            ReplayFrom::After(1000)
+        );
+    }
+
+    #[tokio::test]
+    async fn disk_use_stays_bounded_under_an_endless_stream() {
+        let dir = TempDir::new("bounded");
+        let store = open(&dir, 100);
+        let mut sizes = Vec::new();
+        let mut n = 0;
+        for checkpoint in [5_000, 20_000] {
+            while n < checkpoint {
+                let batch = (0..20)
+                    .map(|k| update(&format!("topic-{}", (n + k) % 50), &format!("e{}", n + k)))
+                    .collect();
+                store.append(batch).await.unwrap();
+                n += 20;
+            }
+            sizes.push(std::fs::metadata(dir.file()).unwrap().len());
+        }
+        assert_eq!(store.read_after(0, usize::MAX).await.unwrap().len(), 100);
+        assert_eq!(store.topics().await.unwrap().len(), 50);
+        assert_eq!(
+            store.resolve("e19899").await.unwrap(),
+            ReplayFrom::Unknown,
+            "trimmed ids leave the index"
+        );
+        eprintln!(
+            "file size after 5k: {} B, after 20k: {} B",
+            sizes[0], sizes[1]
+        );
+        assert!(
+            sizes[1] <= sizes[0] * 2,
+            "the file grows with the stream: {sizes:?}"
+        );
+    }
+
+    // --- Refusing files -------------------------------------------------------------------------
+
+    #[test]
+    fn a_missing_directory_is_created() {
+        let dir = TempDir::new("nested");
+        let nested = dir.path().join("a").join("b");
+        let store = RedbStore::open(&nested, keep(10)).unwrap();
+        assert_eq!(store.path(), nested.join(FILE_NAME));
+        assert!(nested.join(FILE_NAME).is_file());
+    }
+
+    #[test]
+    fn a_foreign_file_is_refused_and_left_untouched() {
+        let dir = TempDir::new("foreign");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        for garbage in [&b"hello"[..], &[0xAB; 64 * 1024][..]] {
+            std::fs::write(dir.file(), garbage).unwrap();
+            let message = open_error(dir.path());
+            assert!(
+                message.contains(&dir.file().display().to_string()),
+                "{message}"
+            );
+            assert!(message.contains("not a herald store"), "{message}");
+            assert!(!message.contains('\n'), "{message}");
+            assert_eq!(std::fs::read(dir.file()).unwrap(), garbage);
+        }
+    }
+
+    #[test]
+    fn another_programs_redb_file_is_refused() {
+        let dir = TempDir::new("other-redb");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        {
+            let db = Database::create(dir.file()).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let other: TableDefinition<u64, u64> = TableDefinition::new("other");
+                txn.open_table(other).unwrap().insert(1, 2).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let before = std::fs::read(dir.file()).unwrap();
+        let message = open_error(dir.path());
+        assert!(message.contains("not a herald store"), "{message}");
+        assert!(
+            message.contains(&dir.file().display().to_string()),
+            "{message}"
+        );
+        // The integrity pass of the open may rewrite redb's own header, never the tables.
+        let db = Database::open(dir.file()).unwrap();
+        let other: TableDefinition<u64, u64> = TableDefinition::new("other");
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(other).unwrap();
+        assert_eq!(table.get(1).unwrap().unwrap().value(), 2);
+        assert!(!before.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_schema_version_is_refused() {
+        let dir = TempDir::new("schema");
+        drop(open(&dir, 10));
+        {
+            let db = Database::open(dir.file()).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(META_SCHEMA, 99)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let message = open_error(dir.path());
+        assert!(message.contains("schema version 99"), "{message}");
+        assert!(
+            message.contains(&dir.file().display().to_string()),
+            "{message}"
+        );
+        let db = Database::open(dir.file()).unwrap();
+        let read = db.begin_read().unwrap();
+        let meta = read.open_table(META).unwrap();
+        assert_eq!(meta.get(META_SCHEMA).unwrap().unwrap().value(), 99);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_file_is_refused_and_left_untouched() {
+        let dir = TempDir::new("damaged");
+        let marker = b"DAMAGE-ME-0123456789";
+        {
+            let store = open(&dir, 1000);
+            let batch = (0..50)
+                .map(|n| {
+                    Update::from_draft(Draft {
+                        topics: vec!["t".into()],
+                        data: String::from_utf8(marker.to_vec()).unwrap(),
+                        id: Some(format!("d{n}")),
+                        ..Draft::default()
+                    })
+                    .unwrap()
+                })
+                .collect();
+            store.append(batch).await.unwrap();
+        }
+        let mut bytes = std::fs::read(dir.file()).unwrap();
+        let mut hits = 0;
+        let mut at = 0;
+        while let Some(found) = bytes[at..]
+            .windows(marker.len())
+            .position(|window| window == marker)
+        {
+            let start = at + found;
+            bytes[start..start + marker.len()].fill(b'#');
+            at = start + marker.len();
+            hits += 1;
+        }
+        assert!(hits > 0);
+        std::fs::write(dir.file(), &bytes).unwrap();
+        let message = open_error(dir.path());
+        assert!(message.contains("damaged"), "{message}");
+        assert!(
+            message.contains(&dir.file().display().to_string()),
+            "{message}"
+        );
+        assert!(!message.contains('\n'), "{message}");
+        assert_eq!(std::fs::read(dir.file()).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_second_open_in_the_same_process_is_refused() {
+        let dir = TempDir::new("locked");
+        let first = open(&dir, 10);
+        let message = open_error(dir.path());
+        assert!(message.contains("is another herald using it?"), "{message}");
+        assert!(
+            message.contains(&dir.file().display().to_string()),
+            "{message}"
+        );
+        drop(first);
+        drop(open(&dir, 10));
+    }
+
+    // --- Other processes ------------------------------------------------------------------------
+
+    const CHILD_MODE: &str = "HERALD_REDB_TEST_CHILD";
+    const CHILD_DIR: &str = "HERALD_REDB_TEST_DIR";
+    const CHILD_ROUND: &str = "HERALD_REDB_TEST_ROUND";
+
+    /// This test binary again, running only [`child_process`].
+    fn spawn_child(mode: &str, dir: &Path, round: usize) -> std::process::Child {
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::redb::tests::child_process",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_MODE, mode)
+            .env(CHILD_DIR, dir)
+            .env(CHILD_ROUND, round.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Does nothing in a normal run. In a child spawned by the tests below it is the other
+    /// process: `hold` opens the store and waits; `crash` appends at full speed and prints every
+    /// acknowledged seq, until it is killed (or 30 s pass, so it can never linger).
+    #[tokio::test]
+    async fn child_process() {
+        let (Ok(mode), Ok(dir), Ok(round)) = (
+            std::env::var(CHILD_MODE),
+            std::env::var(CHILD_DIR),
+            std::env::var(CHILD_ROUND),
+        ) else {
+            return;
+        };
+        let store = RedbStore::open(Path::new(&dir), keep(1_000_000)).unwrap();
+        let mut out = std::io::stdout().lock();
+        // On a line of its own: the harness has just printed the test's name without one.
+        writeln!(out, "\nopen").unwrap();
+        out.flush().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        if mode == "hold" {
+            while Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            return;
+        }
+        let mut n = 0_usize;
+        while Instant::now() < deadline {
+            let batch: Vec<_> = (0..1 + n % 32)
+                .map(|k| update("crash", &format!("r{round}-{}", n + k)))
+                .collect();
+            n += batch.len();
+            for stored in store.append(batch).await.unwrap() {
+                writeln!(out, "ack {} {}", stored.seq, stored.id).unwrap();
+            }
+            out.flush().unwrap();
+        }
+    }
+
+    /// Reads the child's stdout lines until `stop` says so or the child ends; returns them all.
+    fn read_lines(
+        child: &mut std::process::Child,
+    ) -> (
+        std::sync::mpsc::Receiver<String>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let stdout = child.stdout.take().unwrap();
+        let (send, receive) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (receive, reader)
+    }
+
+    #[test]
+    fn a_second_process_on_the_same_store_is_refused() {
+        let dir = TempDir::new("locked-process");
+        drop(open(&dir, 10));
+        let mut child = spawn_child("hold", dir.path(), 0);
+        let (lines, reader) = read_lines(&mut child);
+        // Past the test harness's own lines, the child says when it holds the store.
+        while lines.recv_timeout(Duration::from_secs(20)).unwrap() != "open" {}
+        let message = open_error(dir.path());
+        assert!(message.contains("is another herald using it?"), "{message}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(lines);
+        reader.join().unwrap();
+        // Killed, the other process released its lock.
+        drop(open(&dir, 10));
+    }
+
+    #[tokio::test]
+    async fn every_acknowledged_update_survives_kill_9_in_order_exactly_once() {
+        let dir = TempDir::new("crash");
+        let mut acked: Vec<(u64, String)> = Vec::new();
+        for round in 0..2 {
+            let mut child = spawn_child("crash", dir.path(), round);
+            let (lines, reader) = read_lines(&mut child);
+            let started = Instant::now();
+            let mut acks_this_round = 0;
+            let mut killed = false;
+            loop {
+                if !killed && started.elapsed() > Duration::from_secs(20) {
+                    panic!("the writer child acknowledged nothing");
+                }
+                if !killed && acks_this_round > 0 && started.elapsed() > Duration::from_millis(300)
+                {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    killed = true;
+                }
+                match lines.recv_timeout(Duration::from_millis(10)) {
+                    Ok(line) => {
+                        let mut words = line.split(' ');
+                        if words.next() == Some("ack") {
+                            let seq = words.next().unwrap().parse::<u64>().unwrap();
+                            let id = words.next().unwrap().to_owned();
+                            acked.push((seq, id));
+                            acks_this_round += 1;
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            reader.join().unwrap();
+            assert!(acks_this_round > 0);
+
+            let store = open(&dir, 1_000_000);
+            let kept = store.read_after(0, usize::MAX).await.unwrap();
+            // The log is contiguous from 1, each id once.
+            assert_eq!(
+                kept.iter().map(|u| u.seq).collect::<Vec<_>>(),
+                (1..=kept.len() as u64).collect::<Vec<_>>()
+            );
+            let mut unique_ids: Vec<_> = kept.iter().map(|u| u.id.as_str()).collect();
+            unique_ids.sort_unstable();
+            unique_ids.dedup();
+            assert_eq!(unique_ids.len(), kept.len(), "an id is stored twice");
+            // Acknowledged seqs came in order, and each is stored with its id.
+            assert!(acked.windows(2).all(|pair| pair[0].0 < pair[1].0));
+            for (seq, id) in &acked {
+                let stored = &kept[usize::try_from(*seq - 1).unwrap()];
+                assert_eq!(&stored.id, id, "seq {seq}");
+                assert_eq!(store.resolve(id).await.unwrap(), ReplayFrom::After(*seq));
+            }
+            eprintln!(
+                "round {round}: {acks_this_round} acknowledged before kill -9, {} stored",
+                kept.len()
+            );
+        }
+    }
+}
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod scratch {
+    use super::*;
+    use crate::update::Draft;
+    use tokio::sync::{mpsc, oneshot};
+    type P = (Update, oneshot::Sender<Arc<Update>>);
+    async fn run(
+        store: Arc<RedbStore>,
+        mut rx: mpsc::Receiver<P>,
+        yield_first: bool,
+        stats: Arc<AtomicU64>,
+    ) {
+        let mut waiting = Vec::new();
+        loop {
+            if yield_first {
+                // wait for at least one, then let the other ready tasks submit
+                match rx.recv().await {
+                    Some(p) => waiting.push(p),
+                    None => break,
+                }
+                tokio::task::yield_now().await;
+                rx.recv_many(&mut waiting, 1023).await;
+            } else if rx.recv_many(&mut waiting, 1024).await == 0 {
+                break;
+            }
+            let (u, acks): (Vec<_>, Vec<_>) = waiting.drain(..).unzip();
+            stats.fetch_add(1, Ordering::Relaxed);
+            let stored = store.append(u).await.unwrap();
+            for (a, s) in acks.into_iter().zip(stored) {
+                let _ = a.send(s);
+            }
+        }
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn scratch_writer() {
+        for yield_first in [false, true, false, true] {
+            for publishers in [16u64, 64] {
+                let dir = std::env::temp_dir().join(format!("herald-scratch-w-{publishers}"));
+                let _ = std::fs::remove_dir_all(&dir);
+                let store = Arc::new(
+                    RedbStore::open(
+                        &dir,
+                        Retention {
+                            max_events: 10_000,
+                            max_age: None,
+                        },
+                    )
+                    .unwrap(),
+                );
+                let (tx, rx) = mpsc::channel::<P>(16384);
+                let commits = Arc::new(AtomicU64::new(0));
+                let w = tokio::spawn(run(
+                    Arc::clone(&store),
+                    rx,
+                    yield_first,
+                    Arc::clone(&commits),
+                ));
+                let total = 20_000u64;
+                let t = std::time::Instant::now();
+                let mut tasks = Vec::new();
+                for _ in 0..publishers {
+                    let tx = tx.clone();
+                    tasks.push(tokio::spawn(async move {
+                        for _ in 0..total / publishers {
+                            let u = Update::from_draft(Draft {
+                                topics: vec!["t".into()],
+                                data: "x".repeat(30),
+                                ..Draft::default()
+                            })
+                            .unwrap();
+                            let (a, r) = oneshot::channel();
+                            tx.send((u, a)).await.unwrap();
+                            r.await.unwrap();
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                let el = t.elapsed();
+                drop(tx);
+                w.await.unwrap();
+                let c = commits.load(Ordering::Relaxed);
+                eprintln!(
+                    "yield {yield_first} pubs {publishers}: {:.0}/s, {:.1} per commit",
+                    total as f64 / el.as_secs_f64(),
+                    total as f64 / c as f64
+                );
+                drop(store);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+}
