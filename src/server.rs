@@ -13,6 +13,7 @@ use crate::http::{AppState, serve};
 use crate::hub::Hub;
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::redb::RedbStore;
 use crate::store::writer::Writer;
 use crate::telemetry;
 
@@ -30,6 +31,9 @@ pub enum StartError {
     /// A configuration problem (exit 64).
     #[error("{0}")]
     Config(String),
+    /// The store could not be opened (damaged, foreign, locked).
+    #[error(transparent)]
+    Store(#[from] crate::store::redb::OpenError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -73,8 +77,9 @@ impl Server {
             };
         let auth = Authorizer::new(&config.keys)?;
         let metrics = telemetry::prometheus();
-        let store: Arc<dyn Store> = match config.store {
+        let store: Arc<dyn Store> = match &config.store {
             StoreSpec::Memory => Arc::new(MemoryStore::new(config.retention)),
+            StoreSpec::Path(dir) => Arc::new(RedbStore::open(dir, config.retention)?),
         };
         let listener = bind_listener(config.listen).map_err(|source| StartError::Bind {
             addr: config.listen,

@@ -87,7 +87,7 @@ fn a_port_in_use_is_a_clear_runtime_error() {
 #[tokio::test]
 async fn environment_variables_configure_the_hub() {
     let hub = Hub::start_with_env(
-        &[],
+        &["--store", "memory:"],
         &[
             ("HERALD_JWT_KEY", KEY),
             ("HERALD_ANONYMOUS", "true"),

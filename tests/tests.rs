@@ -7,6 +7,7 @@ mod util;
 mod auth;
 mod cli;
 mod cors;
+mod durable;
 mod history;
 mod lagging;
 mod mercure;

@@ -50,9 +50,14 @@ fn print_banner(server: &Server) {
     };
     let config = server.config();
     let base = format!("http://{}", display_addr(addr));
-    let store = match config.store {
+    let store = match &config.store {
         StoreSpec::Memory => format!(
             "memory: (last {} updates, lost on restart)",
+            config.retention.max_events
+        ),
+        StoreSpec::Path(dir) => format!(
+            "{} (durable, last {} updates)",
+            dir.join("herald.redb").display(),
             config.retention.max_events
         ),
     };

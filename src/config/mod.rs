@@ -32,9 +32,10 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
 
-    /// History store: `memory:` (a bounded in-process ring, nothing survives a restart)
-    /// [default: memory:]
-    #[arg(long, env = "HERALD_STORE", value_name = "memory:|PATH")]
+    /// History store: a directory for the durable embedded store (`PATH/herald.redb`, survives
+    /// restarts and crashes), or `memory:` (a bounded in-process ring, lost on restart)
+    /// [default: ./herald-data]
+    #[arg(long, env = "HERALD_STORE", value_name = "PATH|memory:")]
     pub store: Option<String>,
 
     /// JWT key for both publishers and subscribers (HS*: the secret; RS*/ES*/EdDSA: a PEM public
@@ -149,8 +150,14 @@ pub struct ServeArgs {
 /// Where history lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {
+    /// The in-process ring.
     Memory,
+    /// The durable redb store in this directory.
+    Path(PathBuf),
 }
+
+/// The default store directory.
+pub const DEFAULT_STORE: &str = "./herald-data";
 
 /// Which browser origins get CORS headers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -251,15 +258,17 @@ impl Config {
             .parse::<SocketAddr>()
             .map_err(|e| invalid("listen", listen_text, e))?;
 
-        let store = match args.store.as_deref().unwrap_or("memory:") {
+        let store = match args.store.as_deref().unwrap_or(DEFAULT_STORE) {
             "memory:" | "memory" => StoreSpec::Memory,
-            other => {
+            "" => return Err(invalid("store", "", "give a directory or `memory:`")),
+            other if other.contains("://") => {
                 return Err(invalid(
                     "store",
                     other,
-                    "only `memory:` is supported by this build",
+                    "cluster stores (redis://, nats://) are not supported by this build",
                 ));
             }
+            path => StoreSpec::Path(PathBuf::from(path)),
         };
 
         let algorithm = match &args.jwt_algorithm {

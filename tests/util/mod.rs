@@ -40,7 +40,15 @@ impl Hub {
 
     /// As [`Hub::start_raw`] with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Hub {
+        Hub::start_in(args, env, None)
+    }
+
+    /// As [`Hub::start_with_env`], in a working directory.
+    pub fn start_in(args: &[&str], env: &[(&str, &str)], cwd: Option<&std::path::Path>) -> Hub {
         let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         command
             .arg("serve")
             .arg("--listen")
@@ -366,6 +374,34 @@ impl Stream {
             events.push(self.next_event().await);
         }
         events
+    }
+}
+
+/// A directory under the system temp dir, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("herald-test-{}-{label}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn str(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
