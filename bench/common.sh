@@ -87,9 +87,9 @@ rss_anon_kb() {
     awk '/^RssAnon:/ { print $2 }' "/proc/$1/status"
 }
 
-# cpu_ticks PID: utime + stime in clock ticks.
+# cpu_ticks PID: "utime stime" in clock ticks (user and kernel time of every thread).
 cpu_ticks() {
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'
 }
 
 # median of the arguments (numbers).

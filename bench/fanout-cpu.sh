@@ -22,7 +22,8 @@ SPAN=$(( (U + R - 1) / R ))
 build
 TOKEN=$("$HERALD" token --key bench --publish '*')
 per_delivery=()
-per_publish=()
+per_user=()
+per_sys=()
 for run in $(seq 1 "$RUNS"); do
     port=$(free_port)
     start_hub "$port"
@@ -32,11 +33,11 @@ for run in $(seq 1 "$RUNS"); do
     wait_subscriptions "$port" "$S" 60 || { cat "$WORKDIR/client-$run.log" >&2; exit 1; }
     sleep 1
 
-    idle0=$(cpu_ticks "$HUB_PID")
+    read -r iu0 is0 < <(cpu_ticks "$HUB_PID")
     sleep "$SPAN"
-    idle1=$(cpu_ticks "$HUB_PID")
+    read -r iu1 is1 < <(cpu_ticks "$HUB_PID")
 
-    t0=$(cpu_ticks "$HUB_PID")
+    read -r u0 s0 < <(cpu_ticks "$HUB_PID")
     TOKEN="$TOKEN" "$EXAMPLES/publish_load" --addr "127.0.0.1:$port" --count "$U" --rate "$R" \
         >"$WORKDIR/publisher-$run.log" 2>&1 &
     PUBLISHER_PID=$!
@@ -45,18 +46,24 @@ for run in $(seq 1 "$RUNS"); do
     # The subscriber process exits once all S*U events have arrived.
     wait "$CLIENT_PID" || { cat "$WORKDIR/client-$run.log" >&2; exit 1; }
     CLIENT_PID=""
-    t1=$(cpu_ticks "$HUB_PID")
+    read -r u1 s1 < <(cpu_ticks "$HUB_PID")
     stop HUB_PID
 
-    cpu_us=$(( (t1 - t0) * 1000000 / HZ ))
-    idle_us=$(( (idle1 - idle0) * 1000000 / HZ ))
-    us=$(awk -v c="$cpu_us" -v n=$((S * U)) 'BEGIN { printf "%.3f", c / n }')
-    pub=$(awk -v c="$cpu_us" -v n="$U" 'BEGIN { printf "%.0f", c / n }')
+    deliveries=$((S * U))
+    user_us=$(( (u1 - u0) * 1000000 / HZ ))
+    sys_us=$(( (s1 - s0) * 1000000 / HZ ))
+    cpu_us=$((user_us + sys_us))
+    idle_us=$(( (iu1 - iu0 + is1 - is0) * 1000000 / HZ ))
+    us=$(awk -v c="$cpu_us" -v n="$deliveries" 'BEGIN { printf "%.3f", c / n }')
+    us_user=$(awk -v c="$user_us" -v n="$deliveries" 'BEGIN { printf "%.3f", c / n }')
+    us_sys=$(awk -v c="$sys_us" -v n="$deliveries" 'BEGIN { printf "%.3f", c / n }')
     per_delivery+=("$us")
-    per_publish+=("$pub")
+    per_user+=("$us_user")
+    per_sys+=("$us_sys")
     echo "run $run: $(tail -n1 "$WORKDIR/publisher-$run.log"); $(tail -n1 "$WORKDIR/client-$run.log")"
-    echo "run $run: hub CPU $((cpu_us / 1000)) ms for $((S * U)) deliveries = ${us} µs per delivery" \
-        "(${pub} µs per publish); idle for ${SPAN}s: $((idle_us / 1000)) ms"
+    echo "run $run: hub CPU $((cpu_us / 1000)) ms (user $((user_us / 1000)), kernel $((sys_us / 1000)))" \
+        "for $deliveries deliveries = ${us} µs per delivery (user ${us_user}, kernel ${us_sys});" \
+        "idle for ${SPAN}s before: $((idle_us / 1000)) ms"
 done
 echo "median over $RUNS runs: $(median "${per_delivery[@]}") µs CPU per delivery" \
-    "($(median "${per_publish[@]}") µs per publish to $S subscribers)"
+    "(user $(median "${per_user[@]}"), kernel $(median "${per_sys[@]}"))"

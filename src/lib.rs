@@ -17,12 +17,14 @@
 //! - [`auth`]: JWT keys and claims.
 //! - [`telemetry`]: metrics recorder and logs.
 //! - [`cli`]: the `herald` subcommands.
+//! - [`demo`]: the `--demo` clock and the shape of chat messages (pages are in `http::pages`).
 //!
 //! The SSE framing itself lives in the `herald-sse` crate (`crates/sse`).
 
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod hub;
 pub mod server;

@@ -7,15 +7,18 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpSocket};
 
+use crate::auth::jwks::Jwks;
 use crate::auth::{Authorizer, KeyError, random_secret};
 use crate::config::{Config, StoreSpec};
 use crate::http::{AppState, serve};
 use crate::hub::Hub;
-use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::redb::RedbStore;
-use crate::store::writer::Writer;
+use crate::store::redis::RedisStore;
+use crate::store::writer::{OnCommit, Writer};
+use crate::store::{FeedSink, Store};
 use crate::telemetry;
+use crate::update::Update;
 
 /// Pending connections the kernel queues for us: enough for a reconnect storm.
 const LISTEN_BACKLOG: u32 = 4096;
@@ -34,6 +37,9 @@ pub enum StartError {
     /// The store could not be opened (damaged, foreign, locked).
     #[error(transparent)]
     Store(#[from] crate::store::redb::OpenError),
+    /// The shared store could not be reached.
+    #[error(transparent)]
+    Redis(#[from] crate::store::redis::ConnectError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -60,26 +66,39 @@ pub struct Server {
 impl Server {
     /// Validates keys, opens the store, binds the listener and starts the writer and heartbeat.
     pub async fn bind(mut config: Config) -> Result<Server, StartError> {
-        let generated_secret =
-            if config.keys.publisher_key.is_none() && config.keys.subscriber_key.is_none() {
-                if !config.keys.algorithm.is_hmac() {
-                    return Err(StartError::Config(format!(
-                        "--jwt-algorithm {} needs --jwt-key (a PEM public key)",
-                        config.keys.algorithm
-                    )));
-                }
-                let secret = random_secret();
-                config.keys.publisher_key = Some(secret.clone());
-                config.keys.subscriber_key = Some(secret.clone());
-                Some(secret)
-            } else {
-                None
-            };
+        let no_jwks = config.jwks.0.is_none() && config.jwks.1.is_none();
+        let generated_secret = if no_jwks
+            && config.keys.publisher_key.is_none()
+            && config.keys.subscriber_key.is_none()
+        {
+            if !config.keys.algorithm.is_hmac() {
+                return Err(StartError::Config(format!(
+                    "--jwt-algorithm {} needs --jwt-key (a PEM public key)",
+                    config.keys.algorithm
+                )));
+            }
+            let secret = random_secret();
+            config.keys.publisher_key = Some(secret.clone());
+            config.keys.subscriber_key = Some(secret.clone());
+            Some(secret)
+        } else {
+            None
+        };
         let auth = Authorizer::new(&config.keys)?;
+        let publisher_set = key_set(config.jwks.0.as_deref()).await?;
+        let subscriber_set = if config.jwks.1 == config.jwks.0 {
+            publisher_set.clone()
+        } else {
+            key_set(config.jwks.1.as_deref()).await?
+        };
+        let auth = auth.with_jwks(publisher_set, subscriber_set);
         let metrics = telemetry::prometheus();
         let store: Arc<dyn Store> = match &config.store {
             StoreSpec::Memory => Arc::new(MemoryStore::new(config.retention)),
             StoreSpec::Path(dir) => Arc::new(RedbStore::open(dir, config.retention)?),
+            StoreSpec::Redis { url, prefix } => {
+                Arc::new(RedisStore::connect(url, prefix, config.retention).await?)
+            }
         };
         let listener = bind_listener(config.listen).map_err(|source| StartError::Bind {
             addr: config.listen,
@@ -87,16 +106,23 @@ impl Server {
         })?;
 
         let hub = Hub::new(config.queue_size);
-        let fan_out = Arc::clone(&hub);
-        let (writer, _writer_task) = Writer::spawn(
-            Arc::clone(&store),
-            Arc::new(move |batch| fan_out.fan_out(batch)),
-            MAX_BATCH,
-        );
+        // A shared store feeds every node from its log (the same order everywhere); otherwise
+        // the writer fans out what it commits.
+        let on_commit: OnCommit = match store.spawn_feed(Arc::new(HubSink(Arc::clone(&hub)))) {
+            Some(_feed_task) => Arc::new(|_: &[Arc<Update>]| {}),
+            None => {
+                let fan_out = Arc::clone(&hub);
+                Arc::new(move |batch: &[Arc<Update>]| fan_out.fan_out(batch))
+            }
+        };
+        let (writer, _writer_task) = Writer::spawn(Arc::clone(&store), on_commit, MAX_BATCH);
         if config.subscriptions {
             hub.set_lifecycle(crate::subscriptions::lifecycle_publisher(writer.clone()));
         }
         hub.spawn_heartbeat(config.heartbeat);
+        if config.demo {
+            crate::demo::spawn_clock(writer.clone());
+        }
         hub.spawn_expiry();
         let state = Arc::new(AppState {
             config,
@@ -131,6 +157,34 @@ impl Server {
     /// Serves until `shutdown` completes, then ends every stream and returns within seconds.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         serve(self.listener, self.state, shutdown).await;
+    }
+}
+
+/// A JWKS cache for `url`, fetched once now and kept fresh.
+async fn key_set(url: Option<&str>) -> Result<Option<Arc<Jwks>>, StartError> {
+    let Some(url) = url else { return Ok(None) };
+    let jwks = Arc::new(Jwks::new(url.to_owned()).map_err(StartError::Config)?);
+    match jwks.fetch().await {
+        Ok(count) => tracing::info!(url, count, "JWKS loaded"),
+        Err(error) => tracing::warn!(%error, "JWKS not loaded yet; tokens fail until it is"),
+    }
+    jwks.spawn_refresher();
+    Ok(Some(jwks))
+}
+
+/// The hub, as the destination of a shared store's feed.
+struct HubSink(Arc<Hub>);
+
+impl FeedSink for HubSink {
+    fn deliver(&self, updates: &[Arc<Update>]) {
+        self.0.fan_out(updates);
+    }
+
+    fn gap(&self) {
+        // Every live stream may have missed something: end them after what they have queued;
+        // their clients reconnect with Last-Event-ID and get a herald-gap notice.
+        self.0
+            .for_each_subscriber(|subscriber| subscriber.mailbox.close());
     }
 }
 

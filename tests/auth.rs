@@ -104,68 +104,66 @@ async fn publishing_needs_a_valid_token_covering_every_topic() {
     assert_eq!(stream.next_event().await.data, "x");
 }
 
+/// Publishes with a token in the query parameter, the header, and/or extra headers (cookie,
+/// origin); returns the status.
+async fn publish_via(
+    hub: &Hub,
+    query: Option<&str>,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+) -> u16 {
+    let path = match query {
+        Some(token) => format!("/.well-known/mercure?authorization={token}"),
+        None => "/.well-known/mercure".to_owned(),
+    };
+    let mut request = client()
+        .post(hub.url(&path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("topic=a&data=x");
+    if let Some(bearer) = bearer {
+        request = request.bearer_auth(bearer);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
 #[tokio::test]
 async fn tokens_come_from_header_then_query_then_cookie() {
     let hub = Hub::start(&["--publish-origin", "https://app.example"]);
     let good = token(&["*"], &[]);
     let bad = token_with("wrong", &["*"], &[], None);
-    let post = |url: String| {
-        client()
-            .post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body("topic=a&data=x")
-    };
-    // Query parameter.
-    let response = post(hub.url(&format!("/.well-known/mercure?authorization={good}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    // The header wins over the query parameter.
-    let response = post(hub.url(&format!("/.well-known/mercure?authorization={good}")))
-        .bearer_auth(&bad)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
-    // The cookie, from an allowed origin.
-    let response = post(hub.url("/.well-known/mercure"))
-        .header("cookie", format!("theme=dark; mercureAuthorization={good}"))
-        .header("origin", "https://app.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    // Referer counts as the origin.
-    let response = post(hub.url("/.well-known/mercure"))
-        .header("cookie", format!("mercureAuthorization={good}"))
-        .header("referer", "https://app.example/page")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let cookie = format!("theme=dark; mercureAuthorization={good}");
+    let from_app = ("origin", "https://app.example");
+    // The query parameter alone; the header wins over it.
+    assert_eq!(publish_via(&hub, Some(&good), None, &[]).await, 200);
+    assert_eq!(publish_via(&hub, Some(&good), Some(&bad), &[]).await, 401);
+    // The cookie from an allowed origin, or with a Referer on that origin.
+    assert_eq!(
+        publish_via(&hub, None, None, &[("cookie", &cookie), from_app]).await,
+        200
+    );
+    let referer = ("referer", "https://app.example/page");
+    assert_eq!(
+        publish_via(&hub, None, None, &[("cookie", &cookie), referer]).await,
+        200
+    );
     // The cookie with no origin at all, or a foreign one, is refused (CSRF).
-    let response = post(hub.url("/.well-known/mercure"))
-        .header("cookie", format!("mercureAuthorization={good}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(problem(response).await.0, 403);
-    let response = post(hub.url("/.well-known/mercure"))
-        .header("cookie", format!("mercureAuthorization={good}"))
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(problem(response).await.0, 403);
+    assert_eq!(
+        publish_via(&hub, None, None, &[("cookie", &cookie)]).await,
+        403
+    );
+    let foreign = ("origin", "https://evil.example");
+    assert_eq!(
+        publish_via(&hub, None, None, &[("cookie", &cookie), foreign]).await,
+        403
+    );
     // The query parameter wins over the cookie.
-    let response = post(hub.url(&format!("/.well-known/mercure?authorization={bad}")))
-        .header("cookie", format!("mercureAuthorization={good}"))
-        .header("origin", "https://app.example")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+    assert_eq!(
+        publish_via(&hub, Some(&bad), None, &[("cookie", &cookie), from_app]).await,
+        401
+    );
 }
 
 #[tokio::test]

@@ -18,10 +18,14 @@ async fn history_survives_a_restart() {
     let dir = TempDir::new("restart");
     let mut hub = durable(&dir, &[]);
     for id in ["1", "2", "3"] {
-        hub.publish_ok(&[("topic", "a"), ("id", id), ("data", &format!("d{id}"))]).await;
+        hub.publish_ok(&[("topic", "a"), ("id", id), ("data", &format!("d{id}"))])
+            .await;
     }
     hub.signal("TERM");
-    assert!(hub.wait_exit(Duration::from_secs(6)).is_some_and(|s| s.success()));
+    assert!(
+        hub.wait_exit(Duration::from_secs(6))
+            .is_some_and(|s| s.success())
+    );
     drop(hub);
 
     let hub = durable(&dir, &[]);
@@ -29,16 +33,31 @@ async fn history_survives_a_restart() {
         .subscribe("/.well-known/mercure?topic=a", &[("last-event-id", "1")])
         .await;
     let events = stream.events(2).await;
-    assert_eq!((events[0].id.as_str(), events[0].data.as_str()), ("2", "d2"));
+    assert_eq!(
+        (events[0].id.as_str(), events[0].data.as_str()),
+        ("2", "d2")
+    );
     assert_eq!(events[1].id, "3");
     // Sequences continue after the restart, and the JSON views read the store.
-    let new_id = hub.publish_ok(&[("topic", "a"), ("data", "after restart")]).await;
+    let new_id = hub
+        .publish_ok(&[("topic", "a"), ("data", "after restart")])
+        .await;
     assert_eq!(stream.next_event().await.id, new_id);
-    let topics: serde_json::Value = client().get(hub.url("/topics")).send().await.unwrap().json().await.unwrap();
-    let a = topics["topics"].as_array().unwrap().iter().find(|t| t["topic"] == "a").cloned().unwrap();
+    let topics = hub.get_json("/topics").await;
+    let a = topics["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["topic"] == "a")
+        .cloned()
+        .unwrap();
     assert_eq!(a["events"], 4);
     assert_eq!(a["last_event_id"], new_id.as_str());
-    assert!(hub.banner.iter().any(|line| line.contains("herald.redb")), "{:?}", hub.banner);
+    assert!(
+        hub.banner.iter().any(|line| line.contains("herald.redb")),
+        "{:?}",
+        hub.banner
+    );
 }
 
 /// Publishers at full speed, `kill -9`, restart: every update that got a 200 replays, in each
@@ -66,8 +85,15 @@ async fn every_acknowledged_update_survives_kill_9() {
                 if response.status() != 200 {
                     return;
                 }
-                let Ok(id) = response.text().await else { return };
-                acknowledged.lock().unwrap().entry(publisher).or_default().push(id);
+                let Ok(id) = response.text().await else {
+                    return;
+                };
+                acknowledged
+                    .lock()
+                    .unwrap()
+                    .entry(publisher)
+                    .or_default()
+                    .push(id);
             }
         }));
     }
@@ -80,7 +106,10 @@ async fn every_acknowledged_update_survives_kill_9() {
     drop(hub);
     let acknowledged = acknowledged.lock().unwrap().clone();
     let total: usize = acknowledged.values().map(Vec::len).sum();
-    assert!(total > 100, "only {total} publishes were acknowledged before the kill");
+    assert!(
+        total > 100,
+        "only {total} publishes were acknowledged before the kill"
+    );
 
     let hub = durable(&dir, &["--history-size", "1000000"]);
     let mut stream = hub
@@ -90,19 +119,29 @@ async fn every_acknowledged_update_survives_kill_9() {
     while let Some(event) = stream.next_event_within(Duration::from_secs(2)).await {
         replayed.push(event.id);
     }
-    let position: HashMap<&str, usize> = replayed.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let position: HashMap<&str, usize> = replayed
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
     assert_eq!(position.len(), replayed.len(), "an update replayed twice");
     for (publisher, ids) in &acknowledged {
         let mut previous = None;
         for id in ids {
-            let at = *position
-                .get(id.as_str())
-                .unwrap_or_else(|| panic!("acknowledged update {id} of publisher {publisher} is lost"));
-            assert!(previous < Some(at), "publisher {publisher}: {id} replayed out of order");
+            let at = *position.get(id.as_str()).unwrap_or_else(|| {
+                panic!("acknowledged update {id} of publisher {publisher} is lost")
+            });
+            assert!(
+                previous < Some(at),
+                "publisher {publisher}: {id} replayed out of order"
+            );
             previous = Some(at);
         }
     }
-    eprintln!("{total} acknowledged before kill -9; {} replayed after restart", replayed.len());
+    eprintln!(
+        "{total} acknowledged before kill -9; {} replayed after restart",
+        replayed.len()
+    );
 }
 
 #[test]
@@ -111,20 +150,33 @@ fn a_foreign_or_damaged_file_is_refused_and_left_untouched() {
     let file = dir.path().join("herald.redb");
     let garbage = b"this is not a database, and it must survive intact".repeat(100);
     std::fs::write(&file, &garbage).unwrap();
-    let (code, _, stderr) = run_cli(&["serve", "--listen", "127.0.0.1:0", "--store", dir.str()], &[]);
+    let (code, _, stderr) = run_cli(
+        &["serve", "--listen", "127.0.0.1:0", "--store", dir.str()],
+        &[],
+    );
     assert_ne!(code, 0);
     assert!(stderr.contains("herald.redb"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    assert_eq!(std::fs::read(&file).unwrap(), garbage, "the file was modified");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        garbage,
+        "the file was modified"
+    );
 }
 
 #[tokio::test]
 async fn a_second_hub_on_the_same_store_is_refused() {
     let dir = TempDir::new("locked");
     let _first = durable(&dir, &[]);
-    let (code, _, stderr) = run_cli(&["serve", "--listen", "127.0.0.1:0", "--store", dir.str()], &[]);
+    let (code, _, stderr) = run_cli(
+        &["serve", "--listen", "127.0.0.1:0", "--store", dir.str()],
+        &[],
+    );
     assert_ne!(code, 0);
-    assert!(stderr.contains("locked") || stderr.contains("another herald"), "{stderr}");
+    assert!(
+        stderr.contains("locked") || stderr.contains("another herald"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

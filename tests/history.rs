@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::util::{Hub, client};
+use crate::util::Hub;
 
 async fn publish_series(hub: &Hub, topic: &str, ids: &[&str]) {
     for id in ids {
@@ -154,14 +154,9 @@ async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_publishes
         publisher.await.unwrap();
     }
     // The hub's own order, from the history API.
-    let history: serde_json::Value = client()
-        .get(hub.url(&format!("/topics/race/events?after={anchor}&limit=1000")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = hub
+        .get_json(&format!("/topics/race/events?after={anchor}&limit=1000"))
+        .await;
     let expected: Vec<String> = history["events"]
         .as_array()
         .unwrap()

@@ -5,14 +5,7 @@ use crate::util::{Hub, client, problem};
 #[tokio::test]
 async fn healthz_and_metrics_answer() {
     let hub = Hub::start(&[]);
-    let health: serde_json::Value = client()
-        .get(hub.url("/healthz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = hub.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
     let _stream = hub.subscribe("/.well-known/mercure?topic=a", &[]).await;
     hub.wait_subscriptions(1).await;

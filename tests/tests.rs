@@ -6,12 +6,16 @@ mod util;
 
 mod auth;
 mod cli;
+mod client;
+mod cluster;
 mod cors;
 mod durable;
 mod history;
+mod jwks;
 mod lagging;
 mod mercure;
 mod ops;
+mod pages;
 mod publish;
 mod shutdown;
 mod subscribe;

@@ -12,6 +12,7 @@
 //! configuration, once, in [`Authorizer::new`].
 
 mod extract;
+pub mod jwks;
 mod mint;
 #[cfg(test)]
 mod test_keys;
@@ -239,6 +240,8 @@ struct Inner {
     algorithm: Algorithm,
     publisher: Option<DecodingKey>,
     subscriber: Option<DecodingKey>,
+    publisher_jwks: Option<Arc<jwks::Jwks>>,
+    subscriber_jwks: Option<Arc<jwks::Jwks>>,
     validation: Validation,
 }
 
@@ -264,9 +267,30 @@ impl Authorizer {
                 algorithm: alg,
                 publisher,
                 subscriber,
+                publisher_jwks: None,
+                subscriber_jwks: None,
                 validation,
             }),
         })
+    }
+
+    /// Adds JWKS key sets: a role with no static key verifies with its set's cached keys.
+    pub fn with_jwks(
+        self,
+        publisher: Option<Arc<jwks::Jwks>>,
+        subscriber: Option<Arc<jwks::Jwks>>,
+    ) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                algorithm: inner.algorithm,
+                publisher: inner.publisher.clone(),
+                subscriber: inner.subscriber.clone(),
+                publisher_jwks: publisher,
+                subscriber_jwks: subscriber,
+                validation: inner.validation.clone(),
+            }),
+        }
     }
 
     /// The one algorithm tokens must be signed with.
@@ -275,24 +299,57 @@ impl Authorizer {
     }
 
     pub fn has_publisher_key(&self) -> bool {
-        self.inner.publisher.is_some()
+        self.inner.publisher.is_some() || self.inner.publisher_jwks.is_some()
     }
 
     pub fn has_subscriber_key(&self) -> bool {
-        self.inner.subscriber.is_some()
+        self.inner.subscriber.is_some() || self.inner.subscriber_jwks.is_some()
     }
 
     /// Verify a publisher token: signature with the publisher key and the
     /// configured algorithm only, `exp`/`nbf` when present (no leeway), no
     /// `aud`/`iss` checks.
     pub fn verify_publisher(&self, token: &str) -> Result<Claims, AuthError> {
-        self.verify(self.inner.publisher.as_ref(), token)
+        match (&self.inner.publisher, &self.inner.publisher_jwks) {
+            (None, Some(set)) => self.verify_with_set(set, token),
+            (key, _) => self.verify(key.as_ref(), token),
+        }
     }
 
     /// Verify a subscriber token, as [`Authorizer::verify_publisher`] but with
     /// the subscriber key.
     pub fn verify_subscriber(&self, token: &str) -> Result<Claims, AuthError> {
-        self.verify(self.inner.subscriber.as_ref(), token)
+        match (&self.inner.subscriber, &self.inner.subscriber_jwks) {
+            (None, Some(set)) => self.verify_with_set(set, token),
+            (key, _) => self.verify(key.as_ref(), token),
+        }
+    }
+
+    /// Verifies with the cached JWKS keys: the one named by the token's `kid`, or each key when
+    /// the token names none. An unknown `kid` schedules a refetch (key rotation).
+    fn verify_with_set(&self, set: &jwks::Jwks, token: &str) -> Result<Claims, AuthError> {
+        let header = jsonwebtoken::decode_header(token.trim())
+            .map_err(|e| AuthError::Invalid(format!("malformed token ({e})")))?;
+        let keys = set.keys();
+        let mut candidates = keys
+            .iter()
+            .filter(|key| header.kid.is_none() || key.kid == header.kid)
+            .peekable();
+        if candidates.peek().is_none() {
+            set.request_refresh();
+            return Err(AuthError::Invalid(match header.kid {
+                Some(kid) => format!("unknown key id {kid:?} (the JWKS is being refetched)"),
+                None => "no key in the JWKS verifies this token".to_owned(),
+            }));
+        }
+        let mut last_error = AuthError::NoKey;
+        for candidate in candidates {
+            match self.verify(Some(&candidate.key), token) {
+                Ok(claims) => return Ok(claims),
+                Err(error) => last_error = error,
+            }
+        }
+        Err(last_error)
     }
 
     fn verify(&self, key: Option<&DecodingKey>, token: &str) -> Result<Claims, AuthError> {

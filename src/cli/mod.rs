@@ -1,9 +1,13 @@
-//! The `herald` command line: `serve` and `token` (and, later, `pub`, `sub`, `bench`).
+//! The `herald` command line: `serve`, `token`, and the client side: `pub`, `sub`, `bench`
+//! (built on the `herald-client` crate, never on the hub's internals).
 //!
 //! Usage errors and bad configuration exit 64 (EX_USAGE) with one clear line on stderr;
 //! runtime failures exit 1.
 
+mod bench;
+mod publish;
 mod serve;
+mod sub;
 mod token;
 
 use std::process::ExitCode;
@@ -28,10 +32,19 @@ pub enum Command {
     Serve(Box<crate::config::ServeArgs>),
     /// Mint a JWT for development (HS256/384/512)
     Token(token::TokenArgs),
+    /// Publish one update and print its id
+    #[command(name = "pub")]
+    Pub(Box<publish::PubArgs>),
+    /// Subscribe and print events (reconnects with Last-Event-ID)
+    Sub(Box<sub::SubArgs>),
+    /// Load-test a running hub: subscribers, publish rate, loss, latency, memory
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// Parses the command line and runs the subcommand.
 pub fn main() -> ExitCode {
+    // reqwest is built without a TLS crypto provider of its own: ring serves every client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => return usage_error(&error),
@@ -39,6 +52,9 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Token(args) => token::run(&args),
+        Command::Pub(args) => publish::run(&args),
+        Command::Sub(args) => sub::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
 

@@ -60,6 +60,11 @@ fn print_banner(server: &Server) {
             dir.join("herald.redb").display(),
             config.retention.max_events
         ),
+        StoreSpec::Redis { url, prefix } => format!(
+            "{} keys {prefix}:* (shared, last {} updates)",
+            crate::store::redis::redact(url),
+            config.retention.max_events
+        ),
     };
     let (publisher_token, subscriber_token) = match server.generated_secret() {
         Some(secret) => (

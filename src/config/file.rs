@@ -12,10 +12,14 @@ use super::{ConfigError, ServeArgs};
 pub struct FileOptions {
     listen: Option<String>,
     store: Option<String>,
+    redis_prefix: Option<String>,
     jwt_key: Option<String>,
     publisher_jwt_key: Option<String>,
     subscriber_jwt_key: Option<String>,
     jwt_algorithm: Option<String>,
+    jwks_url: Option<String>,
+    publisher_jwks_url: Option<String>,
+    subscriber_jwks_url: Option<String>,
     anonymous: Option<bool>,
     cors_origin: Option<OneOrMany>,
     publish_origin: Option<OneOrMany>,
@@ -73,10 +77,14 @@ pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
     }
     fill(&mut args.listen, &file.listen);
     fill(&mut args.store, &file.store);
+    fill(&mut args.redis_prefix, &file.redis_prefix);
     fill(&mut args.jwt_key, &file.jwt_key);
     fill(&mut args.publisher_jwt_key, &file.publisher_jwt_key);
     fill(&mut args.subscriber_jwt_key, &file.subscriber_jwt_key);
     fill(&mut args.jwt_algorithm, &file.jwt_algorithm);
+    fill(&mut args.jwks_url, &file.jwks_url);
+    fill(&mut args.publisher_jwks_url, &file.publisher_jwks_url);
+    fill(&mut args.subscriber_jwks_url, &file.subscriber_jwks_url);
     fill(&mut args.heartbeat, &file.heartbeat);
     fill(&mut args.history_size, &file.history_size);
     fill(&mut args.history_max_age, &file.history_max_age);

@@ -33,10 +33,16 @@ pub struct ServeArgs {
     pub listen: Option<String>,
 
     /// History store: a directory for the durable embedded store (`PATH/herald.redb`, survives
-    /// restarts and crashes), or `memory:` (a bounded in-process ring, lost on restart)
-    /// [default: ./herald-data]
-    #[arg(long, env = "HERALD_STORE", value_name = "PATH|memory:")]
+    /// restarts and crashes), `memory:` (a bounded in-process ring, lost on restart), or
+    /// `redis://host:port/[db]` (Redis Streams, shared by every node using the same Redis and
+    /// prefix) [default: ./herald-data]
+    #[arg(long, env = "HERALD_STORE", value_name = "PATH|memory:|redis://…")]
     pub store: Option<String>,
+
+    /// Prefix of the Redis keys (`PREFIX:log`, `PREFIX:ids`, …); nodes sharing a prefix share
+    /// history and updates [default: herald]
+    #[arg(long, env = "HERALD_REDIS_PREFIX", value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
 
     /// JWT key for both publishers and subscribers (HS*: the secret; RS*/ES*/EdDSA: a PEM public
     /// key or the path to one). Without any key, a random secret is made for this run and a
@@ -69,6 +75,19 @@ pub struct ServeArgs {
         allow_hyphen_values = true
     )]
     pub subscriber_jwt_key: Option<String>,
+
+    /// URL of a JWKS (JSON Web Key Set) whose keys verify both publishers and subscribers,
+    /// fetched at start-up, cached, refreshed every 5 minutes and on an unknown key id
+    #[arg(long, env = "HERALD_JWKS_URL", value_name = "URL")]
+    pub jwks_url: Option<String>,
+
+    /// JWKS URL for publishers only
+    #[arg(long, env = "HERALD_PUBLISHER_JWKS_URL", value_name = "URL")]
+    pub publisher_jwks_url: Option<String>,
+
+    /// JWKS URL for subscribers only
+    #[arg(long, env = "HERALD_SUBSCRIBER_JWKS_URL", value_name = "URL")]
+    pub subscriber_jwks_url: Option<String>,
 
     /// JWT algorithm: HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256,
     /// ES384, EdDSA. Tokens signed with any other algorithm are refused. [default: HS256]
@@ -154,7 +173,12 @@ pub enum StoreSpec {
     Memory,
     /// The durable redb store in this directory.
     Path(PathBuf),
+    /// Redis Streams at this URL, keys under this prefix (shared by several nodes).
+    Redis { url: String, prefix: String },
 }
+
+/// The default prefix of the Redis keys.
+pub const DEFAULT_REDIS_PREFIX: &str = "herald";
 
 /// The default store directory.
 pub const DEFAULT_STORE: &str = "./herald-data";
@@ -206,6 +230,8 @@ pub struct Config {
     pub listen: SocketAddr,
     pub store: StoreSpec,
     pub keys: KeyConfig,
+    /// JWKS URLs: (publishers, subscribers).
+    pub jwks: (Option<String>, Option<String>),
     pub anonymous: bool,
     pub cors: OriginPolicy,
     pub publish_origins: OriginPolicy,
@@ -261,11 +287,27 @@ impl Config {
         let store = match args.store.as_deref().unwrap_or(DEFAULT_STORE) {
             "memory:" | "memory" => StoreSpec::Memory,
             "" => return Err(invalid("store", "", "give a directory or `memory:`")),
+            url if url.starts_with("redis://") => {
+                if let Err(error) = ::redis::Client::open(url) {
+                    return Err(invalid("store", url, error));
+                }
+                let prefix = args
+                    .redis_prefix
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.to_owned());
+                if prefix.is_empty() {
+                    return Err(invalid("redis-prefix", "", "must not be empty"));
+                }
+                StoreSpec::Redis {
+                    url: url.to_owned(),
+                    prefix,
+                }
+            }
             other if other.contains("://") => {
                 return Err(invalid(
                     "store",
                     other,
-                    "cluster stores (redis://, nats://) are not supported by this build",
+                    "unknown store URL: use redis://host:port/[db], a directory, or `memory:`",
                 ));
             }
             path => StoreSpec::Path(PathBuf::from(path)),
@@ -289,6 +331,26 @@ impl Config {
             algorithm,
         };
 
+        for url in [
+            &args.jwks_url,
+            &args.publisher_jwks_url,
+            &args.subscriber_jwks_url,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "jwks-url",
+                    url,
+                    "expected an http:// or https:// URL",
+                ));
+            }
+        }
+        let jwks = (
+            args.publisher_jwks_url.or_else(|| args.jwks_url.clone()),
+            args.subscriber_jwks_url.or(args.jwks_url),
+        );
         let heartbeat = match &args.heartbeat {
             Some(text) => parse_duration("heartbeat", text)?,
             None => Duration::from_secs(15),
@@ -350,6 +412,7 @@ impl Config {
             listen,
             store,
             keys,
+            jwks,
             anonymous: args.anonymous || args.demo,
             cors: OriginPolicy::from_list(args.cors_origins),
             publish_origins: OriginPolicy::from_list(publish_origins),

@@ -1,24 +1,169 @@
-//! The pages embedded in the binary: `/` always, the demos with `--demo`, and a favicon.
+//! The pages embedded in the binary, and the chat's send endpoint.
+//!
+//! `/`, the favicon and the shared stylesheet and script are always served; the demo pages
+//! (`/chat`, `/clock`, `/console`) and their scripts only with `--demo` (404 otherwise). Every
+//! page is plain HTML, CSS and JS from `assets/`, needs no network, and is served with a strict
+//! Content-Security-Policy (same-origin scripts, styles and connections only).
+//!
+//! `POST /chat/send` (form or JSON `{"name", "message"}`) publishes a chat message to topic
+//! `chat` through the writer, like any publisher. Senders need no token with `--demo`; without
+//! it they need a publisher token covering `chat` in the `Authorization` header or the
+//! `authorization` query parameter (the cookie is not accepted here, so a page on another site
+//! cannot post in a visitor's name).
 
-use http::{HeaderValue, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, header};
+use hyper::body::Incoming;
+use serde::Deserialize;
 
 use super::AppState;
 use super::body::ResponseBody;
+use super::problem::ApiError;
+use super::publish::{media_type, read_body};
+use super::query;
 use super::router::ok;
+use crate::auth::{AuthError, TokenSource, extract_token};
+use crate::demo::{CHAT_TOPIC, chat_draft};
+use crate::topic::SelectorSet;
+use crate::update::{Update, now_ms};
 
 const INDEX: &str = include_str!("../../assets/index.html");
+const CHAT: &str = include_str!("../../assets/chat.html");
+const CLOCK: &str = include_str!("../../assets/clock.html");
+const CONSOLE: &str = include_str!("../../assets/console.html");
 const FAVICON: &str = include_str!("../../assets/favicon.svg");
+const STYLESHEET: &str = include_str!("../../assets/herald.css");
+const COMMON_JS: &str = include_str!("../../assets/herald.js");
+const CHAT_JS: &str = include_str!("../../assets/chat.js");
+const CLOCK_JS: &str = include_str!("../../assets/clock.js");
+const CONSOLE_JS: &str = include_str!("../../assets/console.js");
 
-/// The page at `path`, if there is one.
+/// Where the index lists the demo pages (or says how to turn them on).
+const DEMO_MARKER: &str = "<!-- demo-pages -->";
+const DEMO_ON: &str = r#"<ul class="cards">
+    <li><a class="card link-card" href="/chat"><strong>Chat</strong><span>A chat room on topic <code>chat</code>: replayed history, live messages, connection state.</span></a></li>
+    <li><a class="card link-card" href="/clock"><strong>Clock</strong><span>The hub publishes the time every 3 s; plus a live view of <code>GET /topics</code>.</span></a></li>
+    <li><a class="card link-card" href="/console"><strong>Console</strong><span>Subscribe and publish by hand, with a token; every action as a <code>curl</code> command.</span></a></li>
+  </ul>"#;
+const DEMO_OFF: &str = r#"<p class="note" id="demo-off">The demo pages (<code>/chat</code>, <code>/clock</code>, <code>/console</code>) are off. Start the hub with <code>--demo</code> to enable them.</p>"#;
+
+const HTML: &str = "text/html; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+/// Same-origin everything; no inline script or style, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Largest body `POST /chat/send` reads (413 above).
+pub const CHAT_MAX_BODY: usize = 16 * 1024;
+
+/// The page or asset at `path`, if there is one (the demo's only with `--demo`).
 pub fn page(state: &AppState, path: &str) -> Option<Response<ResponseBody>> {
-    let _ = state;
+    let demo = state.config.demo;
     let mut response = match path {
-        "/" | "/index.html" => ok("text/html; charset=utf-8", INDEX),
+        "/" | "/index.html" => {
+            let links = if demo { DEMO_ON } else { DEMO_OFF };
+            ok(HTML, INDEX.replacen(DEMO_MARKER, links, 1))
+        }
         "/favicon.ico" | "/favicon.svg" => ok("image/svg+xml", FAVICON),
+        "/assets/herald.css" => ok(CSS, STYLESHEET),
+        "/assets/herald.js" => ok(JS, COMMON_JS),
+        "/chat" if demo => ok(HTML, CHAT),
+        "/clock" if demo => ok(HTML, CLOCK),
+        "/console" if demo => ok(HTML, CONSOLE),
+        "/assets/chat.js" if demo => ok(JS, CHAT_JS),
+        "/assets/clock.js" if demo => ok(JS, CLOCK_JS),
+        "/assets/console.js" if demo => ok(JS, CONSOLE_JS),
         _ => return None,
     };
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     Some(response)
+}
+
+#[derive(Deserialize)]
+struct ChatJson {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// `POST /chat/send`: publishes one chat message to topic `chat`; answers `{"id": …}`.
+pub async fn chat_send(
+    state: &AppState,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    if state.hub.is_closing() {
+        return Err(ApiError::Unavailable("the hub is shutting down".into()));
+    }
+    let (parts, body) = request.into_parts();
+    authorize_chat_sender(state, &parts.headers, parts.uri.query())?;
+    let bytes = read_body(body, &parts.headers, CHAT_MAX_BODY).await?;
+    let (name, message) = match media_type(&parts.headers).as_deref() {
+        Some("application/json") => {
+            let chat: ChatJson = serde_json::from_slice(&bytes).map_err(|error| {
+                ApiError::BadRequest(format!("invalid JSON chat message: {error}"))
+            })?;
+            (
+                chat.name.unwrap_or_default(),
+                chat.message.unwrap_or_default(),
+            )
+        }
+        None | Some("application/x-www-form-urlencoded") => {
+            let pairs = query::pairs(&bytes);
+            (
+                query::first(&pairs, "name").unwrap_or("").to_owned(),
+                query::first(&pairs, "message").unwrap_or("").to_owned(),
+            )
+        }
+        Some(other) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "send application/x-www-form-urlencoded or application/json, not {other}"
+            )));
+        }
+    };
+    let draft = chat_draft(&name, &message, now_ms())
+        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let stored = state.writer.submit(Update::from_draft(draft)?).await?;
+    let body = serde_json::json!({ "id": stored.id });
+    Ok(ok("application/json", body.to_string()))
+}
+
+/// With `--demo` anyone may chat; otherwise the sender needs a publisher token that covers
+/// `chat`. A token that is sent is always verified; the cookie is ignored (CSRF).
+fn authorize_chat_sender(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw_query: Option<&str>,
+) -> Result<(), ApiError> {
+    let token = extract_token(headers, raw_query)
+        .filter(|(_, source)| *source != TokenSource::Cookie)
+        .map(|(token, _)| token);
+    match token {
+        Some(token) => {
+            let claims = state.auth.verify_publisher(&token)?;
+            let allowed = claims.publish.map(SelectorSet::parse).unwrap_or_default();
+            if allowed.matches(CHAT_TOPIC) {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden(format!(
+                    "the token's mercure.publish claim does not cover topic {CHAT_TOPIC}"
+                )))
+            }
+        }
+        None if state.config.demo => Ok(()),
+        None => Err(AuthError::Missing.into()),
+    }
 }

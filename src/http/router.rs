@@ -49,6 +49,7 @@ async fn dispatch(
         }),
         ("/events", _) => Err(ApiError::MethodNotAllowed { allowed: "GET" }),
         ("/publish", _) => Err(ApiError::MethodNotAllowed { allowed: "POST" }),
+        ("/chat/send", &Method::POST) => pages::chat_send(state, request).await,
         ("/topics", &Method::GET) => topics::list(state).await,
         ("/healthz", &Method::GET) => Ok(ops::health(state)),
         ("/metrics", &Method::GET) => Ok(ops::metrics(state)),

@@ -3,10 +3,14 @@
 //! The store is a global append-only log of updates keyed by a monotonic sequence number, with an
 //! index from event id to sequence. It decides the order of updates (it assigns `seq`) and keeps
 //! history bounded by count and age. It knows nothing of subscribers: the writer hands each
-//! committed batch to a callback, which the wiring connects to the hub's fan-out.
+//! committed batch to a callback, which the wiring connects to the hub's fan-out. A store shared
+//! by several nodes (Redis, NATS) instead feeds every node, the publishing one included, from
+//! the shared log ([`Store::spawn_feed`]), so that each node sees the same order.
 
 pub mod memory;
+pub mod record;
 pub mod redb;
+pub mod redis;
 pub mod writer;
 
 use std::sync::Arc;
@@ -64,6 +68,16 @@ pub struct Retention {
     pub max_age: Option<Duration>,
 }
 
+/// Where a shared store's feed hands what it reads (the wiring connects it to the hub).
+pub trait FeedSink: Send + Sync + 'static {
+    /// Updates appended by any node, in the global order, each once.
+    fn deliver(&self, updates: &[Arc<Update>]);
+    /// Updates were lost to this node (removed from the shared log before it could read them):
+    /// the streams that may have missed them must end, so their clients reconnect with
+    /// `Last-Event-ID` and learn of the gap.
+    fn gap(&self);
+}
+
 /// The history backend.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -90,4 +104,13 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Arc<Update>>, StoreError>;
+
+    /// For a store shared by several nodes: starts the task that hands `sink` every update
+    /// appended by any node (this one included), in the global order, each once. The writer's
+    /// commit callback must then do nothing, or local subscribers would see updates twice.
+    /// `None` (the default): only this process appends, and fan-out comes from the writer.
+    fn spawn_feed(&self, sink: Arc<dyn FeedSink>) -> Option<tokio::task::JoinHandle<()>> {
+        let _ = sink;
+        None
+    }
 }

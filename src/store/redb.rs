@@ -54,8 +54,8 @@ use ::redb::{
     TableDefinition, TableHandle,
 };
 use async_trait::async_trait;
-use bytes::Bytes;
 
+use super::record::{Record, encode, parse, published_at};
 use super::{Bounds, ReplayFrom, Retention, Store, StoreError, TopicHistory};
 use crate::update::{Update, now_ms};
 
@@ -363,164 +363,12 @@ fn unique<T: PartialEq>(items: &[T]) -> impl Iterator<Item = &T> {
 // ---------------------------------------------------------------------------------------------
 // Record encoding
 
-const RECORD_FORMAT: u8 = 1;
-const FLAG_PRIVATE: u8 = 1;
-const FLAG_TYPE: u8 = 2;
-const FLAG_RETRY: u8 = 4;
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), StoreError> {
-    let len = u32::try_from(bytes.len())
-        .map_err(|_| StoreError::Backend("update too large to store".into()))?;
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(bytes);
-    Ok(())
-}
-
-/// Encodes everything but `seq` (the log key).
-fn encode(update: &Update, out: &mut Vec<u8>) -> Result<(), StoreError> {
-    out.push(RECORD_FORMAT);
-    out.extend_from_slice(&update.published_at_ms.to_le_bytes());
-    let mut flags = 0;
-    if update.private {
-        flags |= FLAG_PRIVATE;
-    }
-    if update.event_type.is_some() {
-        flags |= FLAG_TYPE;
-    }
-    if update.retry.is_some() {
-        flags |= FLAG_RETRY;
-    }
-    out.push(flags);
-    if let Some(retry) = update.retry {
-        out.extend_from_slice(&retry.to_le_bytes());
-    }
-    put_bytes(out, update.id.as_bytes())?;
-    if let Some(kind) = &update.event_type {
-        put_bytes(out, kind.as_bytes())?;
-    }
-    let count = u32::try_from(update.topics.len())
-        .map_err(|_| StoreError::Backend("too many topics to store".into()))?;
-    out.extend_from_slice(&count.to_le_bytes());
-    for topic in &update.topics {
-        put_bytes(out, topic.as_bytes())?;
-    }
-    put_bytes(out, update.data.as_bytes())?;
-    put_bytes(out, &update.frame)
-}
-
-/// A stored record, borrowed from the page it was read from.
-struct Record<'a> {
-    published_at_ms: u64,
-    private: bool,
-    retry: Option<u64>,
-    event_type: Option<&'a str>,
-    id: &'a str,
-    topics: Vec<&'a str>,
-    data: &'a str,
-    frame: &'a [u8],
-}
-
-struct Reader<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize) -> Option<&'a [u8]> {
-        if self.rest.len() < len {
-            return None;
-        }
-        let (head, tail) = self.rest.split_at(len);
-        self.rest = tail;
-        Some(head)
-    }
-
-    fn byte(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)?.try_into().ok().map(u32::from_le_bytes)
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8)?.try_into().ok().map(u64::from_le_bytes)
-    }
-
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let len = usize::try_from(self.u32()?).ok()?;
-        self.take(len)
-    }
-
-    fn str(&mut self) -> Option<&'a str> {
-        std::str::from_utf8(self.bytes()?).ok()
-    }
-}
-
-fn parse(bytes: &[u8]) -> Option<Record<'_>> {
-    let mut reader = Reader { rest: bytes };
-    if reader.byte()? != RECORD_FORMAT {
-        return None;
-    }
-    let published_at_ms = reader.u64()?;
-    let flags = reader.byte()?;
-    let retry = if flags & FLAG_RETRY != 0 {
-        Some(reader.u64()?)
-    } else {
-        None
-    };
-    let id = reader.str()?;
-    let event_type = if flags & FLAG_TYPE != 0 {
-        Some(reader.str()?)
-    } else {
-        None
-    };
-    let count = reader.u32()?;
-    let mut topics = Vec::with_capacity(usize::try_from(count.min(64)).ok()?);
-    for _ in 0..count {
-        topics.push(reader.str()?);
-    }
-    let data = reader.str()?;
-    let frame = reader.bytes()?;
-    if !reader.rest.is_empty() {
-        return None;
-    }
-    Some(Record {
-        published_at_ms,
-        private: flags & FLAG_PRIVATE != 0,
-        retry,
-        event_type,
-        id,
-        topics,
-        data,
-        frame,
-    })
-}
-
-/// The publication time alone, without decoding the rest.
-fn published_at(bytes: &[u8]) -> Option<u64> {
-    if bytes.first() != Some(&RECORD_FORMAT) {
-        return None;
-    }
-    bytes.get(1..9)?.try_into().ok().map(u64::from_le_bytes)
-}
-
 fn parse_at(seq: u64, bytes: &[u8]) -> Result<Record<'_>, StoreError> {
     parse(bytes).ok_or_else(|| corrupt(seq))
 }
 
-fn decode(seq: u64, bytes: &[u8]) -> Result<Update, StoreError> {
-    let record = parse_at(seq, bytes)?;
-    Ok(Update {
-        seq,
-        id: record.id.to_owned(),
-        topics: record.topics.iter().map(|t| (*t).to_owned()).collect(),
-        data: record.data.to_owned(),
-        event_type: record.event_type.map(str::to_owned),
-        retry: record.retry,
-        private: record.private,
-        published_at_ms: record.published_at_ms,
-        frame: Bytes::copy_from_slice(record.frame),
-    })
+fn to_update(seq: u64, record: &Record<'_>) -> Update {
+    record.to_update(seq)
 }
 
 /// Has this record aged out?
@@ -704,8 +552,9 @@ fn scan(
             }
             leading = false;
         }
-        if wanted(&parse_at(seq, bytes)?) {
-            found.push(Arc::new(decode(seq, bytes)?));
+        let record = parse_at(seq, bytes)?;
+        if wanted(&record) {
+            found.push(Arc::new(to_update(seq, &record)));
             if found.len() >= limit {
                 break;
             }
@@ -1558,102 +1407,6 @@ mod tests {
                 "round {round}: {acks_this_round} acknowledged before kill -9, {} stored",
                 kept.len()
             );
-        }
-    }
-}
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod scratch {
-    use super::*;
-    use crate::update::Draft;
-    use tokio::sync::{mpsc, oneshot};
-    type P = (Update, oneshot::Sender<Arc<Update>>);
-    async fn run(
-        store: Arc<RedbStore>,
-        mut rx: mpsc::Receiver<P>,
-        yield_first: bool,
-        stats: Arc<AtomicU64>,
-    ) {
-        let mut waiting = Vec::new();
-        loop {
-            if yield_first {
-                // wait for at least one, then let the other ready tasks submit
-                match rx.recv().await {
-                    Some(p) => waiting.push(p),
-                    None => break,
-                }
-                tokio::task::yield_now().await;
-                rx.recv_many(&mut waiting, 1023).await;
-            } else if rx.recv_many(&mut waiting, 1024).await == 0 {
-                break;
-            }
-            let (u, acks): (Vec<_>, Vec<_>) = waiting.drain(..).unzip();
-            stats.fetch_add(1, Ordering::Relaxed);
-            let stored = store.append(u).await.unwrap();
-            for (a, s) in acks.into_iter().zip(stored) {
-                let _ = a.send(s);
-            }
-        }
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore]
-    async fn scratch_writer() {
-        for yield_first in [false, true, false, true] {
-            for publishers in [16u64, 64] {
-                let dir = std::env::temp_dir().join(format!("herald-scratch-w-{publishers}"));
-                let _ = std::fs::remove_dir_all(&dir);
-                let store = Arc::new(
-                    RedbStore::open(
-                        &dir,
-                        Retention {
-                            max_events: 10_000,
-                            max_age: None,
-                        },
-                    )
-                    .unwrap(),
-                );
-                let (tx, rx) = mpsc::channel::<P>(16384);
-                let commits = Arc::new(AtomicU64::new(0));
-                let w = tokio::spawn(run(
-                    Arc::clone(&store),
-                    rx,
-                    yield_first,
-                    Arc::clone(&commits),
-                ));
-                let total = 20_000u64;
-                let t = std::time::Instant::now();
-                let mut tasks = Vec::new();
-                for _ in 0..publishers {
-                    let tx = tx.clone();
-                    tasks.push(tokio::spawn(async move {
-                        for _ in 0..total / publishers {
-                            let u = Update::from_draft(Draft {
-                                topics: vec!["t".into()],
-                                data: "x".repeat(30),
-                                ..Draft::default()
-                            })
-                            .unwrap();
-                            let (a, r) = oneshot::channel();
-                            tx.send((u, a)).await.unwrap();
-                            r.await.unwrap();
-                        }
-                    }));
-                }
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                let el = t.elapsed();
-                drop(tx);
-                w.await.unwrap();
-                let c = commits.load(Ordering::Relaxed);
-                eprintln!(
-                    "yield {yield_first} pubs {publishers}: {:.0}/s, {:.1} per commit",
-                    total as f64 / el.as_secs_f64(),
-                    total as f64 / c as f64
-                );
-                drop(store);
-                let _ = std::fs::remove_dir_all(&dir);
-            }
         }
     }
 }

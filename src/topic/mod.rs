@@ -1,15 +1,18 @@
 //! Topic selectors: exact topics, `*`, and RFC 6570 URI templates, compiled once into matchers.
 //!
-//! Pure code: no I/O, no hub state. A [`Selector`] is parsed from what a subscriber puts in
+//! Pure code: no I/O, no hub state. Templates are interned and their answers cached
+//! ([`cache`]), so many subscribers of one template cost one match per topic. A [`Selector`] is parsed from what a subscriber puts in
 //! `topic=` or what a token lists in `mercure.publish` / `mercure.subscribe`. A [`SelectorSet`] is
 //! the compiled list of one subscription or one token claim; it answers "does any of these
 //! selectors match any of the update's topics" without allocating.
 
+pub mod cache;
 pub mod template;
 
 use std::sync::Arc;
 
-use template::{Template, looks_like_template};
+use cache::CachedTemplate;
+use template::looks_like_template;
 
 /// One compiled selector.
 #[derive(Debug, Clone)]
@@ -18,8 +21,8 @@ pub enum Selector {
     Any,
     /// A topic compared byte for byte.
     Exact(Arc<str>),
-    /// An RFC 6570 URI template.
-    Template(Box<Template>),
+    /// An RFC 6570 URI template, shared by every selector with the same text.
+    Template(Arc<CachedTemplate>),
 }
 
 impl Selector {
@@ -29,8 +32,8 @@ impl Selector {
         if source == "*" {
             return Selector::Any;
         }
-        if let Some(Ok(template)) = looks_like_template(source).then(|| Template::parse(source)) {
-            return Selector::Template(Box::new(template));
+        if let Some(Ok(template)) = looks_like_template(source).then(|| cache::intern(source)) {
+            return Selector::Template(template);
         }
         Selector::Exact(Arc::from(source))
     }

@@ -1241,8 +1241,10 @@ mod tests {
             let start = Instant::now();
             assert_eq!(compiled.matches(&topic), expected, "{source}");
             let elapsed = start.elapsed();
+            // Linear matching takes milliseconds here; a backtracking matcher would take longer
+            // than the universe has. The bound is loose so a busy CI machine cannot trip it.
             assert!(
-                elapsed < Duration::from_millis(500),
+                elapsed < Duration::from_secs(10),
                 "{source} took {elapsed:?}"
             );
         }

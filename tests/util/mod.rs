@@ -186,16 +186,21 @@ impl Hub {
             .unwrap_or(0.0)
     }
 
-    /// Live subscriptions, from `/healthz`.
-    pub async fn subscriptions(&self) -> u64 {
-        let health: serde_json::Value = client()
-            .get(self.url("/healthz"))
+    /// GETs `path` and parses the JSON body (any status).
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        client()
+            .get(self.url(path))
             .send()
             .await
-            .expect("healthz")
+            .expect("request")
             .json()
             .await
-            .expect("json");
+            .expect("json body")
+    }
+
+    /// Live subscriptions, from `/healthz`.
+    pub async fn subscriptions(&self) -> u64 {
+        let health = self.get_json("/healthz").await;
         health["subscriptions"].as_u64().expect("subscriptions")
     }
 
@@ -225,6 +230,8 @@ impl Drop for Hub {
 
 /// A client without connection pooling surprises.
 pub fn client() -> reqwest::Client {
+    // reqwest is built without a crypto provider of its own (see src/auth/jwks.rs).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
@@ -384,7 +391,8 @@ impl TempDir {
     pub fn new(label: &str) -> TempDir {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("herald-test-{}-{label}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("herald-test-{}-{label}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create temp dir");
         TempDir(path)

@@ -1,0 +1,633 @@
+//! Clustering: three real hub processes share one real `redis-server` (started by each test on a
+//! free loopback port). Updates published on any node reach every node once, in one order;
+//! replay works on any node; a Redis restart or a killed node loses nothing acknowledged.
+//!
+//! These tests need `redis-server` on the PATH (`scripts/test` installs it) and fail without it.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::util::{Hub, KEY, SOON, Stream, TempDir, run_cli};
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A key prefix no other test uses.
+fn unique_prefix(label: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "test-{}-{label}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A `redis-server` of our own, killed when dropped.
+struct Redis {
+    port: u16,
+    /// With a directory, the server keeps an AOF there (fsync on every write) and a restart
+    /// gets the data back.
+    dir: Option<TempDir>,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        Redis::launch(None)
+    }
+
+    fn start_persistent() -> Redis {
+        Redis::launch(Some(TempDir::new("redis")))
+    }
+
+    fn launch(dir: Option<TempDir>) -> Redis {
+        let mut redis = Redis {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server (again, on the same port and data) and waits until it answers.
+    fn restart(&mut self) {
+        let port = self.port.to_string();
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &port, "--bind", "127.0.0.1", "--save", ""]);
+        match &self.dir {
+            Some(dir) => {
+                command.args([
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--dir",
+                    dir.str(),
+                ]);
+            }
+            None => {
+                command.args(["--appendonly", "no"]);
+            }
+        }
+        command
+            .args(["--daemonize", "no", "--loglevel", "warning"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = command
+            .spawn()
+            .expect("redis-server is needed for the cluster tests (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.answers_ping() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        if stream.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut reply = [0_u8; 7];
+        stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A hub on this Redis, with this prefix.
+fn node(redis: &Redis, prefix: &str, extra: &[&str]) -> Hub {
+    let url = redis.url();
+    let mut args = vec![
+        "--jwt-key",
+        KEY,
+        "--anonymous",
+        "--store",
+        &url,
+        "--redis-prefix",
+        prefix,
+    ];
+    args.extend_from_slice(extra);
+    Hub::start_raw(&args)
+}
+
+/// Three nodes sharing one prefix.
+fn three_nodes(redis: &Redis, label: &str, extra: &[&str]) -> Vec<Hub> {
+    let prefix = unique_prefix(label);
+    (0..3).map(|_| node(redis, &prefix, extra)).collect()
+}
+
+/// Reads events until `n` update events (not comments) were collected; returns their ids.
+async fn ids(stream: &mut Stream, n: usize, limit: Duration) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match stream.next_event_within(left).await {
+            Some(event) => ids.push(event.id),
+            None => panic!("got {} of {n} events: {ids:?}", ids.len()),
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn updates_published_on_any_node_reach_every_node_once_in_one_order() {
+    let redis = Redis::start();
+    let nodes = three_nodes(&redis, "order", &[]);
+    let mut streams = Vec::new();
+    for hub in &nodes {
+        streams.push(hub.subscribe("/.well-known/mercure?topic=t", &[]).await);
+    }
+    for hub in &nodes {
+        hub.wait_subscriptions(1).await;
+    }
+
+    // Three publishers per node, all at once.
+    const EACH: usize = 20;
+    let mut publishers = Vec::new();
+    for (n, hub) in nodes.iter().enumerate() {
+        for p in 0..3 {
+            let url = hub.url("/.well-known/mercure");
+            publishers.push(tokio::spawn(async move {
+                let client = crate::util::client();
+                let token = crate::util::token(&["*"], &[]);
+                let mut acked = Vec::new();
+                for i in 0..EACH {
+                    let id = format!("n{n}-p{p}-{i}");
+                    let response = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .form(&[("topic", "t"), ("id", id.as_str()), ("data", "x")])
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                    acked.push(id);
+                }
+                acked
+            }));
+        }
+    }
+    let mut acked = Vec::new();
+    for publisher in publishers {
+        acked.push(publisher.await.unwrap());
+    }
+    let total = EACH * 9;
+
+    let mut seen = Vec::new();
+    for stream in &mut streams {
+        let got = ids(stream, total, Duration::from_secs(15)).await;
+        stream.expect_silence(Duration::from_millis(300)).await;
+        seen.push(got);
+    }
+    // Exactly once on every node...
+    let distinct: HashSet<&String> = seen[0].iter().collect();
+    assert_eq!(distinct.len(), total, "a duplicate on node 0");
+    let expected: HashSet<&String> = acked.iter().flatten().collect();
+    assert_eq!(distinct, expected);
+    // ... in the same order everywhere ...
+    assert_eq!(seen[0], seen[1], "nodes 0 and 1 disagree on the order");
+    assert_eq!(seen[0], seen[2], "nodes 0 and 2 disagree on the order");
+    // ... which keeps each publisher's own order.
+    for publisher in &acked {
+        let positions: Vec<usize> = publisher
+            .iter()
+            .map(|id| seen[0].iter().position(|s| s == id).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{publisher:?}");
+    }
+}
+
+#[tokio::test]
+async fn replay_by_last_event_id_works_on_any_node() {
+    let redis = Redis::start();
+    let nodes = three_nodes(&redis, "replay", &[]);
+    for id in ["c1", "c2", "c3", "c4"] {
+        nodes[0]
+            .publish_ok(&[("topic", "r"), ("id", id), ("data", &format!("d-{id}"))])
+            .await;
+    }
+    let generated = nodes[1]
+        .publish_ok(&[("topic", "r"), ("data", "generated id")])
+        .await;
+    assert!(generated.starts_with("urn:uuid:"), "{generated}");
+    nodes[2]
+        .publish_ok(&[("topic", "other"), ("id", "o1"), ("data", "elsewhere")])
+        .await;
+    nodes[2]
+        .publish_ok(&[("topic", "r"), ("id", "c5"), ("data", "d-c5")])
+        .await;
+
+    // The header, on a node that published none of them.
+    let mut stream = nodes[2]
+        .subscribe("/.well-known/mercure?topic=r", &[("last-event-id", "c2")])
+        .await;
+    let events = stream.events(4).await;
+    let got: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(got, ["c3", "c4", generated.as_str(), "c5"]);
+    assert_eq!(events[0].data, "d-c3");
+    // Then live: an update published elsewhere arrives once.
+    nodes[0]
+        .publish_ok(&[("topic", "r"), ("id", "c6"), ("data", "live")])
+        .await;
+    assert_eq!(stream.next_event().await.id, "c6");
+    stream.expect_silence(Duration::from_millis(300)).await;
+
+    // The query parameter, and a generated id, on another node.
+    let mut stream = nodes[0]
+        .subscribe(
+            &format!(
+                "/.well-known/mercure?topic=r&lastEventID={}",
+                crate::util::encode_form(&[("x", &generated)])
+                    .trim_start_matches("x=")
+                    .to_owned()
+            ),
+            &[],
+        )
+        .await;
+    let got: Vec<String> = stream.events(2).await.into_iter().map(|e| e.id).collect();
+    assert_eq!(got, ["c5", "c6"]);
+
+    // earliest: everything kept.
+    let mut stream = nodes[1]
+        .subscribe(
+            "/.well-known/mercure?topic=r",
+            &[("last-event-id", "earliest")],
+        )
+        .await;
+    assert_eq!(ids(&mut stream, 7, SOON).await[0], "c1");
+
+    // An id history never held: a gap notice, then everything kept.
+    let mut stream = nodes[1]
+        .subscribe("/.well-known/mercure?topic=r", &[("last-event-id", "nope")])
+        .await;
+    let gap = stream.next_event().await;
+    assert_eq!(gap.event, "herald-gap");
+    assert!(gap.data.contains("\"nope\""), "{}", gap.data);
+    assert_eq!(stream.next_event().await.id, "c1");
+
+    // Every node sees the same history in the JSON views.
+    for hub in &nodes {
+        let topics: serde_json::Value = crate::util::client()
+            .get(hub.url("/topics"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let r = topics["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["topic"] == "r")
+            .cloned()
+            .unwrap();
+        assert_eq!(r["events"], 7);
+        assert_eq!(r["last_event_id"], "c6");
+    }
+}
+
+#[tokio::test]
+async fn retention_applies_to_the_shared_history_and_zero_still_delivers_live() {
+    let redis = Redis::start();
+    let nodes = three_nodes(&redis, "retention", &["--history-size", "3"]);
+    for id in ["k1", "k2", "k3", "k4", "k5"] {
+        nodes[0]
+            .publish_ok(&[("topic", "k"), ("id", id), ("data", "x")])
+            .await;
+    }
+    let mut stream = nodes[1]
+        .subscribe("/.well-known/mercure?topic=k", &[("last-event-id", "k3")])
+        .await;
+    assert_eq!(ids(&mut stream, 2, SOON).await, ["k4", "k5"]);
+    // k1 was trimmed: a gap notice naming the oldest kept, then what is kept.
+    let mut stream = nodes[2]
+        .subscribe("/.well-known/mercure?topic=k", &[("last-event-id", "k1")])
+        .await;
+    let gap = stream.next_event().await;
+    assert_eq!(gap.event, "herald-gap");
+    assert!(gap.data.contains("\"k3\""), "{}", gap.data);
+    assert_eq!(ids(&mut stream, 3, SOON).await, ["k3", "k4", "k5"]);
+
+    // No history at all: live updates still cross nodes.
+    let nodes = three_nodes(&redis, "no-history", &["--history-size", "0"]);
+    let mut stream = nodes[2]
+        .subscribe("/.well-known/mercure?topic=z", &[])
+        .await;
+    nodes[2].wait_subscriptions(1).await;
+    for id in ["z1", "z2"] {
+        nodes[0]
+            .publish_ok(&[("topic", "z"), ("id", id), ("data", "x")])
+            .await;
+    }
+    assert_eq!(ids(&mut stream, 2, SOON).await, ["z1", "z2"]);
+    let mut replay = nodes[1]
+        .subscribe("/.well-known/mercure?topic=z", &[("last-event-id", "z1")])
+        .await;
+    assert_eq!(replay.next_event().await.event, "herald-gap");
+    replay.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_redis_restart_under_load_loses_nothing_acknowledged() {
+    let mut redis = Redis::start_persistent();
+    let nodes = three_nodes(&redis, "restart", &[]);
+    let mut streams = Vec::new();
+    for hub in &nodes[1..] {
+        streams.push(hub.subscribe("/.well-known/mercure?topic=load", &[]).await);
+        hub.wait_subscriptions(1).await;
+    }
+
+    // One publisher, one at a time, so acknowledgement order is commit order.
+    let url = nodes[0].url("/.well-known/mercure");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let stop = std::sync::Arc::clone(&stop);
+        tokio::spawn(async move {
+            let client = crate::util::client();
+            let token = crate::util::token(&["*"], &[]);
+            let mut acked = Vec::new();
+            let mut refused = 0_usize;
+            let mut slowest_refusal = Duration::ZERO;
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let id = format!("u{n}");
+                let started = Instant::now();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .form(&[("topic", "load"), ("id", id.as_str()), ("data", "x")])
+                    .send()
+                    .await
+                    .unwrap();
+                match response.status().as_u16() {
+                    200 => acked.push(id),
+                    503 => {
+                        refused += 1;
+                        slowest_refusal = slowest_refusal.max(started.elapsed());
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => panic!("publish answered {other}"),
+                }
+            }
+            (acked, refused, slowest_refusal)
+        })
+    };
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (acked, refused, slowest_refusal) = publisher.await.unwrap();
+
+    assert!(refused > 0, "no publish failed while Redis was down");
+    assert!(
+        slowest_refusal < Duration::from_secs(4),
+        "a publish took {slowest_refusal:?} to fail"
+    );
+    assert!(acked.len() > 10, "too few publishes to tell: {acked:?}");
+    let last = acked.last().cloned().unwrap();
+    for stream in &mut streams {
+        // Everything acknowledged arrives once, in order; a refused publish may or may not have
+        // been stored (a timeout can hide a success), but never twice.
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !got.contains(&last) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = stream
+                .next_event_within(left)
+                .await
+                .unwrap_or_else(|| panic!("stream stalled after {} events", got.len()));
+            got.push(event.id);
+        }
+        let distinct: HashSet<&String> = got.iter().collect();
+        assert_eq!(distinct.len(), got.len(), "a duplicate");
+        let acked_in_stream: Vec<&String> = got.iter().filter(|id| acked.contains(id)).collect();
+        assert_eq!(
+            acked_in_stream,
+            acked.iter().collect::<Vec<_>>(),
+            "an acknowledged update is missing or out of order"
+        );
+    }
+    // History agrees: a replay from the first update holds every acknowledged one.
+    let mut replay = nodes[2]
+        .subscribe(
+            "/.well-known/mercure?topic=load",
+            &[("last-event-id", "earliest")],
+        )
+        .await;
+    let mut replayed = Vec::new();
+    while !replayed.contains(&last) {
+        replayed.push(replay.next_event().await.id);
+    }
+    assert!(acked.iter().all(|id| replayed.contains(id)));
+}
+
+#[tokio::test]
+async fn a_killed_nodes_clients_replay_what_they_missed_on_another_node() {
+    let redis = Redis::start();
+    let mut nodes = three_nodes(&redis, "failover", &[]);
+    let mut stream = nodes[0]
+        .subscribe("/.well-known/mercure?topic=f", &[])
+        .await;
+    nodes[0].wait_subscriptions(1).await;
+    for id in ["f1", "f2"] {
+        nodes[1]
+            .publish_ok(&[("topic", "f"), ("id", id), ("data", "x")])
+            .await;
+    }
+    let got = ids(&mut stream, 2, SOON).await;
+    let last = got.last().cloned().unwrap();
+
+    nodes[0].signal("KILL");
+    assert!(nodes[0].wait_exit(SOON).is_some());
+    assert!(
+        stream.read_to_end(SOON).await,
+        "the stream outlived its node"
+    );
+    for id in ["f3", "f4", "f5"] {
+        nodes[1]
+            .publish_ok(&[("topic", "f"), ("id", id), ("data", "x")])
+            .await;
+    }
+    // The client reconnects to another node with its last id.
+    let mut stream = nodes[2]
+        .subscribe("/.well-known/mercure?topic=f", &[("last-event-id", &last)])
+        .await;
+    assert_eq!(ids(&mut stream, 3, SOON).await, ["f3", "f4", "f5"]);
+    nodes[1]
+        .publish_ok(&[("topic", "f"), ("id", "f6"), ("data", "x")])
+        .await;
+    assert_eq!(stream.next_event().await.id, "f6");
+    stream.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[test]
+fn an_unreachable_redis_is_refused_at_start_up_with_one_line() {
+    let url = format!("redis://127.0.0.1:{}/", free_port());
+    let started = Instant::now();
+    let (code, _stdout, stderr) = run_cli(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-key",
+            KEY,
+            "--store",
+            &url,
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&url), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+fn draft(topics: &[&str], id: &str) -> herald::update::Update {
+    herald::update::Update::from_draft(herald::update::Draft {
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        data: format!("data of {id}"),
+        id: Some(id.to_owned()),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_redis_store_keeps_the_store_contract() {
+    use herald::store::redis::RedisStore;
+    use herald::store::{ReplayFrom, Retention, Store};
+
+    let redis = Redis::start();
+    let retention = |max_events, max_age| Retention {
+        max_events,
+        max_age,
+    };
+    let store = RedisStore::connect(&redis.url(), &unique_prefix("contract"), retention(3, None))
+        .await
+        .unwrap();
+    assert_eq!(store.bounds().await.unwrap().last_seq, 0);
+    let stored = store
+        .append(vec![draft(&["a"], "1"), draft(&["b", "a", "b"], "2")])
+        .await
+        .unwrap();
+    let more = store
+        .append(vec![draft(&["a"], "3"), draft(&["c"], "4")])
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = stored.iter().chain(&more).map(|u| u.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // The first update was trimmed (history size 3).
+    assert_eq!(store.resolve("1").await.unwrap(), ReplayFrom::Unknown);
+    assert_eq!(
+        store.resolve("2").await.unwrap(),
+        ReplayFrom::After(seqs[1])
+    );
+    let bounds = store.bounds().await.unwrap();
+    assert_eq!(bounds.oldest, Some((seqs[1], "2".to_owned())));
+    assert_eq!(bounds.newest, Some((seqs[3], "4".to_owned())));
+    assert_eq!(bounds.last_seq, seqs[3]);
+    // Reads start at the oldest kept, whatever position is asked for before it.
+    let all = store.read_after(0, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        ["2", "3", "4"]
+    );
+    assert_eq!(all[0], stored[1], "a stored update reads back identical");
+    assert_eq!(store.read_after(seqs[2], 10).await.unwrap().len(), 1);
+    assert_eq!(store.read_after(seqs[1], 1).await.unwrap()[0].id, "3");
+    let on_a = store.topic_events("a", 0, 10).await.unwrap();
+    assert_eq!(
+        on_a.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
+        ["2", "3"]
+    );
+    // Topic tallies follow trimming (each topic once per update).
+    let mut topics: Vec<(String, u64, String)> = store
+        .topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.topic, t.events, t.last_event_id))
+        .collect();
+    topics.sort();
+    assert_eq!(
+        topics,
+        [
+            ("a".to_owned(), 2, "3".to_owned()),
+            ("b".to_owned(), 1, "2".to_owned()),
+            ("c".to_owned(), 1, "4".to_owned()),
+        ]
+    );
+    // A later update with the same id takes the id over.
+    let again = store.append(vec![draft(&["a"], "2")]).await.unwrap();
+    assert_eq!(
+        store.resolve("2").await.unwrap(),
+        ReplayFrom::After(again[0].seq)
+    );
+
+    // A second handle on the same prefix (another node) sees the same history and sequences.
+    let prefix = unique_prefix("age");
+    let store = RedisStore::connect(
+        &redis.url(),
+        &prefix,
+        retention(100, Some(Duration::from_millis(300))),
+    )
+    .await
+    .unwrap();
+    store.append(vec![draft(&["a"], "old")]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Aged out even before the next append.
+    assert_eq!(store.resolve("old").await.unwrap(), ReplayFrom::Unknown);
+    assert!(store.read_after(0, 10).await.unwrap().is_empty());
+    let new = store.append(vec![draft(&["a"], "new")]).await.unwrap();
+    let other = RedisStore::connect(
+        &redis.url(),
+        &prefix,
+        retention(100, Some(Duration::from_millis(300))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.bounds().await.unwrap().last_seq, new[0].seq);
+    assert_eq!(
+        other.resolve("new").await.unwrap(),
+        ReplayFrom::After(new[0].seq)
+    );
+    let topics = other.topics().await.unwrap();
+    assert_eq!(topics.len(), 1);
+    assert_eq!(topics[0].events, 1);
+}
