@@ -70,12 +70,16 @@ fn usage_error(error: &clap::Error) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         _ => {
+            // Everything clap says before the usage block, folded into one line.
             let rendered = error.render().to_string();
             let line = rendered
                 .lines()
-                .find(|line| !line.trim().is_empty())
-                .unwrap_or("invalid usage")
-                .trim_start_matches("error: ");
+                .take_while(|line| !line.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with("tip:"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let line = line.trim_start_matches("error: ");
             eprintln!("herald: {line} (see herald --help)");
             ExitCode::from(EXIT_USAGE)
         }
