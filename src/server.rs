@@ -13,6 +13,7 @@ use crate::config::{Config, StoreSpec};
 use crate::http::{AppState, serve};
 use crate::hub::Hub;
 use crate::store::memory::MemoryStore;
+use crate::store::nats::NatsStore;
 use crate::store::redb::RedbStore;
 use crate::store::redis::RedisStore;
 use crate::store::writer::{OnCommit, Writer};
@@ -34,12 +35,18 @@ pub enum StartError {
     /// A configuration problem (exit 64).
     #[error("{0}")]
     Config(String),
+    /// The TLS certificate or key is unusable (exit 64).
+    #[error(transparent)]
+    Tls(#[from] crate::http::tls::TlsError),
     /// The store could not be opened (damaged, foreign, locked).
     #[error(transparent)]
     Store(#[from] crate::store::redb::OpenError),
     /// The shared store could not be reached.
     #[error(transparent)]
     Redis(#[from] crate::store::redis::ConnectError),
+    /// The shared store could not be reached.
+    #[error(transparent)]
+    Nats(#[from] crate::store::nats::ConnectError),
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -51,7 +58,10 @@ pub enum StartError {
 impl StartError {
     /// True when the fix is in the configuration.
     pub fn is_config(&self) -> bool {
-        matches!(self, StartError::Keys(_) | StartError::Config(_))
+        matches!(
+            self,
+            StartError::Keys(_) | StartError::Config(_) | StartError::Tls(_)
+        )
     }
 }
 
@@ -61,6 +71,8 @@ pub struct Server {
     state: Arc<AppState>,
     /// The secret made for this run when no key was configured.
     generated_secret: Option<String>,
+    /// TLS for every connection, when configured.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
@@ -85,6 +97,10 @@ impl Server {
             None
         };
         let auth = Authorizer::new(&config.keys)?;
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(crate::http::tls::acceptor(cert, key)?),
+            None => None,
+        };
         let publisher_set = key_set(config.jwks.0.as_deref()).await?;
         let subscriber_set = if config.jwks.1 == config.jwks.0 {
             publisher_set.clone()
@@ -98,6 +114,9 @@ impl Server {
             StoreSpec::Path(dir) => Arc::new(RedbStore::open(dir, config.retention)?),
             StoreSpec::Redis { url, prefix } => {
                 Arc::new(RedisStore::connect(url, prefix, config.retention).await?)
+            }
+            StoreSpec::Nats { url, prefix } => {
+                Arc::new(NatsStore::connect(url, prefix, config.retention).await?)
             }
         };
         let listener = bind_listener(config.listen).map_err(|source| StartError::Bind {
@@ -124,7 +143,9 @@ impl Server {
             crate::demo::spawn_clock(writer.clone());
         }
         hub.spawn_expiry();
+        let limits = crate::http::limits::Limits::new(&config);
         let state = Arc::new(AppState {
+            limits,
             config,
             hub,
             store,
@@ -136,6 +157,7 @@ impl Server {
             listener,
             state,
             generated_secret,
+            tls,
         })
     }
 
@@ -156,7 +178,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then ends every stream and returns within seconds.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        serve(self.listener, self.state, shutdown).await;
+        serve(self.listener, self.state, self.tls, shutdown).await;
     }
 }
 

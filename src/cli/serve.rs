@@ -49,7 +49,12 @@ fn print_banner(server: &Server) {
         return;
     };
     let config = server.config();
-    let base = format!("http://{}", display_addr(addr));
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let base = format!("{scheme}://{}", display_addr(addr));
     let store = match &config.store {
         StoreSpec::Memory => format!(
             "memory: (last {} updates, lost on restart)",
@@ -63,6 +68,12 @@ fn print_banner(server: &Server) {
         StoreSpec::Redis { url, prefix } => format!(
             "{} keys {prefix}:* (shared, last {} updates)",
             crate::store::redis::redact(url),
+            config.retention.max_events
+        ),
+        StoreSpec::Nats { url, prefix } => format!(
+            "{} stream {} (shared, last {} updates)",
+            crate::store::redis::redact(url),
+            prefix.to_uppercase(),
             config.retention.max_events
         ),
     };

@@ -23,6 +23,19 @@ pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 pub const DEFAULT_HISTORY_SIZE: usize = 10_000;
 /// Default per-subscriber queue (frames waiting to be written).
 pub const DEFAULT_QUEUE_SIZE: usize = 1024;
+/// Default most selectors in one subscription.
+pub const DEFAULT_MAX_TOPICS_PER_SUBSCRIPTION: usize = 100;
+/// Default longest topic or selector, in bytes.
+pub const DEFAULT_MAX_TOPIC_LENGTH: usize = 2048;
+/// Default time a client has to send its request headers (slowloris).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default connection limit when the open-file limit cannot be read.
+pub const FALLBACK_MAX_CONNECTIONS: usize = 10_000;
+/// File descriptors always kept free below the open-file limit: the listener, the store, and
+/// refused connections while they are being answered.
+pub const MIN_FD_RESERVE: usize = 32;
+/// The largest descriptor reserve the default connection limit keeps.
+pub const MAX_FD_RESERVE: usize = 512;
 
 /// `herald serve` options. Every option is also an environment variable and a TOML key.
 #[derive(Debug, Clone, Default, Args)]
@@ -43,6 +56,11 @@ pub struct ServeArgs {
     /// history and updates [default: herald]
     #[arg(long, env = "HERALD_REDIS_PREFIX", value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
+
+    /// Name of the NATS JetStream stream (upper-cased) and prefix of its subjects
+    /// (`PREFIX.updates.>`); nodes sharing it share history and updates [default: herald]
+    #[arg(long, env = "HERALD_NATS_PREFIX", value_name = "PREFIX")]
+    pub nats_prefix: Option<String>,
 
     /// JWT key for both publishers and subscribers (HS*: the secret; RS*/ES*/EdDSA: a PEM public
     /// key or the path to one). Without any key, a random secret is made for this run and a
@@ -160,6 +178,42 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
 
+    /// Most open client connections; past it a new connection is answered 503 (problem+json,
+    /// Retry-After) and closed [default: the open-file limit minus a reserve of 1/32 of it,
+    /// 32 to 512 descriptors; 19,488 with `ulimit -n` 20000]
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Most open connections from one client address (IPv6: one /64); past it a new connection
+    /// is answered 429. 0 turns the limit off; leave it off behind a proxy, where every client
+    /// has the proxy's address [default: 0]
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Most topic selectors in one subscription (400 above) [default: 100]
+    #[arg(long, env = "HERALD_MAX_TOPICS_PER_SUBSCRIPTION", value_name = "N")]
+    pub max_topics_per_subscription: Option<usize>,
+
+    /// Longest topic selector of a subscription, or topic of an update, in bytes (400 above)
+    /// [default: 2048]
+    #[arg(long, env = "HERALD_MAX_TOPIC_LENGTH", value_name = "BYTES")]
+    pub max_topic_length: Option<usize>,
+
+    /// Publishes allowed per token (its `sub` claim, or the token itself), e.g. `10/s`,
+    /// `600/min`, `100/h`; past it 429 with Retry-After [default: unlimited]
+    #[arg(long, env = "HERALD_PUBLISH_RATE", value_name = "RATE")]
+    pub publish_rate: Option<String>,
+
+    /// Publishes a token may make at once before --publish-rate applies [default: the rate per
+    /// second, at least 1]
+    #[arg(long, env = "HERALD_PUBLISH_BURST", value_name = "N")]
+    pub publish_burst: Option<u32>,
+
+    /// Time a client has to send a complete request head (and a new connection its first
+    /// request) before it is cut off, e.g. `10s` [default: 10s]
+    #[arg(long, env = "HERALD_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+
     /// TOML file with any of these options as keys (`listen = "0.0.0.0:8088"`,
     /// `cors-origin = ["https://a.example"]`); flags and environment win over it
     #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
@@ -175,10 +229,14 @@ pub enum StoreSpec {
     Path(PathBuf),
     /// Redis Streams at this URL, keys under this prefix (shared by several nodes).
     Redis { url: String, prefix: String },
+    /// A NATS JetStream stream named after this prefix (shared by several nodes).
+    Nats { url: String, prefix: String },
 }
 
 /// The default prefix of the Redis keys.
 pub const DEFAULT_REDIS_PREFIX: &str = "herald";
+/// The default NATS stream prefix (the stream is `HERALD`).
+pub const DEFAULT_NATS_PREFIX: &str = "herald";
 
 /// The default store directory.
 pub const DEFAULT_STORE: &str = "./herald-data";
@@ -216,6 +274,27 @@ impl OriginPolicy {
     }
 }
 
+/// The publish rate limit: `burst` publishes at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PublishRate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl std::fmt::Display for PublishRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (amount, unit) = if self.per_second >= 1.0 {
+            (self.per_second, "s")
+        } else if self.per_second * 60.0 >= 1.0 {
+            (self.per_second * 60.0, "min")
+        } else {
+            (self.per_second * 3600.0, "h")
+        };
+        let amount = (amount * 100.0).round() / 100.0;
+        write!(f, "{amount}/{unit} (burst {})", self.burst)
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -243,6 +322,16 @@ pub struct Config {
     pub queue_size: usize,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log_format: LogFormat,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Most open connections per client address; 0: no limit.
+    pub max_connections_per_ip: usize,
+    pub max_topics_per_subscription: usize,
+    pub max_topic_length: usize,
+    /// `None`: publishes are not rate-limited.
+    pub publish_rate: Option<PublishRate>,
+    /// Deadline for a request head (and a new connection's first request).
+    pub header_timeout: Duration,
 }
 
 /// A configuration problem, said in one line.
@@ -303,11 +392,32 @@ impl Config {
                     prefix,
                 }
             }
+            url if url.starts_with("nats://") => {
+                let prefix = args
+                    .nats_prefix
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_NATS_PREFIX.to_owned());
+                let valid = !prefix.is_empty()
+                    && prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                if !valid {
+                    return Err(invalid(
+                        "nats-prefix",
+                        &prefix,
+                        "use letters, digits, `-` and `_` only",
+                    ));
+                }
+                StoreSpec::Nats {
+                    url: url.to_owned(),
+                    prefix,
+                }
+            }
             other if other.contains("://") => {
                 return Err(invalid(
                     "store",
                     other,
-                    "unknown store URL: use redis://host:port/[db], a directory, or `memory:`",
+                    "unknown store URL: use redis://host:port/[db], nats://host:port/, a directory, or `memory:`",
                 ));
             }
             path => StoreSpec::Path(PathBuf::from(path)),
@@ -383,10 +493,53 @@ impl Config {
                 ));
             }
         };
-        if tls.is_some() {
-            return Err(ConfigError::Other(
-                "TLS is not supported by this build yet; put a TLS proxy in front".into(),
+        let max_connections = match args.max_connections {
+            Some(0) => return Err(invalid("max-connections", "0", "must be at least 1")),
+            Some(max) => {
+                if let Some(files) = open_file_limit()
+                    && max.saturating_add(MIN_FD_RESERVE) > files
+                {
+                    return Err(invalid(
+                        "max-connections",
+                        &max.to_string(),
+                        format!(
+                            "above the open-file limit ({files}) minus a reserve of \
+                             {MIN_FD_RESERVE}: raise `ulimit -n` or lower the limit"
+                        ),
+                    ));
+                }
+                max
+            }
+            None => default_max_connections(open_file_limit()),
+        };
+        let max_topics_per_subscription = args
+            .max_topics_per_subscription
+            .unwrap_or(DEFAULT_MAX_TOPICS_PER_SUBSCRIPTION);
+        if max_topics_per_subscription == 0 {
+            return Err(invalid(
+                "max-topics-per-subscription",
+                "0",
+                "must be at least 1",
             ));
+        }
+        let max_topic_length = args.max_topic_length.unwrap_or(DEFAULT_MAX_TOPIC_LENGTH);
+        if max_topic_length == 0 {
+            return Err(invalid("max-topic-length", "0", "must be at least 1"));
+        }
+        let publish_rate = args
+            .publish_rate
+            .as_deref()
+            .map(|text| parse_rate(text, args.publish_burst))
+            .transpose()?;
+        if args.publish_burst == Some(0) {
+            return Err(invalid("publish-burst", "0", "must be at least 1"));
+        }
+        let header_timeout = match &args.header_timeout {
+            Some(text) => parse_duration("header-timeout", text)?,
+            None => DEFAULT_HEADER_TIMEOUT,
+        };
+        if header_timeout.is_zero() {
+            return Err(invalid("header-timeout", "0", "must be above zero"));
         }
         let log_format = match args.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -427,12 +580,69 @@ impl Config {
             queue_size,
             tls,
             log_format,
+            max_connections,
+            max_connections_per_ip: args.max_connections_per_ip.unwrap_or(0),
+            max_topics_per_subscription,
+            max_topic_length,
+            publish_rate,
+            header_timeout,
         })
     }
 }
 
 fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text).map_err(|e| invalid(flag, text, e))
+}
+
+/// The soft open-file limit of this process (`ulimit -n`), from `/proc/self/limits` (Linux).
+pub fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The default connection limit: the open-file limit minus a reserve of 1/32 of it (at least
+/// 32, at most 512 descriptors).
+pub fn default_max_connections(open_files: Option<usize>) -> usize {
+    match open_files {
+        Some(files) => {
+            let reserve = (files / 32).clamp(MIN_FD_RESERVE, MAX_FD_RESERVE);
+            files.saturating_sub(reserve).max(1)
+        }
+        None => FALLBACK_MAX_CONNECTIONS,
+    }
+}
+
+/// Parses `10/s`, `600/min`, `100/h` or a bare number (per second); the burst defaults to the
+/// rate per second, at least 1.
+fn parse_rate(text: &str, burst: Option<u32>) -> Result<PublishRate, ConfigError> {
+    let bad = || {
+        invalid(
+            "publish-rate",
+            text,
+            "expected a rate such as 10/s, 600/min or 100/h",
+        )
+    };
+    let (amount, unit) = text.trim().split_once('/').unwrap_or((text.trim(), "s"));
+    let amount: f64 = amount.trim().parse().map_err(|_| bad())?;
+    let seconds = match unit.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        "h" | "hour" => 3600.0,
+        _ => return Err(bad()),
+    };
+    let per_second = amount / seconds;
+    if !per_second.is_finite() || per_second * 3600.0 < 1.0 {
+        return Err(invalid("publish-rate", text, "must be at least 1 per hour"));
+    }
+    let burst = burst.unwrap_or_else(|| per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
+    Ok(PublishRate { per_second, burst })
 }
 
 /// Parses `1048576`, `64KiB`, `1MiB`, `1MB`, `512k`.
@@ -486,6 +696,83 @@ mod tests {
         })
         .unwrap_err();
         assert!(error.to_string().contains("--listen"), "{error}");
+    }
+
+    #[test]
+    fn cluster_stores_take_a_url_and_a_prefix() {
+        let store = |store: &str, redis: Option<&str>, nats: Option<&str>| {
+            Config::from_args(ServeArgs {
+                store: Some(store.into()),
+                redis_prefix: redis.map(str::to_owned),
+                nats_prefix: nats.map(str::to_owned),
+                ..ServeArgs::default()
+            })
+            .map(|config| config.store)
+        };
+        assert_eq!(
+            store("redis://127.0.0.1:6379/2", None, None).unwrap(),
+            StoreSpec::Redis {
+                url: "redis://127.0.0.1:6379/2".into(),
+                prefix: DEFAULT_REDIS_PREFIX.into()
+            }
+        );
+        assert_eq!(
+            store("nats://127.0.0.1:4222/", None, Some("app-1")).unwrap(),
+            StoreSpec::Nats {
+                url: "nats://127.0.0.1:4222/".into(),
+                prefix: "app-1".into()
+            }
+        );
+        let error = store("nats://127.0.0.1:4222/", None, Some("a.b")).unwrap_err();
+        assert!(error.to_string().contains("--nats-prefix"), "{error}");
+        let error = store("redis://127.0.0.1/", Some(""), None).unwrap_err();
+        assert!(error.to_string().contains("--redis-prefix"), "{error}");
+        let error = store("kafka://127.0.0.1/", None, None).unwrap_err();
+        assert!(error.to_string().contains("--store"), "{error}");
+    }
+
+    #[test]
+    fn limits_have_documented_defaults() {
+        let config = Config::from_args(ServeArgs::default()).unwrap();
+        assert_eq!(config.max_connections_per_ip, 0);
+        assert_eq!(config.max_topics_per_subscription, 100);
+        assert_eq!(config.max_topic_length, 2048);
+        assert_eq!(config.publish_rate, None);
+        assert_eq!(config.header_timeout, Duration::from_secs(10));
+        assert_eq!(default_max_connections(Some(20_000)), 19_488);
+        assert_eq!(default_max_connections(Some(1024)), 992);
+        assert_eq!(default_max_connections(Some(100_000)), 99_488);
+        assert_eq!(default_max_connections(None), FALLBACK_MAX_CONNECTIONS);
+        assert_eq!(
+            config.max_connections,
+            default_max_connections(open_file_limit())
+        );
+    }
+
+    #[test]
+    fn rates_parse_with_units_and_a_default_burst() {
+        let rate = parse_rate("10/s", None).unwrap();
+        assert_eq!((rate.per_second, rate.burst), (10.0, 10));
+        let rate = parse_rate("600/min", Some(5)).unwrap();
+        assert_eq!((rate.per_second, rate.burst), (10.0, 5));
+        let rate = parse_rate("30/h", None).unwrap();
+        assert_eq!(rate.burst, 1);
+        assert_eq!(rate.to_string(), "30/h (burst 1)");
+        assert_eq!(
+            parse_rate("90/min", None).unwrap().to_string(),
+            "1.5/s (burst 2)"
+        );
+        assert_eq!(parse_rate("2.5", None).unwrap().per_second, 2.5);
+        for bad in ["fast", "10/week", "0/s", "-1/s", "NaN/s", "0.5/h"] {
+            assert!(parse_rate(bad, None).is_err(), "{bad}");
+        }
+        let error = Config::from_args(ServeArgs {
+            max_connections: Some(usize::MAX - 1),
+            ..ServeArgs::default()
+        });
+        if open_file_limit().is_some() {
+            assert!(error.unwrap_err().to_string().contains("--max-connections"));
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod cors;
+pub mod limits;
 pub mod ops;
 pub mod pages;
 pub mod problem;
@@ -13,6 +14,7 @@ pub mod query;
 pub mod router;
 pub mod subscribe;
 pub mod subscriptions;
+pub mod tls;
 pub mod topics;
 
 use std::convert::Infallible;
@@ -24,9 +26,10 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Authorizer;
 use crate::config::Config;
@@ -42,27 +45,35 @@ pub struct AppState {
     pub writer: Writer,
     pub auth: Authorizer,
     pub metrics: PrometheusHandle,
+    /// Connection, topic and publish-rate limits.
+    pub limits: limits::Limits,
 }
 
-/// A client that has not sent its request headers within this time is cut off (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for connections to finish their responses.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// A TLS handshake that has not finished within this time is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type ConnectionBuilder = auto::Builder<TokioExecutor>;
+
 /// Accepts connections until `shutdown` completes, then ends every stream and waits (bounded)
-/// for connections to close.
+/// for connections to close. With `tls` every connection is TLS (ALPN `h2` or `http/1.1`);
+/// without it HTTP/1.1 and h2c (prior knowledge) share the port.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(state.config.header_timeout)
         .max_buf_size(16 * 1024);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -70,21 +81,27 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let state = Arc::clone(&state);
-                    let service = service_fn(move |request| {
-                        let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(router::route(&state, request, peer).await) }
-                    });
-                    let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        metrics::gauge!("herald_connections").increment(1.0);
-                        if let Err(error) = connection.await {
-                            tracing::debug!(%peer, %error, "connection ended with an error");
+                    let permit = match state.limits.connections.try_admit(peer.ip()) {
+                        Ok(permit) => permit,
+                        Err(refusal) => {
+                            tracing::debug!(%peer, %refusal, "connection refused");
+                            // Over TLS the refusal would need a handshake first: just close.
+                            if tls.is_none() {
+                                limits::refuse(stream, refusal, &state.limits.connections);
+                            }
+                            continue;
                         }
-                        metrics::gauge!("herald_connections").decrement(1.0);
-                    });
+                    };
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(serve_connection(
+                        stream,
+                        permit,
+                        peer,
+                        Arc::clone(&state),
+                        Arc::clone(&builder),
+                        tls.clone(),
+                        graceful.watcher(),
+                    ));
                 }
                 Err(error) => {
                     // Out of file descriptors, or a connection reset before accept: keep serving.
@@ -104,6 +121,43 @@ pub async fn serve(
     {
         tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; dropping them");
     }
+}
+
+/// Serves one connection (after the TLS handshake, if any) until it closes.
+async fn serve_connection(
+    stream: TcpStream,
+    _permit: limits::Permit,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    builder: Arc<ConnectionBuilder>,
+    tls: Option<TlsAcceptor>,
+    watcher: Watcher,
+) {
+    metrics::gauge!("herald_connections").increment(1.0);
+    let (stream, started) = limits::first_request_deadline(stream, state.config.header_timeout);
+    let service = service_fn(move |request| {
+        started.mark();
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(router::route(&state, request, peer).await) }
+    });
+    let result = match tls {
+        None => {
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            watcher.watch(connection.into_owned()).await
+        }
+        Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+            Ok(Ok(stream)) => {
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                watcher.watch(connection.into_owned()).await
+            }
+            Ok(Err(error)) => Err(error.into()),
+            Err(_) => Err("the TLS handshake timed out".into()),
+        },
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+    metrics::gauge!("herald_connections").decrement(1.0);
 }
 
 /// The peer address of a request, for logs.

@@ -1,16 +1,15 @@
 //! `--store PATH`: durable history in one redb file, `PATH/herald.redb`.
 //!
-//! This module owns that file: its tables, the binary encoding of a stored update, retention
-//! inside the append commit, and the refusal to open a file it cannot trust. It behaves exactly
+//! This module owns that file: its tables, retention inside the append commit, and the refusal
+//! to open a file it cannot trust. It behaves exactly
 //! like [`super::memory::MemoryStore`] (same sequences, same retention, same answers), only it
 //! survives restarts and crashes.
 //!
 //! # Tables
 //! - `log`: `seq (u64) -> record (bytes)`. The global append-only log. Seqs are contiguous from
-//!   the oldest kept to the newest; retention only removes from the front. A record is
-//!   `format u8 (1) | published_at_ms u64 LE | flags u8 (1 private, 2 type, 4 retry) |
-//!   [retry u64 LE] | id | [type] | topic count u32 LE, topics | data | frame`, each string a
-//!   u32 LE length then its bytes. The SSE frame is stored, so a replay never re-encodes.
+//!   the oldest kept to the newest; retention only removes from the front. A record is the
+//!   binary encoding of [`super::record`] (every field, the SSE frame included, so a replay
+//!   never re-encodes).
 //! - `ids`: `event id (str) -> seq (u64)`. Custom ids included; a later update with the same id
 //!   takes the entry over, and trimming removes an entry only if it still points at the trimmed
 //!   seq.
@@ -142,7 +141,8 @@ impl RedbStore {
                     .downcast_ref::<String>()
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_else(|| "redb could not read it".to_owned());
+                    .unwrap_or_else(|| "redb could not read it".to_owned())
+                    .replace('\n', " ");
                 return Err(OpenError::Damaged { path, reason });
             }
         };
@@ -360,15 +360,9 @@ fn unique<T: PartialEq>(items: &[T]) -> impl Iterator<Item = &T> {
         .map(|(_, item)| item)
 }
 
-// ---------------------------------------------------------------------------------------------
-// Record encoding
-
+/// The record stored at `seq`, or why it cannot be read.
 fn parse_at(seq: u64, bytes: &[u8]) -> Result<Record<'_>, StoreError> {
     parse(bytes).ok_or_else(|| corrupt(seq))
-}
-
-fn to_update(seq: u64, record: &Record<'_>) -> Update {
-    record.to_update(seq)
 }
 
 /// Has this record aged out?
@@ -554,7 +548,7 @@ fn scan(
         }
         let record = parse_at(seq, bytes)?;
         if wanted(&record) {
-            found.push(Arc::new(to_update(seq, &record)));
+            found.push(Arc::new(record.to_update(seq)));
             if found.len() >= limit {
                 break;
             }

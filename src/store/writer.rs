@@ -65,6 +65,14 @@ async fn run(
 ) {
     let mut waiting = Vec::with_capacity(max_batch);
     while receiver.recv_many(&mut waiting, max_batch).await > 0 {
+        // Publishers woken at the same moment are about to submit: let them join this commit.
+        tokio::task::yield_now().await;
+        while waiting.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(pending) => waiting.push(pending),
+                Err(_) => break,
+            }
+        }
         let (updates, acks): (Vec<Update>, Vec<_>) =
             waiting.drain(..).map(|p| (p.update, p.ack)).unzip();
         let started = Instant::now();

@@ -60,7 +60,7 @@ export async function startHub(args, {listen = '127.0.0.1:0'} = {}) {
     new Promise((_, fail) => { timer = setTimeout(() => fail(new Error('herald did not start within 15 s')), 15000); }),
   ]).finally(() => clearTimeout(timer));
   lines.on('line', () => {}); // keep draining stdout
-  const match = /^herald listening on (http:\/\/\S+)$/.exec(first);
+  const match = /^herald listening on (https?:\/\/\S+)$/.exec(first);
   if (!match) {
     child.kill('SIGKILL');
     throw new Error(`unexpected first line from herald: ${first}`);
@@ -68,7 +68,7 @@ export async function startHub(args, {listen = '127.0.0.1:0'} = {}) {
   const url = match[1];
   return {
     url,
-    addr: url.slice('http://'.length),
+    addr: url.replace(/^https?:\/\//, ''),
     child,
     exited,
     stderr: () => stderr,

@@ -73,6 +73,7 @@ impl Hub {
             .expect("read stdout");
         let addr = first
             .strip_prefix("herald listening on http://")
+            .or_else(|| first.strip_prefix("herald listening on https://"))
             .unwrap_or_else(|| panic!("unexpected first line: {first}"))
             .parse()
             .expect("address");
