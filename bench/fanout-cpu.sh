@@ -60,7 +60,8 @@ for run in $(seq 1 "$RUNS"); do
     per_delivery+=("$us")
     per_user+=("$us_user")
     per_sys+=("$us_sys")
-    echo "run $run: $(tail -n1 "$WORKDIR/publisher-$run.log"); $(tail -n1 "$WORKDIR/client-$run.log")"
+    echo "run $run: $(tail -n1 "$WORKDIR/publisher-$run.log"); $(tail -n2 "$WORKDIR/publisher-$run.log" | head -n1)"
+    echo "run $run: $(tail -n1 "$WORKDIR/client-$run.log")"
     echo "run $run: hub CPU $((cpu_us / 1000)) ms (user $((user_us / 1000)), kernel $((sys_us / 1000)))" \
         "for $deliveries deliveries = ${us} µs per delivery (user ${us_user}, kernel ${us_sys});" \
         "idle for ${SPAN}s before: $((idle_us / 1000)) ms"

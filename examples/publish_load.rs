@@ -105,7 +105,7 @@ async fn main() -> ExitCode {
             .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
     };
-    eprintln!(
+    println!(
         "publish latency ms: p50 {:.2}, p99 {:.2}, max {:.2}",
         at(0.5),
         at(0.99),

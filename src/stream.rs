@@ -104,6 +104,10 @@ impl EventStream {
                     }
                 },
                 Phase::Live => {
+                    // Frames left over from a drain that filled a whole chunk go first.
+                    if let Some(chunk) = self.coalesce_ready() {
+                        return Some(chunk);
+                    }
                     let mailbox = &self.subscription.subscriber().mailbox;
                     let status =
                         std::future::poll_fn(|cx| mailbox.poll_drain(cx, &mut self.ready)).await;
@@ -171,32 +175,53 @@ impl EventStream {
         }
     }
 
-    /// Joins the ready deliveries into one chunk, dropping updates already written.
+    /// Joins ready deliveries into one chunk of about [`MAX_CHUNK`] bytes at most (a single
+    /// larger frame is passed as is, without a copy), dropping updates already written. What
+    /// does not fit stays ready for the next chunk, so a subscriber with a full queue never
+    /// costs a copy of the whole queue.
     fn coalesce_ready(&mut self) -> Option<Bytes> {
-        let last_seq = &mut self.last_seq;
-        let mut fresh = self.ready.drain(..).filter_map(|delivery| match delivery {
-            Delivery::Update(update) if update.seq <= *last_seq => None,
-            Delivery::Update(update) => {
-                *last_seq = update.seq;
-                Some((true, frame_of(&update)))
-            }
-            Delivery::Comment(comment) => Some((false, comment)),
-        });
-        let (first_is_update, first) = fresh.next()?;
-        let mut updates = u64::from(first_is_update);
-        let chunk = match fresh.next() {
-            None => first,
-            Some((second_is_update, second)) => {
-                updates += u64::from(second_is_update);
-                let mut joined = BytesMut::with_capacity(first.len() + second.len() + 256);
-                joined.extend_from_slice(&first);
-                joined.extend_from_slice(&second);
-                for (is_update, frame) in fresh {
-                    updates += u64::from(is_update);
-                    joined.extend_from_slice(&frame);
+        let mut taken = 0;
+        let mut updates = 0u64;
+        let mut first: Option<Bytes> = None;
+        let mut joined: Option<BytesMut> = None;
+        for delivery in &self.ready {
+            taken += 1;
+            let (is_update, frame) = match delivery {
+                Delivery::Update(update) if update.seq <= self.last_seq => continue,
+                Delivery::Update(update) => {
+                    self.last_seq = update.seq;
+                    (true, frame_of(update))
                 }
-                joined.freeze()
+                Delivery::Comment(comment) => (false, comment.clone()),
+            };
+            updates += u64::from(is_update);
+            let size = match (&first, &mut joined) {
+                (None, _) => {
+                    let size = frame.len();
+                    first = Some(frame);
+                    size
+                }
+                (Some(first), None) => {
+                    let mut buffer = BytesMut::with_capacity(first.len() + frame.len() + 256);
+                    buffer.extend_from_slice(first);
+                    buffer.extend_from_slice(&frame);
+                    let size = buffer.len();
+                    joined = Some(buffer);
+                    size
+                }
+                (Some(_), Some(buffer)) => {
+                    buffer.extend_from_slice(&frame);
+                    buffer.len()
+                }
+            };
+            if size >= MAX_CHUNK {
+                break;
             }
+        }
+        self.ready.drain(..taken);
+        let chunk = match joined {
+            Some(buffer) => buffer.freeze(),
+            None => first?,
         };
         if updates > 0 {
             metrics::counter!("herald_deliveries_total").increment(updates);

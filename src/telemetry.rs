@@ -51,6 +51,14 @@ fn describe() {
         "herald_queue_overflows_total",
         "Queue overflows that made a subscriber lag"
     );
+    metrics::describe_counter!(
+        "herald_delivered_bytes_total",
+        "Bytes of event streams handed to subscriber connections (events, replay, heartbeats)"
+    );
+    metrics::describe_counter!(
+        "herald_limit_rejections_total",
+        "Connections and requests refused by a limit, by limit"
+    );
     metrics::describe_histogram!(
         "herald_store_commit_seconds",
         "Time to commit one batch of updates"
@@ -60,6 +68,17 @@ fn describe() {
     metrics::counter!("herald_publishes_total").absolute(0);
     metrics::counter!("herald_deliveries_total").absolute(0);
     metrics::counter!("herald_replayed_total").absolute(0);
+    metrics::counter!("herald_delivered_bytes_total").absolute(0);
+    for limit in [
+        "connections",
+        "connections_per_ip",
+        "topics_per_subscription",
+        "topic_length",
+        "publish_rate",
+        "body",
+    ] {
+        metrics::counter!("herald_limit_rejections_total", "limit" => limit).absolute(0);
+    }
     for action in ["catch_up", "close"] {
         metrics::counter!("herald_lagging_subscribers_total", "action" => action).absolute(0);
     }

@@ -1,11 +1,13 @@
-//! Clustering: three real hub processes share one real `redis-server` (started by each test on a
-//! free loopback port). Updates published on any node reach every node once, in one order;
-//! replay works on any node; a Redis restart or a killed node loses nothing acknowledged.
+//! Clustering: three real hub processes share one real `redis-server` or `nats-server -js`
+//! (started by each test on a free loopback port). Updates published on any node reach every
+//! node once, in one order; replay works on any node; a restart of the engine or a killed node
+//! loses nothing acknowledged. Every scenario runs against both engines.
 //!
-//! These tests need `redis-server` on the PATH (`scripts/test` installs it) and fail without it.
+//! These tests need `redis-server` and `nats-server` on the PATH (`scripts/test` installs them)
+//! and fail without them.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -124,26 +126,155 @@ impl Drop for Redis {
     }
 }
 
-/// A hub on this Redis, with this prefix.
-fn node(redis: &Redis, prefix: &str, extra: &[&str]) -> Hub {
-    let url = redis.url();
+/// A `nats-server -js` of our own (JetStream on disk in a temporary directory), killed when
+/// dropped.
+struct Nats {
+    port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let mut nats = Nats {
+            port: free_port(),
+            dir: TempDir::new("nats"),
+            child: None,
+        };
+        nats.restart();
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server (again, on the same port and data) and waits until it is ready.
+    fn restart(&mut self) {
+        let port = self.port.to_string();
+        let mut child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port, "-sd", self.dir.str()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nats-server is needed for the cluster tests (scripts/test installs it)");
+        let stderr = child.stderr.take().expect("stderr");
+        let (ready, seen) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("Server is ready") {
+                    let _ = ready.send(());
+                }
+            }
+        });
+        seen.recv_timeout(Duration::from_secs(10))
+            .expect("nats-server did not become ready");
+        self.child = Some(child);
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The shared engine of a test.
+enum Engine {
+    Redis(Redis),
+    Nats(Nats),
+}
+
+impl Engine {
+    fn redis() -> Engine {
+        Engine::Redis(Redis::start())
+    }
+
+    /// With data that survives a restart.
+    fn redis_persistent() -> Engine {
+        Engine::Redis(Redis::start_persistent())
+    }
+
+    fn nats() -> Engine {
+        Engine::Nats(Nats::start())
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Engine::Redis(redis) => redis.url(),
+            Engine::Nats(nats) => nats.url(),
+        }
+    }
+
+    fn prefix_flag(&self) -> &'static str {
+        match self {
+            Engine::Redis(_) => "--redis-prefix",
+            Engine::Nats(_) => "--nats-prefix",
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            Engine::Redis(redis) => redis.kill(),
+            Engine::Nats(nats) => nats.kill(),
+        }
+    }
+
+    fn restart(&mut self) {
+        match self {
+            Engine::Redis(redis) => redis.restart(),
+            Engine::Nats(nats) => nats.restart(),
+        }
+    }
+}
+
+/// A hub on this engine, with this prefix.
+fn node(engine: &Engine, prefix: &str, extra: &[&str]) -> Hub {
+    let url = engine.url();
     let mut args = vec![
         "--jwt-key",
         KEY,
         "--anonymous",
         "--store",
         &url,
-        "--redis-prefix",
+        engine.prefix_flag(),
         prefix,
     ];
     args.extend_from_slice(extra);
-    Hub::start_raw(&args)
+    // Outages are staged here: keep the expected 503s out of the test output.
+    let log = std::env::var("TEST_HERALD_LOG")
+        .unwrap_or_else(|_| "error,herald::store::writer=off".into());
+    Hub::start_with_env(&args, &[("HERALD_LOG", &log)])
 }
 
 /// Three nodes sharing one prefix.
-fn three_nodes(redis: &Redis, label: &str, extra: &[&str]) -> Vec<Hub> {
+fn three_nodes(engine: &Engine, label: &str, extra: &[&str]) -> Vec<Hub> {
     let prefix = unique_prefix(label);
-    (0..3).map(|_| node(redis, &prefix, extra)).collect()
+    (0..3).map(|_| node(engine, &prefix, extra)).collect()
+}
+
+/// Runs a scenario against Redis and against NATS.
+macro_rules! on_both_engines {
+    ($scenario:ident, $redis:ident, $nats:ident, $engine:expr_2021, $nats_engine:expr_2021) => {
+        #[tokio::test]
+        async fn $redis() {
+            $scenario($engine).await;
+        }
+
+        #[tokio::test]
+        async fn $nats() {
+            $scenario($nats_engine).await;
+        }
+    };
 }
 
 /// Reads events until `n` update events (not comments) were collected; returns their ids.
@@ -160,10 +291,16 @@ async fn ids(stream: &mut Stream, n: usize, limit: Duration) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn updates_published_on_any_node_reach_every_node_once_in_one_order() {
-    let redis = Redis::start();
-    let nodes = three_nodes(&redis, "order", &[]);
+on_both_engines!(
+    one_order_exactly_once,
+    redis_updates_published_on_any_node_reach_every_node_once_in_one_order,
+    nats_updates_published_on_any_node_reach_every_node_once_in_one_order,
+    Engine::redis(),
+    Engine::nats()
+);
+
+async fn one_order_exactly_once(engine: Engine) {
+    let nodes = three_nodes(&engine, "order", &[]);
     let mut streams = Vec::new();
     for hub in &nodes {
         streams.push(hub.subscribe("/.well-known/mercure?topic=t", &[]).await);
@@ -228,10 +365,16 @@ async fn updates_published_on_any_node_reach_every_node_once_in_one_order() {
     }
 }
 
-#[tokio::test]
-async fn replay_by_last_event_id_works_on_any_node() {
-    let redis = Redis::start();
-    let nodes = three_nodes(&redis, "replay", &[]);
+on_both_engines!(
+    replay_on_any_node,
+    redis_replay_by_last_event_id_works_on_any_node,
+    nats_replay_by_last_event_id_works_on_any_node,
+    Engine::redis(),
+    Engine::nats()
+);
+
+async fn replay_on_any_node(engine: Engine) {
+    let nodes = three_nodes(&engine, "replay", &[]);
     for id in ["c1", "c2", "c3", "c4"] {
         nodes[0]
             .publish_ok(&[("topic", "r"), ("id", id), ("data", &format!("d-{id}"))])
@@ -318,10 +461,16 @@ async fn replay_by_last_event_id_works_on_any_node() {
     }
 }
 
-#[tokio::test]
-async fn retention_applies_to_the_shared_history_and_zero_still_delivers_live() {
-    let redis = Redis::start();
-    let nodes = three_nodes(&redis, "retention", &["--history-size", "3"]);
+on_both_engines!(
+    retention,
+    redis_retention_applies_to_the_shared_history_and_zero_still_delivers_live,
+    nats_retention_applies_to_the_shared_history_and_zero_still_delivers_live,
+    Engine::redis(),
+    Engine::nats()
+);
+
+async fn retention(engine: Engine) {
+    let nodes = three_nodes(&engine, "retention", &["--history-size", "3"]);
     for id in ["k1", "k2", "k3", "k4", "k5"] {
         nodes[0]
             .publish_ok(&[("topic", "k"), ("id", id), ("data", "x")])
@@ -341,7 +490,7 @@ async fn retention_applies_to_the_shared_history_and_zero_still_delivers_live() 
     assert_eq!(ids(&mut stream, 3, SOON).await, ["k3", "k4", "k5"]);
 
     // No history at all: live updates still cross nodes.
-    let nodes = three_nodes(&redis, "no-history", &["--history-size", "0"]);
+    let nodes = three_nodes(&engine, "no-history", &["--history-size", "0"]);
     let mut stream = nodes[2]
         .subscribe("/.well-known/mercure?topic=z", &[])
         .await;
@@ -359,10 +508,16 @@ async fn retention_applies_to_the_shared_history_and_zero_still_delivers_live() 
     replay.expect_silence(Duration::from_millis(300)).await;
 }
 
-#[tokio::test]
-async fn a_redis_restart_under_load_loses_nothing_acknowledged() {
-    let mut redis = Redis::start_persistent();
-    let nodes = three_nodes(&redis, "restart", &[]);
+on_both_engines!(
+    restart_under_load,
+    a_redis_restart_under_load_loses_nothing_acknowledged,
+    a_nats_restart_under_load_loses_nothing_acknowledged,
+    Engine::redis_persistent(),
+    Engine::nats()
+);
+
+async fn restart_under_load(mut engine: Engine) {
+    let nodes = three_nodes(&engine, "restart", &[]);
     let mut streams = Vec::new();
     for hub in &nodes[1..] {
         streams.push(hub.subscribe("/.well-known/mercure?topic=load", &[]).await);
@@ -407,14 +562,14 @@ async fn a_redis_restart_under_load_loses_nothing_acknowledged() {
     };
 
     tokio::time::sleep(Duration::from_millis(700)).await;
-    redis.kill();
+    engine.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    redis.restart();
+    engine.restart();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     let (acked, refused, slowest_refusal) = publisher.await.unwrap();
 
-    assert!(refused > 0, "no publish failed while Redis was down");
+    assert!(refused > 0, "no publish failed while the engine was down");
     assert!(
         slowest_refusal < Duration::from_secs(4),
         "a publish took {slowest_refusal:?} to fail"
@@ -457,10 +612,16 @@ async fn a_redis_restart_under_load_loses_nothing_acknowledged() {
     assert!(acked.iter().all(|id| replayed.contains(id)));
 }
 
-#[tokio::test]
-async fn a_killed_nodes_clients_replay_what_they_missed_on_another_node() {
-    let redis = Redis::start();
-    let mut nodes = three_nodes(&redis, "failover", &[]);
+on_both_engines!(
+    failover,
+    redis_a_killed_nodes_clients_replay_what_they_missed_on_another_node,
+    nats_a_killed_nodes_clients_replay_what_they_missed_on_another_node,
+    Engine::redis(),
+    Engine::nats()
+);
+
+async fn failover(engine: Engine) {
+    let mut nodes = three_nodes(&engine, "failover", &[]);
     let mut stream = nodes[0]
         .subscribe("/.well-known/mercure?topic=f", &[])
         .await;
@@ -497,8 +658,14 @@ async fn a_killed_nodes_clients_replay_what_they_missed_on_another_node() {
 }
 
 #[test]
-fn an_unreachable_redis_is_refused_at_start_up_with_one_line() {
-    let url = format!("redis://127.0.0.1:{}/", free_port());
+fn an_unreachable_engine_is_refused_at_start_up_with_one_line() {
+    for scheme in ["redis", "nats"] {
+        unreachable_engine(scheme);
+    }
+}
+
+fn unreachable_engine(scheme: &str) {
+    let url = format!("{scheme}://127.0.0.1:{}/", free_port());
     let started = Instant::now();
     let (code, _stdout, stderr) = run_cli(
         &[
@@ -528,19 +695,42 @@ fn draft(topics: &[&str], id: &str) -> herald::update::Update {
     .unwrap()
 }
 
-#[tokio::test]
-async fn the_redis_store_keeps_the_store_contract() {
-    use herald::store::redis::RedisStore;
-    use herald::store::{ReplayFrom, Retention, Store};
+/// A store on this engine, as a node would open it.
+async fn open_store(
+    engine: &Engine,
+    prefix: &str,
+    retention: herald::store::Retention,
+) -> Box<dyn herald::store::Store> {
+    match engine {
+        Engine::Redis(redis) => Box::new(
+            herald::store::redis::RedisStore::connect(&redis.url(), prefix, retention)
+                .await
+                .unwrap(),
+        ),
+        Engine::Nats(nats) => Box::new(
+            herald::store::nats::NatsStore::connect(&nats.url(), prefix, retention)
+                .await
+                .unwrap(),
+        ),
+    }
+}
 
-    let redis = Redis::start();
+on_both_engines!(
+    store_contract,
+    the_redis_store_keeps_the_store_contract,
+    the_nats_store_keeps_the_store_contract,
+    Engine::redis(),
+    Engine::nats()
+);
+
+async fn store_contract(engine: Engine) {
+    use herald::store::{ReplayFrom, Retention};
+
     let retention = |max_events, max_age| Retention {
         max_events,
         max_age,
     };
-    let store = RedisStore::connect(&redis.url(), &unique_prefix("contract"), retention(3, None))
-        .await
-        .unwrap();
+    let store = open_store(&engine, &unique_prefix("contract"), retention(3, None)).await;
     assert_eq!(store.bounds().await.unwrap().last_seq, 0);
     let stored = store
         .append(vec![draft(&["a"], "1"), draft(&["b", "a", "b"], "2")])
@@ -602,26 +792,24 @@ async fn the_redis_store_keeps_the_store_contract() {
 
     // A second handle on the same prefix (another node) sees the same history and sequences.
     let prefix = unique_prefix("age");
-    let store = RedisStore::connect(
-        &redis.url(),
+    let store = open_store(
+        &engine,
         &prefix,
         retention(100, Some(Duration::from_millis(300))),
     )
-    .await
-    .unwrap();
+    .await;
     store.append(vec![draft(&["a"], "old")]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Aged out even before the next append.
     assert_eq!(store.resolve("old").await.unwrap(), ReplayFrom::Unknown);
     assert!(store.read_after(0, 10).await.unwrap().is_empty());
     let new = store.append(vec![draft(&["a"], "new")]).await.unwrap();
-    let other = RedisStore::connect(
-        &redis.url(),
+    let other = open_store(
+        &engine,
         &prefix,
         retention(100, Some(Duration::from_millis(300))),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(other.bounds().await.unwrap().last_seq, new[0].seq);
     assert_eq!(
         other.resolve("new").await.unwrap(),
@@ -630,4 +818,48 @@ async fn the_redis_store_keeps_the_store_contract() {
     let topics = other.topics().await.unwrap();
     assert_eq!(topics.len(), 1);
     assert_eq!(topics[0].events, 1);
+}
+
+#[tokio::test]
+async fn a_node_that_fell_too_far_behind_ends_its_streams_and_counts_a_gap() {
+    use herald::store::Retention;
+
+    let engine = Engine::redis();
+    let prefix = unique_prefix("gap");
+    let hub = node(&engine, &prefix, &["--history-size", "10"]);
+    let mut stream = hub.subscribe("/.well-known/mercure?topic=g", &[]).await;
+    hub.wait_subscriptions(1).await;
+    hub.publish_ok(&[("topic", "g"), ("id", "g0"), ("data", "x")])
+        .await;
+    assert_eq!(stream.next_event().await.id, "g0");
+
+    // The node stops reading while others publish more than the stream keeps (10,000). What a
+    // blocked read already had on its way (the first batch) still arrives; the rest is gone.
+    hub.signal("STOP");
+    let store = open_store(
+        &engine,
+        &prefix,
+        Retention {
+            max_events: 10,
+            max_age: None,
+        },
+    )
+    .await;
+    for batch in 0..13 {
+        let updates = (0..1000)
+            .map(|n| draft(&["g"], &format!("b{batch}-{n}")))
+            .collect();
+        store.append(updates).await.unwrap();
+    }
+    hub.signal("CONT");
+
+    // It notices, says so, and ends the stream rather than skip updates silently.
+    assert!(stream.read_to_end(SOON).await, "the stream was not ended");
+    assert_eq!(hub.metric("herald_bus_gaps_total").await, 1.0);
+    // The client reconnects with its last id and learns of the gap.
+    let mut stream = hub
+        .subscribe("/.well-known/mercure?topic=g", &[("last-event-id", "g0")])
+        .await;
+    assert_eq!(stream.next_event().await.event, "herald-gap");
+    assert_eq!(stream.next_event().await.id, "b12-990");
 }

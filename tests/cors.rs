@@ -87,3 +87,42 @@ async fn star_allows_any_origin_but_never_with_credentials() {
     assert_eq!(header(&response, "access-control-allow-origin"), Some("*"));
     assert!(header(&response, "access-control-allow-credentials").is_none());
 }
+
+#[tokio::test]
+async fn star_never_comes_with_credentials_on_any_response() {
+    // `*` in a list with named origins still means "any origin, without credentials".
+    let hub = Hub::start(&["--cors-origin", "https://a.example", "--cors-origin", "*"]);
+    for origin in ["https://a.example", "https://evil.example", "null"] {
+        let stream = hub
+            .subscribe(
+                "/.well-known/mercure?topic=a",
+                &[("origin", origin), ("cookie", "mercureAuthorization=x")],
+            )
+            .await;
+        assert_eq!(stream.header("access-control-allow-origin"), Some("*"));
+        assert!(stream.header("access-control-allow-credentials").is_none());
+        let preflight = preflight(&hub, origin).await;
+        assert!(header(&preflight, "access-control-allow-credentials").is_none());
+        // Errors too: a refused publish and an unknown path.
+        for response in [
+            client()
+                .post(hub.url("/.well-known/mercure"))
+                .header("origin", origin)
+                .header("cookie", "mercureAuthorization=x")
+                .body("topic=a")
+                .send()
+                .await
+                .unwrap(),
+            client()
+                .get(hub.url("/nowhere"))
+                .header("origin", origin)
+                .send()
+                .await
+                .unwrap(),
+        ] {
+            assert!(response.status().is_client_error());
+            assert_eq!(header(&response, "access-control-allow-origin"), Some("*"));
+            assert!(header(&response, "access-control-allow-credentials").is_none());
+        }
+    }
+}

@@ -227,6 +227,8 @@ pub struct Claims {
     pub payload: Option<Value>,
     /// `exp` in unix seconds, if present.
     pub expires_at: Option<u64>,
+    /// `sub`, when it is a string (the publish rate limit counts per subject).
+    pub subject: Option<String>,
 }
 
 /// Verifies publisher and subscriber tokens. Cheap to clone (shared inside).
@@ -468,6 +470,8 @@ struct RawClaims {
     mercure: Option<Value>,
     #[serde(default)]
     exp: Option<Value>,
+    #[serde(default)]
+    sub: Option<Value>,
 }
 
 impl RawClaims {
@@ -477,10 +481,15 @@ impl RawClaims {
             v.as_u64()
                 .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
         });
+        let subject = match self.sub {
+            Some(Value::String(subject)) => Some(subject),
+            _ => None,
+        };
         let mut mercure = match self.mercure {
             None | Some(Value::Null) => {
                 return Ok(Claims {
                     expires_at,
+                    subject,
                     ..Claims::default()
                 });
             }
@@ -496,6 +505,7 @@ impl RawClaims {
             subscribe: selectors(mercure.remove("subscribe"), "subscribe")?,
             payload: mercure.remove("payload").filter(|v| !v.is_null()),
             expires_at,
+            subject,
         })
     }
 }

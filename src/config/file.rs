@@ -13,6 +13,7 @@ pub struct FileOptions {
     listen: Option<String>,
     store: Option<String>,
     redis_prefix: Option<String>,
+    nats_prefix: Option<String>,
     jwt_key: Option<String>,
     publisher_jwt_key: Option<String>,
     subscriber_jwt_key: Option<String>,
@@ -33,6 +34,13 @@ pub struct FileOptions {
     tls_cert: Option<std::path::PathBuf>,
     tls_key: Option<std::path::PathBuf>,
     log_format: Option<String>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_topics_per_subscription: Option<usize>,
+    max_topic_length: Option<usize>,
+    publish_rate: Option<String>,
+    publish_burst: Option<u32>,
+    header_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +86,7 @@ pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
     fill(&mut args.listen, &file.listen);
     fill(&mut args.store, &file.store);
     fill(&mut args.redis_prefix, &file.redis_prefix);
+    fill(&mut args.nats_prefix, &file.nats_prefix);
     fill(&mut args.jwt_key, &file.jwt_key);
     fill(&mut args.publisher_jwt_key, &file.publisher_jwt_key);
     fill(&mut args.subscriber_jwt_key, &file.subscriber_jwt_key);
@@ -92,6 +101,19 @@ pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
     fill(&mut args.tls_cert, &file.tls_cert);
     fill(&mut args.tls_key, &file.tls_key);
     fill(&mut args.log_format, &file.log_format);
+    fill(&mut args.max_connections, &file.max_connections);
+    fill(
+        &mut args.max_connections_per_ip,
+        &file.max_connections_per_ip,
+    );
+    fill(
+        &mut args.max_topics_per_subscription,
+        &file.max_topics_per_subscription,
+    );
+    fill(&mut args.max_topic_length, &file.max_topic_length);
+    fill(&mut args.publish_rate, &file.publish_rate);
+    fill(&mut args.publish_burst, &file.publish_burst);
+    fill(&mut args.header_timeout, &file.header_timeout);
     if args.max_body.is_none() {
         args.max_body = file.max_body.as_ref().map(|size| match size {
             SizeValue::Bytes(bytes) => bytes.to_string(),
@@ -129,7 +151,8 @@ mod tests {
         let path = dir.join("herald.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9999\"\nheartbeat = \"1s\"\ncors_origin = [\"https://a.example\"]\nanonymous = true\n",
+            "listen = \"127.0.0.1:9999\"\nheartbeat = \"1s\"\ncors_origin = [\"https://a.example\"]\nanonymous = true\n\
+             max-connections-per-ip = 50\npublish_rate = \"5/s\"\nheader-timeout = \"3s\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -142,6 +165,9 @@ mod tests {
         assert_eq!(config.heartbeat, std::time::Duration::from_secs(2));
         assert!(config.anonymous);
         assert!(config.cors.allows("https://a.example"));
+        assert_eq!(config.max_connections_per_ip, 50);
+        assert_eq!(config.publish_rate.map(|rate| rate.burst), Some(5));
+        assert_eq!(config.header_timeout, std::time::Duration::from_secs(3));
 
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let error = read(&path).unwrap_err().to_string();

@@ -65,6 +65,8 @@ impl Body for ResponseBody {
                 match pending.as_mut().poll(cx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready((Some(chunk), stream)) => {
+                        metrics::counter!("herald_delivered_bytes_total")
+                            .increment(chunk.len() as u64);
                         *slot = Some(next(stream));
                         Poll::Ready(Some(Ok(Frame::data(chunk))))
                     }

@@ -7,6 +7,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
 use super::body::ResponseBody;
+use super::limits::LimitError;
 use crate::auth::AuthError;
 use crate::store::StoreError;
 use crate::update::InvalidUpdate;
@@ -30,6 +31,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Over one of the configured limits (`http::limits`).
+    #[error(transparent)]
+    Limit(#[from] LimitError),
 }
 
 impl ApiError {
@@ -44,6 +48,18 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Limit(limit) => match limit {
+                // The hub as a whole is full: a server condition, retry later.
+                LimitError::Connections { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                // This client asks too much: retry later.
+                LimitError::ConnectionsPerIp { .. } | LimitError::PublishRate { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
+                // The request itself is out of bounds: retrying it as is cannot help.
+                LimitError::TopicsPerSubscription { .. } | LimitError::TopicLength { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
+            },
         }
     }
 
@@ -83,6 +99,11 @@ impl ApiError {
             }
             ApiError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Limit(limit) => {
+                if let Some(seconds) = limit.retry_after() {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                }
             }
             _ => {}
         }

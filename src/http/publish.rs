@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::body::ResponseBody;
+use super::limits;
 use super::problem::ApiError;
 use super::query;
 use super::router::ok;
@@ -28,23 +29,22 @@ pub async fn publish(
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
     let (parts, body) = request.into_parts();
-    let claims = publisher_claims(state, &parts.headers, parts.uri.query())?;
-    let bytes = read_body(body, &parts.headers, state.config.max_body).await?;
-    let draft = match media_type(&parts.headers).as_deref() {
-        Some("application/json") => parse_json(&bytes)?,
-        None | Some("application/x-www-form-urlencoded") => parse_form(&bytes)?,
-        Some(other) => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "send application/x-www-form-urlencoded or application/json, not {other}"
-            )));
-        }
+    let (claims, token) = publisher_claims(state, &parts.headers, parts.uri.query())?;
+    // Counted per publisher before the body is read: a limited publisher costs no body read.
+    let key = match &claims.subject {
+        Some(subject) => format!("sub:{subject}"),
+        None => format!("token:{token}"),
     };
+    state.limits.check_publish(&key)?;
+    let bytes = read_body(body, &parts.headers, state.config.max_body).await?;
+    let draft = decode_publish(media_type(&parts.headers).as_deref(), &bytes)?;
     let allowed = claims.publish.map(SelectorSet::parse).unwrap_or_default();
     if draft.topics.is_empty() {
         return Err(ApiError::BadRequest(
             "at least one `topic` is required".into(),
         ));
     }
+    state.limits.check_topic_lengths(&draft.topics)?;
     if !allowed.matches_all(&draft.topics) {
         return Err(ApiError::Forbidden(
             "the token's mercure.publish claim does not cover every topic of this update".into(),
@@ -61,7 +61,7 @@ fn publisher_claims(
     state: &AppState,
     headers: &HeaderMap,
     raw_query: Option<&str>,
-) -> Result<Claims, ApiError> {
+) -> Result<(Claims, String), ApiError> {
     let (token, source) = extract_token(headers, raw_query).ok_or(AuthError::Missing)?;
     if source == TokenSource::Cookie {
         let origin = headers
@@ -88,7 +88,8 @@ fn publisher_claims(
             }
         }
     }
-    Ok(state.auth.verify_publisher(&token)?)
+    let claims = state.auth.verify_publisher(&token)?;
+    Ok((claims, token))
 }
 
 /// `scheme://host[:port]` of a URL.
@@ -113,13 +114,29 @@ pub(super) async fn read_body(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
+        limits::count_rejection("body");
         return Err(ApiError::PayloadTooLarge { limit });
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(ApiError::PayloadTooLarge { limit }),
+        Err(error) if error.is::<LengthLimitError>() => {
+            limits::count_rejection("body");
+            Err(ApiError::PayloadTooLarge { limit })
+        }
         Err(error) => Err(ApiError::BadRequest(format!(
             "could not read the body: {error}"
+        ))),
+    }
+}
+
+/// Decodes a publish body by its media type (`content_type` without parameters, lower case;
+/// `None` means a form): the Mercure form, or JSON. Pure, for the fuzzer and for tests.
+pub fn decode_publish(content_type: Option<&str>, body: &[u8]) -> Result<Draft, ApiError> {
+    match content_type {
+        Some("application/json") => parse_json(body),
+        None | Some("application/x-www-form-urlencoded") => parse_form(body),
+        Some(other) => Err(ApiError::UnsupportedMediaType(format!(
+            "send application/x-www-form-urlencoded or application/json, not {other}"
         ))),
     }
 }

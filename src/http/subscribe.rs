@@ -37,6 +37,7 @@ pub async fn subscribe(
             "at least one `topic` query parameter is required".into(),
         ));
     }
+    state.limits.check_subscription(&topics)?;
     let access = subscriber_access(state, request.headers(), raw_query)?;
     let last_event_id = last_event_id(request.headers(), &params);
 

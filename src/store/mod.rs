@@ -8,6 +8,7 @@
 //! the shared log ([`Store::spawn_feed`]), so that each node sees the same order.
 
 pub mod memory;
+pub mod nats;
 pub mod record;
 pub mod redb;
 pub mod redis;
