@@ -148,9 +148,7 @@ impl EventStream {
     async fn replay_page(&mut self) -> Result<Option<Bytes>, StoreError> {
         loop {
             let page = self.store.read_after(self.last_seq, REPLAY_PAGE).await?;
-            let Some(last) = page.last() else {
-                return Ok(None);
-            };
+            let history_exhausted = page.len() < REPLAY_PAGE;
             let subscriber = Arc::clone(self.subscription.subscriber());
             let mut chunk = BytesMut::new();
             let mut written = 0;
@@ -169,7 +167,8 @@ impl EventStream {
                 metrics::counter!("herald_replayed_total").increment(written);
                 return Ok(Some(chunk.freeze()));
             }
-            if last.seq <= self.last_seq && page.len() < REPLAY_PAGE {
+            // Nothing in this page was for this subscriber: read on, unless history ends here.
+            if history_exhausted {
                 return Ok(None);
             }
         }
