@@ -6,12 +6,13 @@
 # runs `herald bench` for SOAK_MINUTES (SUBSCRIBERS subscribers over TOPICS topics, RATE updates
 # per second), samples the hub's VmRSS and RssAnon every SAMPLE_SECONDS into a CSV, and fails
 # when the mean RSS of the last third of the samples is more than MAX_GROWTH_PCT above the mean
-# of the first third (samples taken during the first WARMUP_SECONDS are not counted), when the
-# hub died, or when the bench saw loss or duplicates.
+# of the first third (samples taken during the first WARMUP_SECONDS are not counted: history
+# fills up in HISTORY/RATE seconds, 100 s by default, and the allocator and the store's page
+# cache settle after that), when the hub died, or when the bench saw loss or duplicates.
 #
 # Usage: bench/soak.sh
 #   env: SOAK_MINUTES=30 SUBSCRIBERS=1000 TOPICS=10 RATE=100 PAYLOAD=256 SAMPLE_SECONDS=30
-#        WARMUP_SECONDS=60 MAX_GROWTH_PCT=10 SOAK_CSV=target/soak/soak-<time>.csv
+#        WARMUP_SECONDS=300 MAX_GROWTH_PCT=10 HISTORY=10000 SOAK_CSV=target/soak/soak-<time>.csv
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 SOAK_MINUTES=${SOAK_MINUTES:-30}
@@ -20,7 +21,8 @@ TOPICS=${TOPICS:-10}
 RATE=${RATE:-100}
 PAYLOAD=${PAYLOAD:-256}
 SAMPLE_SECONDS=${SAMPLE_SECONDS:-30}
-WARMUP_SECONDS=${WARMUP_SECONDS:-60}
+WARMUP_SECONDS=${WARMUP_SECONDS:-300}
+HISTORY=${HISTORY:-10000}
 MAX_GROWTH_PCT=${MAX_GROWTH_PCT:-10}
 SOAK_CSV=${SOAK_CSV:-$ROOT/target/soak/soak-$(date -u +%Y%m%dT%H%M%SZ).csv}
 KEY=soak-secret
@@ -33,7 +35,7 @@ mkdir -p "$(dirname "$SOAK_CSV")"
 
 port=$(free_port)
 "$HERALD" serve --listen "127.0.0.1:$port" --store "$WORKDIR/data" --anonymous --jwt-key "$KEY" \
-    --history-size 10000 >"$WORKDIR/hub.log" 2>&1 &
+    --history-size "$HISTORY" >"$WORKDIR/hub.log" 2>&1 &
 HUB_PID=$!
 for _ in $(seq 1 100); do
     curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break

@@ -28,9 +28,29 @@ pub fn prometheus() -> PrometheusHandle {
             // Fails only if another recorder is installed; ours then renders nothing new.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            spawn_upkeep(handle.clone());
             handle
         })
         .clone()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds histogram samples into buckets every few seconds. The recorder keeps every sample until
+/// then; without this, a hub nobody scrapes would keep one sample per commit forever.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("herald-metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start the metrics upkeep thread");
+    }
 }
 
 /// Names and explains every metric, and makes each appear at zero before its first event.

@@ -41,6 +41,13 @@ impl ResponseBody {
     }
 }
 
+/// `herald_delivered_bytes_total`, looked up once (the registry lookup is measurable per chunk).
+/// The first chunk is written after the server installed the recorder.
+fn delivered_bytes() -> &'static metrics::Counter {
+    static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
+    COUNTER.get_or_init(|| metrics::counter!("herald_delivered_bytes_total"))
+}
+
 fn next(mut stream: EventStream) -> NextChunk {
     Box::pin(async move {
         let chunk = stream.next_chunk().await;
@@ -65,8 +72,7 @@ impl Body for ResponseBody {
                 match pending.as_mut().poll(cx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready((Some(chunk), stream)) => {
-                        metrics::counter!("herald_delivered_bytes_total")
-                            .increment(chunk.len() as u64);
+                        delivered_bytes().increment(chunk.len() as u64);
                         *slot = Some(next(stream));
                         Poll::Ready(Some(Ok(Frame::data(chunk))))
                     }

@@ -138,21 +138,29 @@ async fn serve_connection(
     let service = service_fn(move |request| {
         started.mark();
         let state = Arc::clone(&state);
-        async move { Ok::<_, Infallible>(router::route(&state, request, peer).await) }
+        // Boxed: hyper keeps a slot the size of this future for the connection's whole life,
+        // and a request's future is large; the box lives only while the request is handled.
+        Box::pin(async move { Ok::<_, Infallible>(router::route(&state, request, peer).await) })
     });
     let result = match tls {
         None => {
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             watcher.watch(connection.into_owned()).await
         }
-        Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-            Ok(Ok(stream)) => {
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                watcher.watch(connection.into_owned()).await
-            }
-            Ok(Err(error)) => Err(error.into()),
-            Err(_) => Err("the TLS handshake timed out".into()),
-        },
+        // Boxed: inline, the TLS state would enlarge every connection's task, plain ones too.
+        Some(tls) => {
+            Box::pin(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    Ok(Err(error)) => Err(error.into()),
+                    Err(_) => Err("the TLS handshake timed out".into()),
+                }
+            })
+            .await
+        }
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
