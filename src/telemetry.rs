@@ -104,6 +104,20 @@ fn describe() {
     }
 }
 
+/// Names the cluster feed's metrics and makes them appear at zero (only on clustered nodes).
+pub fn describe_bus_metrics() {
+    metrics::describe_counter!(
+        "herald_bus_gaps_total",
+        "Times the cluster feed found updates trimmed before this node could read them"
+    );
+    metrics::describe_gauge!(
+        "herald_bus_lag_seconds",
+        "Age of the newest update the cluster feed delivered (now minus its stream time)"
+    );
+    metrics::counter!("herald_bus_gaps_total").absolute(0);
+    metrics::gauge!("herald_bus_lag_seconds").set(0.0);
+}
+
 /// Logs to stderr, as text or JSON; `RUST_LOG` (or `HERALD_LOG`) filters, default `info`.
 pub fn init_tracing(format: LogFormat) {
     let filter = std::env::var("HERALD_LOG")

@@ -612,16 +612,7 @@ impl std::fmt::Display for Broken {
 
 impl Feed {
     async fn run(mut self) {
-        metrics::describe_counter!(
-            "herald_bus_gaps_total",
-            "Times the cluster feed found updates trimmed before this node could read them"
-        );
-        metrics::describe_gauge!(
-            "herald_bus_lag_seconds",
-            "Age of the newest update the cluster feed delivered (now minus its stream time)"
-        );
-        metrics::counter!("herald_bus_gaps_total").absolute(0);
-        metrics::gauge!("herald_bus_lag_seconds").set(0.0);
+        crate::telemetry::describe_bus_metrics();
         let mut delay = BACKOFF_MIN;
         let mut failing = false;
         loop {
