@@ -79,19 +79,24 @@ fn subscribe_request(topic: &str) -> Vec<u8> {
     format!("GET /.well-known/mercure?topic={topic} HTTP/1.1\r\nHost: herald\r\n\r\n").into_bytes()
 }
 
-/// Reads until the response head is complete; returns it.
-async fn read_head(stream: &mut TcpStream, limit: Duration) -> String {
+/// Reads from `stream` until `needle` was seen (or `limit` passed); returns everything read.
+async fn read_until(stream: &mut TcpStream, needle: &[u8], limit: Duration) -> Vec<u8> {
     let mut raw = Vec::new();
-    let mut buffer = [0u8; 1024];
+    let mut buffer = [0u8; 4096];
     let deadline = Instant::now() + limit;
-    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+    while !raw.windows(needle.len()).any(|w| w == needle) {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, stream.read(&mut buffer)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(n)) => raw.extend_from_slice(&buffer[..n]),
         }
     }
-    String::from_utf8_lossy(&raw).into_owned()
+    raw
+}
+
+/// Reads until the response head is complete; returns what was read.
+async fn read_head(stream: &mut TcpStream, limit: Duration) -> String {
+    String::from_utf8_lossy(&read_until(stream, b"\r\n\r\n", limit).await).into_owned()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -332,6 +337,118 @@ async fn oversized_headers_get_431_from_hyper_and_bodies_413() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The subscribe path without hyper (src/http/event_path.rs): what it serves itself, and what it
+// hands to hyper.
+
+#[tokio::test]
+async fn a_subscribe_head_in_pieces_opens_a_chunked_stream() {
+    let hub = Hub::start(&[]);
+    let mut stream = connect(hub.addr, None, false).await;
+    let request = b"GET /events?topic=pieces HTTP/1.1\r\nHost: h\r\nLast-Event-ID: nope\r\n\r\n";
+    for piece in request.chunks(7) {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let head = read_head(&mut stream, SOON).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    assert_eq!(header_of(&head, "content-type"), Some("text/event-stream"));
+    assert_eq!(header_of(&head, "transfer-encoding"), Some("chunked"));
+    assert_eq!(header_of(&head, "x-accel-buffering"), Some("no"));
+    assert_eq!(header_of(&head, "last-event-id"), Some("earliest"));
+    assert!(header_of(&head, "date").is_some(), "{head}");
+    hub.wait_subscriptions(1).await;
+    hub.publish_ok(&[("topic", "pieces"), ("data", "one"), ("id", "p1")])
+        .await;
+    let raw = read_until(&mut stream, b"id: p1\ndata: one\n\n\r\n", SOON).await;
+    let text = String::from_utf8_lossy(&raw);
+    // Each chunk is framed: size in hex, CRLF, the frames, CRLF.
+    assert!(text.contains("12\r\nid: p1\ndata: one\n\n\r\n"), "{text:?}");
+}
+
+#[tokio::test]
+async fn a_refused_subscribe_is_a_problem_and_the_connection_closes() {
+    let hub = Hub::start(&[]);
+    let mut stream = connect(hub.addr, None, false).await;
+    let response = exchange(
+        &mut stream,
+        b"GET /.well-known/mercure HTTP/1.1\r\nHost: h\r\nOrigin: https://elsewhere\r\n\r\n",
+        SOON,
+    )
+    .await;
+    let problem = assert_problem(&response, 400);
+    assert!(problem["detail"].as_str().unwrap().contains("topic"));
+    assert_eq!(header_of(&response, "connection"), Some("close"));
+    let length: usize = header_of(&response, "content-length")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(response.split_once("\r\n\r\n").unwrap().1.len(), length);
+    // exchange() returned because the hub closed the connection, not because of the time limit.
+    assert_eq!(hub.get_json("/healthz").await["status"], "ok");
+}
+
+#[tokio::test]
+async fn other_requests_on_the_connection_go_to_hyper_first() {
+    let hub = Hub::start(&[]);
+    // Keep-alive: a request hyper serves, then a subscription on the same connection.
+    let mut stream = connect(hub.addr, None, false).await;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    let raw = read_until(&mut stream, b"}", SOON).await;
+    assert_eq!(status_of(&String::from_utf8_lossy(&raw)), 200);
+    stream.write_all(&subscribe_request("after")).await.unwrap();
+    let raw = read_until(&mut stream, b":\n\n", SOON).await;
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"));
+    hub.wait_subscriptions(1).await;
+    hub.publish_ok(&[("topic", "after"), ("data", "kept alive")])
+        .await;
+    read_until(&mut stream, b"data: kept alive\n", SOON).await;
+
+    // HTTP/1.0 subscribers are hyper's too: the stream ends when the connection does.
+    let mut old = connect(hub.addr, None, false).await;
+    old.write_all(b"GET /.well-known/mercure?topic=old HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let raw = read_until(&mut old, b":\n\n", SOON).await;
+    assert_eq!(status_of(&String::from_utf8_lossy(&raw)), 200);
+    hub.wait_subscriptions(2).await;
+    hub.publish_ok(&[("topic", "old"), ("data", "1.0")]).await;
+    read_until(&mut old, b"data: 1.0\n\n", SOON).await;
+
+    // A subscribe head too large is refused by hyper as any other.
+    let mut big = connect(hub.addr, None, false).await;
+    let request = format!(
+        "GET /events?topic=x HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(20 * 1024)
+    );
+    let response = exchange(&mut big, request.as_bytes(), SOON).await;
+    assert_eq!(status_of(&response), 431, "{response}");
+}
+
+#[tokio::test]
+async fn a_subscriber_that_keeps_sending_is_cut_off() {
+    let hub = Hub::start(&[]);
+    let mut stream = connect(hub.addr, None, false).await;
+    stream
+        .write_all(&subscribe_request("chatty"))
+        .await
+        .unwrap();
+    read_until(&mut stream, b":\n\n", SOON).await;
+    hub.wait_subscriptions(1).await;
+    // A little is read and ignored...
+    stream.write_all(b"hello?").await.unwrap();
+    hub.publish_ok(&[("topic", "chatty"), ("data", "still")])
+        .await;
+    read_until(&mut stream, b"data: still\n", SOON).await;
+    // ...but past the size of a request head the connection is closed.
+    let garbage = vec![b'g'; 64 * 1024];
+    let _ = stream.write_all(&garbage).await;
+    hub.wait_subscriptions(0).await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Slow and hostile clients
 
 /// Writes `bytes` one at a time, `every` apart, until the server closes; returns when it did.
@@ -366,9 +483,13 @@ async fn slowloris_and_silent_connections_are_cut_off_by_the_header_timeout() {
     let mut headers = b"GET /healthz HTTP/1.1\r\nHost: h\r\n".to_vec();
     headers.extend_from_slice(&b"X-Slow: y\r\n".repeat(100));
     let h2_preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // A subscribe request's head is read by the hub itself, not hyper: same deadline.
+    let mut subscribe = b"GET /.well-known/mercure?topic=t HTTP/1.1\r\nHost: h\r\n".to_vec();
+    subscribe.extend_from_slice(&b"X-Slow: y\r\n".repeat(100));
     let cases = [
         ("headers trickled", headers),
         ("HTTP/2 preface trickled", h2_preface),
+        ("subscribe head trickled", subscribe),
     ];
     for (label, bytes) in cases {
         let stream = connect(hub.addr, None, false).await;

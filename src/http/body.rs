@@ -20,8 +20,10 @@ type NextChunk = Pin<Box<dyn Future<Output = (Option<Bytes>, EventStream)> + Sen
 pub enum ResponseBody {
     /// A complete body (or none).
     Full(Option<Bytes>),
-    /// An event stream; the future computes the next chunk.
-    Stream(Option<NextChunk>),
+    /// An event stream not polled yet.
+    Stream(EventStream),
+    /// An event stream being polled: the future computes the next chunk; `None` once it ended.
+    Streaming(Option<NextChunk>),
 }
 
 impl ResponseBody {
@@ -37,13 +39,13 @@ impl ResponseBody {
 
     /// A subscriber's stream.
     pub fn stream(stream: EventStream) -> ResponseBody {
-        ResponseBody::Stream(Some(next(stream)))
+        ResponseBody::Stream(stream)
     }
 }
 
 /// `herald_delivered_bytes_total`, looked up once (the registry lookup is measurable per chunk).
 /// The first chunk is written after the server installed the recorder.
-fn delivered_bytes() -> &'static metrics::Counter {
+pub(super) fn delivered_bytes() -> &'static metrics::Counter {
     static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
     COUNTER.get_or_init(|| metrics::counter!("herald_delivered_bytes_total"))
 }
@@ -63,9 +65,17 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.get_mut() {
+        let this = self.get_mut();
+        if matches!(this, ResponseBody::Stream(_))
+            && let ResponseBody::Stream(stream) =
+                std::mem::replace(this, ResponseBody::Streaming(None))
+        {
+            *this = ResponseBody::Streaming(Some(next(stream)));
+        }
+        match this {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Stream(slot) => {
+            ResponseBody::Stream(_) => Poll::Ready(None),
+            ResponseBody::Streaming(slot) => {
                 let Some(pending) = slot.as_mut() else {
                     return Poll::Ready(None);
                 };
@@ -88,7 +98,8 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(bytes) => bytes.is_none(),
-            ResponseBody::Stream(slot) => slot.is_none(),
+            ResponseBody::Stream(_) => false,
+            ResponseBody::Streaming(slot) => slot.is_none(),
         }
     }
 
@@ -96,7 +107,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
-            ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::Stream(_) | ResponseBody::Streaming(_) => SizeHint::default(),
         }
     }
 }

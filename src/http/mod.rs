@@ -5,12 +5,14 @@
 
 pub mod body;
 pub mod cors;
+pub mod event_path;
 pub mod limits;
 pub mod ops;
 pub mod pages;
 pub mod problem;
 pub mod publish;
 pub mod query;
+pub mod rewind;
 pub mod router;
 pub mod subscribe;
 pub mod subscriptions;
@@ -31,6 +33,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use self::rewind::Rewind;
 use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -71,7 +74,7 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(state.config.header_timeout)
-        .max_buf_size(16 * 1024);
+        .max_buf_size(event_path::MAX_HEAD);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
@@ -134,26 +137,34 @@ async fn serve_connection(
     watcher: Watcher,
 ) {
     metrics::gauge!("herald_connections").increment(1.0);
-    let (stream, started) = limits::first_request_deadline(stream, state.config.header_timeout);
-    let service = service_fn(move |request| {
-        started.mark();
-        let state = Arc::clone(&state);
-        // Boxed: hyper keeps a slot the size of this future for the connection's whole life,
-        // and a request's future is large; the box lives only while the request is handled.
-        Box::pin(async move { Ok::<_, Infallible>(router::route(&state, request, peer).await) })
-    });
+    let header_timeout = state.config.header_timeout;
     let result = match tls {
         None => {
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            watcher.watch(connection.into_owned()).await
+            let deadline = tokio::time::Instant::now() + header_timeout;
+            match event_path::read_first_request(&stream, deadline).await {
+                event_path::FirstRequest::Subscribe(request) => {
+                    // Held, not used: shutdown waits for this connection as for hyper's.
+                    let _watched = watcher;
+                    event_path::serve(stream, request, state, peer).await;
+                    Ok(())
+                }
+                // Boxed: hyper's connection state would enlarge every connection's task.
+                event_path::FirstRequest::Other(read) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let (stream, started) =
+                        limits::first_request_deadline(Rewind::new(read, stream), left);
+                    Box::pin(serve_http(stream, started, peer, state, &builder, watcher)).await
+                }
+                event_path::FirstRequest::Gone => Ok(()),
+            }
         }
         // Boxed: inline, the TLS state would enlarge every connection's task, plain ones too.
         Some(tls) => {
             Box::pin(async move {
+                let (stream, started) = limits::first_request_deadline(stream, header_timeout);
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                     Ok(Ok(stream)) => {
-                        let connection = builder.serve_connection(TokioIo::new(stream), service);
-                        watcher.watch(connection.into_owned()).await
+                        serve_http(stream, started, peer, state, &builder, watcher).await
                     }
                     Ok(Err(error)) => Err(error.into()),
                     Err(_) => Err("the TLS handshake timed out".into()),
@@ -166,6 +177,29 @@ async fn serve_connection(
         tracing::debug!(%peer, %error, "connection ended with an error");
     }
     metrics::gauge!("herald_connections").decrement(1.0);
+}
+
+/// Serves a connection with hyper (HTTP/1.1 or HTTP/2) until it closes.
+async fn serve_http<I>(
+    io: I,
+    started: limits::RequestStarted,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    builder: &ConnectionBuilder,
+    watcher: Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        started.mark();
+        let state = Arc::clone(&state);
+        // Boxed: hyper keeps a slot the size of this future for the connection's whole life,
+        // and a request's future is large; the box lives only while the request is handled.
+        Box::pin(async move { Ok::<_, Infallible>(router::route(&state, request, peer).await) })
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    watcher.watch(connection.into_owned()).await
 }
 
 /// The peer address of a request, for logs.

@@ -1,6 +1,6 @@
 //! Routing by method and path, plus CORS on every response.
 
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 use hyper::body::Incoming;
 
 use super::body::ResponseBody;
@@ -23,6 +23,41 @@ pub async fn route(
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let result = dispatch(state, request, &method, &path).await;
+    respond(state, &request_headers, result, peer, &method, &path)
+}
+
+/// Answers a subscribe request (`GET` of [`is_subscribe_path`]) that arrived without hyper: see
+/// [`super::event_path`].
+pub async fn route_subscribe(
+    state: &AppState,
+    request: Request<()>,
+    peer: Peer,
+) -> Response<ResponseBody> {
+    let result = subscribe::subscribe(state, &request).await;
+    respond(
+        state,
+        request.headers(),
+        result,
+        peer,
+        &Method::GET,
+        request.uri().path(),
+    )
+}
+
+/// Whether a `GET` of `path` opens an event stream.
+pub fn is_subscribe_path(path: &str) -> bool {
+    matches!(path, MERCURE_PATH | "/events")
+}
+
+/// The response for a handler's result: errors logged and turned into problems, CORS added.
+fn respond(
+    state: &AppState,
+    request_headers: &HeaderMap,
+    result: Result<Response<ResponseBody>, ApiError>,
+    peer: Peer,
+    method: &Method,
+    path: &str,
+) -> Response<ResponseBody> {
     let mut response = result.unwrap_or_else(|error| {
         if error.status().is_server_error() {
             tracing::warn!(%peer, %method, %path, %error, "request failed");
@@ -31,7 +66,7 @@ pub async fn route(
         }
         error.into_response()
     });
-    cors::decorate(&state.config.cors, &request_headers, response.headers_mut());
+    cors::decorate(&state.config.cors, request_headers, response.headers_mut());
     response
 }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
-use hyper::body::Incoming;
 
 use super::AppState;
 use super::body::ResponseBody;
@@ -25,9 +24,9 @@ pub const EARLIEST: &str = "earliest";
 pub const GAP_EVENT: &str = "herald-gap";
 
 /// Opens a subscriber's stream.
-pub async fn subscribe(
+pub async fn subscribe<B>(
     state: &AppState,
-    request: &Request<Incoming>,
+    request: &Request<B>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let raw_query = request.uri().query();
     let params = query::pairs(raw_query.unwrap_or("").as_bytes());
