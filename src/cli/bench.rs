@@ -16,7 +16,7 @@
 //!
 //! This file holds the flags, the plan and the lead (connect, sample memory, publish, drain,
 //! report); `measure` the histogram and exactly-once counting; `wire` one subscription on the
-//! socket; `workers` the child processes.
+//! socket; `workers` the child processes; `procfs` what `/proc` says about a process.
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -34,10 +34,12 @@ use super::config_error;
 use super::publish::{DEFAULT_HUB, PublisherAuth};
 
 mod measure;
+mod procfs;
 mod wire;
 mod workers;
 
 use measure::{BUCKETS, ShardResult, TopicResult, now_micros, percentile};
+use procfs::{open_file_limit, rss_kib};
 use wire::LocalShard;
 use workers::{RemoteShard, Shard, worker};
 
@@ -252,31 +254,6 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .map_err(|error| format!("cannot resolve {host}: {error}"))?
         .next()
         .ok_or_else(|| format!("cannot resolve {host}"))
-}
-
-/// The soft `RLIMIT_NOFILE` of this process, from `/proc/self/limits`.
-fn open_file_limit() -> Option<usize> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))?;
-    line.trim_start_matches("Max open files")
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// `VmRSS` of a process, in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 // ---------------------------------------------------------------------------------------------
