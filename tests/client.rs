@@ -350,6 +350,12 @@ async fn bench_reports_zero_loss_and_every_field() {
     assert!(report["rss_before_kib"].as_u64().unwrap() > 0);
     assert!(report["rss_after_kib"].as_u64().unwrap() > 0);
     assert!(report["rss_per_connection_bytes"].is_number(), "{report}");
+    // The hub did some work for the 1,000 deliveries; its CPU time is read with a clock tick of
+    // at most 10 ms, so the figure is a multiple of it (possibly zero on a fast run).
+    let cpu = report["server_cpu_secs"].as_f64().unwrap();
+    assert!((0.0..60.0).contains(&cpu), "{report}");
+    let per_delivery = report["server_cpu_us_per_delivery"].as_f64().unwrap();
+    assert!((per_delivery - cpu * 1e6 / 1000.0).abs() < 1e-6, "{report}");
     assert!(
         stderr.contains("herald bench"),
         "no progress line: {stderr}"

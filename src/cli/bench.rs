@@ -2,7 +2,7 @@
 //!
 //! Opens N subscriptions spread over K topics, publishes R updates a second for a duration, and
 //! reports deliveries per second, loss, duplicates, end-to-end latency percentiles and (with
-//! `--pid`) the hub's resident memory per connection.
+//! `--pid`) the hub's resident memory per connection and CPU time per delivery.
 //!
 //! The subscriber side is built to cost as little CPU as possible, since it shares the machine
 //! with the hub: raw HTTP/1.1 over a [`TcpStream`], a small chunked-transfer decoder, the
@@ -39,7 +39,7 @@ mod wire;
 mod workers;
 
 use measure::{BUCKETS, ShardResult, TopicResult, now_micros, percentile};
-use procfs::{open_file_limit, rss_kib};
+use procfs::{clock_ticks_per_second, cpu_ticks, open_file_limit, rss_kib};
 use wire::LocalShard;
 use workers::{RemoteShard, Shard, worker};
 
@@ -79,7 +79,9 @@ pub struct BenchArgs {
     /// Bytes of data per update (at least the sequence number and timestamp)
     #[arg(long, default_value_t = 64, value_name = "BYTES")]
     pub payload: usize,
-    /// The hub's process id: report its memory (VmRSS) per connection
+    /// The server's process id: report its memory (VmRSS) per connection, and its CPU time
+    /// (utime + stime, every thread) from the first publish to the end of the drain, per
+    /// delivery
     #[arg(long, value_name = "PID")]
     pub pid: Option<u32>,
     /// Print one JSON object with the results
@@ -286,6 +288,8 @@ struct Report {
     rss_before_kib: Option<u64>,
     rss_after_kib: Option<u64>,
     rss_per_connection_bytes: Option<f64>,
+    server_cpu_secs: Option<f64>,
+    server_cpu_us_per_delivery: Option<f64>,
     first_error: Option<String>,
 }
 
@@ -347,6 +351,12 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
             args.pid.unwrap_or_default()
         ));
     }
+    let clock_ticks = match args.pid {
+        Some(_) => Some(clock_ticks_per_second().ok_or(
+            "cannot read the clock tick rate (AT_CLKTCK in /proc/self/auxv) to measure CPU time",
+        )?),
+        None => None,
+    };
 
     // Connect.
     let connect_start = Instant::now();
@@ -415,6 +425,7 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
     let publisher = Arc::new(publisher);
     let in_flight = Arc::new(Semaphore::new(plan.concurrency));
     let total = (plan.rate * plan.duration.as_secs_f64()).round().max(1.0) as u64;
+    let cpu_before = args.pid.and_then(cpu_ticks);
     let publish_start = Instant::now();
     let publish_start_us = now_micros();
     let mut last_shown = publish_start;
@@ -532,6 +543,7 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let cpu_after = args.pid.and_then(cpu_ticks);
     progress.done();
 
     // Collect.
@@ -551,6 +563,12 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
             publish_start_us,
             rss_before,
             rss_after,
+            cpu_secs: match (cpu_before, cpu_after, clock_ticks) {
+                (Some(before), Some(after), Some(hz)) => {
+                    Some(after.saturating_sub(before) as f64 / hz as f64)
+                }
+                _ => None,
+            },
         },
     );
     if args.json {
@@ -581,6 +599,8 @@ struct Summary {
     publish_start_us: u64,
     rss_before: Option<u64>,
     rss_after: Option<u64>,
+    /// The server's CPU time from the first publish to the end of the drain.
+    cpu_secs: Option<f64>,
 }
 
 fn summarize(
@@ -678,6 +698,11 @@ fn summarize(
             }
             _ => None,
         },
+        server_cpu_secs: summary.cpu_secs,
+        server_cpu_us_per_delivery: summary
+            .cpu_secs
+            .filter(|_| delivered > 0)
+            .map(|secs| secs * 1e6 / delivered as f64),
         first_error: publish_error.or(first_error),
     }
 }
@@ -725,6 +750,13 @@ fn print_report(report: &Report) {
             after as f64 / 1024.0,
             per / 1024.0
         );
+    }
+    if let Some(secs) = report.server_cpu_secs {
+        let per_delivery = report
+            .server_cpu_us_per_delivery
+            .map(|micros| format!(": {micros:.2} µs per delivery"))
+            .unwrap_or_default();
+        println!("  hub CPU      {secs:.2} s (user + kernel){per_delivery}");
     }
     if let Some(error) = &report.first_error {
         println!("  first error  {error}");
