@@ -26,7 +26,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use herald_client::{PublishOptions, Publisher, hub_endpoint};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -35,11 +34,14 @@ use super::publish::{DEFAULT_HUB, PublisherAuth};
 
 mod measure;
 mod procfs;
+mod target;
 mod wire;
 mod workers;
 
 use measure::{BUCKETS, ShardResult, TopicResult, now_micros, percentile};
 use procfs::{clock_ticks_per_second, cpu_ticks, open_file_limit, rss_kib};
+pub use target::Server;
+use target::Sink;
 use wire::LocalShard;
 use workers::{RemoteShard, Shard, worker};
 
@@ -61,9 +63,13 @@ const RESERVED_FDS: usize = 256;
 /// `herald bench` options.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The hub: its base URL, or the full hub URL
+    /// The hub: its base URL, or the full hub URL (with --server nchan: the base URL under
+    /// which nginx serves /sub/<topic> and /pub/<topic>)
     #[arg(long, env = "HERALD_HUB", default_value = DEFAULT_HUB)]
     pub hub: String,
+    /// The kind of server --hub is
+    #[arg(long, value_enum, default_value_t = Server::Herald, value_name = "KIND")]
+    pub server: Server,
     /// Subscriptions to open
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub subscribers: usize,
@@ -87,7 +93,8 @@ pub struct BenchArgs {
     /// Print one JSON object with the results
     #[arg(long)]
     pub json: bool,
-    /// Topics are PREFIX/0 .. PREFIX/K-1 [default: herald-bench/<random>]
+    /// Topics are PREFIX/0 .. PREFIX/K-1 (nchan: PREFIX-0 .. PREFIX-K-1) [default:
+    /// herald-bench/<random>, nchan: herald-bench-<random>]
     #[arg(long, value_name = "PREFIX")]
     pub topic_prefix: Option<String>,
     /// Publishes in flight at once
@@ -142,6 +149,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
 #[derive(Debug, Clone)]
 struct Plan {
     hub: String,
+    server: Server,
+    /// Where the lead publishes (see [`Server::publish_base`]).
+    publish_base: String,
     addr: SocketAddr,
     /// Bind each connection to one of 127.0.0.2..=251 first.
     spread_sources: bool,
@@ -175,7 +185,8 @@ impl Plan {
         }
         let duration = humantime::parse_duration(&args.duration)
             .map_err(|error| format!("invalid --duration: {error}"))?;
-        let url = hub_endpoint(&args.hub)?;
+        let server = args.server;
+        let url = server.endpoint(&args.hub)?;
         if url.scheme() != "http" {
             return Err("herald bench speaks plain http:// only".into());
         }
@@ -185,17 +196,14 @@ impl Plan {
         let prefix = args
             .topic_prefix
             .clone()
-            .unwrap_or_else(|| format!("herald-bench/{:08x}", rand::random::<u32>()));
-        let topics = (0..args.topics).map(|k| format!("{prefix}/{k}")).collect();
-        let token = args.auth.resolve(&["*"], &["*"])?;
-        let mut path = url.path().to_owned();
-        path.push('?');
-        if let Some(query) = url.query().filter(|query| !query.is_empty()) {
-            path.push_str(query);
-            path.push('&');
-        }
-        path.push_str("topic=");
-        let request_prefix = format!("GET {path}");
+            .unwrap_or_else(|| server.default_prefix());
+        server.check_prefix(&prefix)?;
+        let topics = (0..args.topics).map(|k| server.topic(&prefix, k)).collect();
+        let token = match server {
+            Server::Herald => args.auth.resolve(&["*"], &["*"])?,
+            Server::Nchan => None,
+        };
+        let request_prefix = format!("GET {}", server.subscribe_target(&url));
         let host_header = match url.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.clone(),
@@ -215,6 +223,8 @@ impl Plan {
         };
         Ok(Plan {
             hub: args.hub.clone(),
+            server,
+            publish_base: server.publish_base(&args.hub, &url),
             addr,
             spread_sources: matches!(addr.ip(), IpAddr::V4(ip) if ip.is_loopback()),
             request_prefix,
@@ -232,9 +242,8 @@ impl Plan {
 
     /// The raw request for subscription `index`.
     fn request(&self, index: usize) -> String {
-        let topic = self.topic_of(index);
-        let encoded: String = form_urlencoded::byte_serialize(topic.as_bytes()).collect();
-        format!("{}{encoded}{}", self.request_prefix, self.request_suffix)
+        let topic = self.server.encode_topic(self.topic_of(index));
+        format!("{}{topic}{}", self.request_prefix, self.request_suffix)
     }
 
     fn topic_index(&self, index: usize) -> usize {
@@ -265,6 +274,7 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 #[derive(Debug, Serialize)]
 struct Report {
     hub: String,
+    server: Server,
     subscribers: usize,
     topics: usize,
     rate: f64,
@@ -417,12 +427,12 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
         .pool_max_idle_per_host(plan.concurrency)
         .build()
         .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
-    let mut publisher =
-        Publisher::with_client(&plan.hub, client).map_err(|error| error.to_string())?;
-    if let Some(token) = &plan.token {
-        publisher = publisher.with_token(token.clone());
-    }
-    let publisher = Arc::new(publisher);
+    let sink = Arc::new(Sink::new(
+        plan.server,
+        &plan.publish_base,
+        plan.token.as_deref(),
+        client,
+    )?);
     let in_flight = Arc::new(Semaphore::new(plan.concurrency));
     let total = (plan.rate * plan.duration.as_secs_f64()).round().max(1.0) as u64;
     let cpu_before = args.pid.and_then(cpu_ticks);
@@ -443,28 +453,25 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
             let n = seq / topics;
             let topic = plan.topics.get(topic_index).cloned().unwrap_or_default();
             let data = payload(n, now_micros(), plan.payload);
-            let publisher = Arc::clone(&publisher);
+            let sink = Arc::clone(&sink);
             let published = Arc::clone(&published);
             published.sent.fetch_add(1, Relaxed);
             tokio::spawn(async move {
-                match publisher
-                    .publish(&[topic], &data, &PublishOptions::new())
-                    .await
-                {
+                match sink.publish(topic, data).await {
                     Ok(_) => {
                         published.ok.fetch_add(1, Relaxed);
                         if let Some(count) = published.per_topic.get(topic_index) {
                             count.fetch_add(1, Relaxed);
                         }
                     }
-                    Err(error) => {
+                    Err(failure) => {
                         published.errors.fetch_add(1, Relaxed);
                         let mut first = published
                             .first_error
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner);
                         if first.is_none() {
-                            *first = Some((error.status(), error.to_string()));
+                            *first = Some(failure);
                         }
                     }
                 }
@@ -483,7 +490,8 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
                 shard.finish().await;
             }
             return Err(format!(
-                "publishing is refused: {error} (give --token or --key)"
+                "publishing is refused: {error} ({})",
+                plan.server.refused_hint()
             ));
         }
         if last_shown.elapsed() >= Duration::from_secs(1) {
@@ -657,6 +665,7 @@ fn summarize(
     let published_ok = published.ok.load(Relaxed);
     Report {
         hub: plan.hub.clone(),
+        server: plan.server,
         subscribers: args.subscribers,
         topics: plan.topics.len(),
         rate: plan.rate,
@@ -709,9 +718,10 @@ fn summarize(
 
 fn print_report(report: &Report) {
     println!(
-        "herald bench: {} subscribers on {} topics, {} updates/s for {:.1}s, {}-byte payloads ({} process{})",
+        "herald bench: {} subscribers on {} topics of {}, {} updates/s for {:.1}s, {}-byte payloads ({} process{})",
         report.subscribers,
         report.topics,
+        report.server.name(),
         report.rate,
         report.duration_secs,
         report.payload_bytes,
@@ -768,6 +778,79 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn plan_of(args: &[&str]) -> Result<Plan, String> {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
+            .map_err(|error| error.to_string())?;
+        Plan::new(&cli.bench)
+    }
+
+    #[test]
+    fn nchan_subscriptions_go_to_sub_and_carry_no_token() {
+        let plan = plan_of(&[
+            "--server",
+            "nchan",
+            "--hub",
+            "http://127.0.0.1:9",
+            "--topics",
+            "3",
+            "--topic-prefix",
+            "load",
+            "--key",
+            "secret",
+        ])
+        .unwrap();
+        assert_eq!(plan.topics, ["load-0", "load-1", "load-2"]);
+        assert_eq!(
+            plan.request(4),
+            "GET /sub/load-1 HTTP/1.1\r\nHost: 127.0.0.1:9\r\nAccept: text/event-stream\r\n\r\n"
+        );
+        assert_eq!(plan.token, None);
+        assert_eq!(plan.publish_base, "http://127.0.0.1:9/pub/");
+        let error = plan_error(&["--server", "nchan", "--topic-prefix", "a/b"]);
+        assert!(error.contains("path"), "{error}");
+        assert!(plan_error(&["--server", "nginx"]).contains("nginx"));
+    }
+
+    fn plan_error(args: &[&str]) -> String {
+        match plan_of(args) {
+            Ok(plan) => panic!("accepted: {plan:?}"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn herald_subscriptions_are_unchanged() {
+        let plan = plan_of(&[
+            "--hub",
+            "http://127.0.0.1:9",
+            "--topics",
+            "2",
+            "--topic-prefix",
+            "load",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!(plan.server, Server::Herald);
+        assert_eq!(plan.topics, ["load/0", "load/1"]);
+        assert_eq!(
+            plan.request(1),
+            "GET /.well-known/mercure?topic=load%2F1 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\
+             Accept: text/event-stream\r\nAuthorization: Bearer t\r\n\r\n"
+        );
+        assert_eq!(plan.publish_base, "http://127.0.0.1:9");
+        assert!(plan.prefix.starts_with("load"));
+        let default = plan_of(&["--hub", "http://127.0.0.1:9"]).unwrap();
+        assert!(default.prefix.starts_with("herald-bench/"), "{default:?}");
+    }
 
     #[test]
     fn payloads_carry_number_and_time_and_have_the_size_asked() {

@@ -398,4 +398,27 @@ mod tests {
             2
         );
     }
+
+    #[test]
+    fn nchan_frames_are_counted_by_their_data_only() {
+        // What nchan's eventsource subscriber sends: a comment first, then an id of its own
+        // (`<time>:<tag>`) before each message; the body is delimited by the connection's end.
+        let counters = Counters::new(1);
+        let mut connection = Connection {
+            framing: Framing::Close,
+            parser: Parser::new(),
+            window: Window::default(),
+            topic: 0,
+        };
+        let sent = now_micros();
+        let wire = format!(
+            ": hi\n\nid: 1795438344:0\ndata: 0 {sent} xx\n\nid: 1795438344:1\ndata: 1 {sent} xx\n\n\
+             id: 1795438345:0\ndata: 1 {sent} xx\n\n"
+        );
+        for piece in wire.as_bytes().chunks(7) {
+            assert!(connection.feed(piece, &counters));
+        }
+        assert_eq!(counters.delivered.load(Relaxed), 2);
+        assert_eq!(counters.topics[0].duplicates.load(Relaxed), 1);
+    }
 }

@@ -109,6 +109,8 @@ impl RemoteShard {
             .arg("--worker")
             .arg("--hub")
             .arg(&plan.hub)
+            .arg("--server")
+            .arg(plan.server.name())
             .arg("--subscribers")
             .arg(count.to_string())
             .arg("--first")
