@@ -325,6 +325,8 @@ async fn bench_reports_zero_loss_and_every_field() {
             "50",
             "--duration",
             "2s",
+            "--hold",
+            "1s",
             "--json",
             "--pid",
             &pid,
@@ -350,6 +352,8 @@ async fn bench_reports_zero_loss_and_every_field() {
     assert!(report["rss_before_kib"].as_u64().unwrap() > 0);
     assert!(report["rss_after_kib"].as_u64().unwrap() > 0);
     assert!(report["rss_per_connection_bytes"].is_number(), "{report}");
+    assert_eq!(report["server"], "herald", "{report}");
+    assert_eq!(report["hold_secs"], 1.0, "{report}");
     // The hub did some work for the 1,000 deliveries; its CPU time is read with a clock tick of
     // at most 10 ms, so the figure is a multiple of it (possibly zero on a fast run).
     let cpu = report["server_cpu_secs"].as_f64().unwrap();

@@ -82,6 +82,10 @@ pub struct BenchArgs {
     /// How long to publish, e.g. `30s`
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub duration: String,
+    /// Once connected, hold the connections idle this long before sampling the server's memory
+    /// and publishing, e.g. `20s`
+    #[arg(long, default_value = "0s", value_name = "DURATION")]
+    pub hold: String,
     /// Bytes of data per update (at least the sequence number and timestamp)
     #[arg(long, default_value_t = 64, value_name = "BYTES")]
     pub payload: usize,
@@ -163,6 +167,7 @@ struct Plan {
     prefix: String,
     token: Option<String>,
     duration: Duration,
+    hold: Duration,
     rate: f64,
     payload: usize,
     concurrency: usize,
@@ -185,6 +190,8 @@ impl Plan {
         }
         let duration = humantime::parse_duration(&args.duration)
             .map_err(|error| format!("invalid --duration: {error}"))?;
+        let hold = humantime::parse_duration(&args.hold)
+            .map_err(|error| format!("invalid --hold: {error}"))?;
         let server = args.server;
         let url = server.endpoint(&args.hub)?;
         if url.scheme() != "http" {
@@ -233,6 +240,7 @@ impl Plan {
             prefix,
             token,
             duration,
+            hold,
             rate: args.rate,
             payload: args.payload,
             concurrency: args.concurrency,
@@ -279,6 +287,7 @@ struct Report {
     topics: usize,
     rate: f64,
     duration_secs: f64,
+    hold_secs: f64,
     payload_bytes: usize,
     processes: usize,
     connections: usize,
@@ -414,7 +423,21 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
             error.unwrap_or_else(|| "unknown error".into())
         ));
     }
-    // Let the hub settle its allocations before sampling its memory.
+    // Hold the connections idle if asked, and let the hub settle its allocations before
+    // sampling its memory.
+    let hold_start = Instant::now();
+    while let Some(left) = plan
+        .hold
+        .checked_sub(hold_start.elapsed())
+        .filter(|left| !left.is_zero())
+    {
+        let connected: usize = shards.iter().map(Shard::connected).sum();
+        progress.show(&format!(
+            "herald bench: holding {connected} connections, {:.0}s left",
+            left.as_secs_f64()
+        ));
+        tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_after = args.pid.and_then(rss_kib);
 
@@ -670,6 +693,7 @@ fn summarize(
         topics: plan.topics.len(),
         rate: plan.rate,
         duration_secs: plan.duration.as_secs_f64(),
+        hold_secs: plan.hold.as_secs_f64(),
         payload_bytes: plan.payload,
         processes: summary.processes,
         connections,
@@ -729,8 +753,16 @@ fn print_report(report: &Report) {
         if report.processes == 1 { "" } else { "es" },
     );
     println!(
-        "  connections  {} established, {} failed, {} dropped ({:.2}s to connect)",
-        report.connections, report.connect_failures, report.disconnects, report.connect_secs
+        "  connections  {} established, {} failed, {} dropped ({:.2}s to connect{})",
+        report.connections,
+        report.connect_failures,
+        report.disconnects,
+        report.connect_secs,
+        if report.hold_secs > 0.0 {
+            format!(", then held {:.0}s", report.hold_secs)
+        } else {
+            String::new()
+        }
     );
     println!(
         "  published    {} ({:.1}/s), {} errors",
@@ -817,6 +849,8 @@ mod tests {
         let error = plan_error(&["--server", "nchan", "--topic-prefix", "a/b"]);
         assert!(error.contains("path"), "{error}");
         assert!(plan_error(&["--server", "nginx"]).contains("nginx"));
+        assert!(plan_error(&["--hold", "forever"]).contains("--hold"));
+        assert_eq!(plan_of(&["--hold", "20s"]).unwrap().hold.as_secs(), 20);
     }
 
     fn plan_error(args: &[&str]) -> String {

@@ -37,7 +37,7 @@ pub enum Command {
     Pub(Box<publish::PubArgs>),
     /// Subscribe and print events (reconnects with Last-Event-ID)
     Sub(Box<sub::SubArgs>),
-    /// Load-test a running hub: subscribers, publish rate, loss, latency, memory
+    /// Load-test a running hub (Herald, or nginx+nchan): loss, latency, memory, CPU
     Bench(Box<bench::BenchArgs>),
 }
 
