@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 
 use super::config_error;
 use super::publish::{DEFAULT_HUB, PublisherAuth};
+use crate::config::open_file_limit;
 
 mod measure;
 mod procfs;
@@ -39,7 +40,7 @@ mod wire;
 mod workers;
 
 use measure::{BUCKETS, ShardResult, TopicResult, now_micros, percentile};
-use procfs::{clock_ticks_per_second, cpu_ticks, open_file_limit, rss_kib};
+use procfs::{clock_ticks_per_second, cpu_ticks, rss_kib};
 pub use target::Server;
 use target::Sink;
 use wire::LocalShard;

@@ -371,15 +371,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_connection_counts_deliveries_and_duplicates() {
-        let counters = Counters::new(1);
-        let mut connection = Connection {
+    /// A subscription on topic 0 whose body runs to the connection's end.
+    fn unframed() -> Connection {
+        Connection {
             framing: Framing::Close,
             parser: Parser::new(),
             window: Window::default(),
             topic: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn a_connection_counts_deliveries_and_duplicates() {
+        let counters = Counters::new(1);
+        let mut connection = unframed();
         let sent = now_micros();
         let wire = format!(
             ": hello\n\nid: a\ndata: 0 {sent} x\n\nid: b\ndata: 1 {sent}\n\ndata: 1 {sent}\n\ndata: junk\n\n"
@@ -404,12 +409,7 @@ mod tests {
         // What nchan's eventsource subscriber sends: a comment first, then an id of its own
         // (`<time>:<tag>`) before each message; the body is delimited by the connection's end.
         let counters = Counters::new(1);
-        let mut connection = Connection {
-            framing: Framing::Close,
-            parser: Parser::new(),
-            window: Window::default(),
-            topic: 0,
-        };
+        let mut connection = unframed();
         let sent = now_micros();
         let wire = format!(
             ": hi\n\nid: 1795438344:0\ndata: 0 {sent} xx\n\nid: 1795438344:1\ndata: 1 {sent} xx\n\n\
