@@ -4,6 +4,7 @@
 //! Pure counting: no I/O. Shared between the connections of one process through atomics; a
 //! worker process ships a [`ShardResult`] to the lead, which merges them.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -97,12 +98,20 @@ pub(super) fn percentile(buckets: &[u64], total: u64, quantile: f64) -> u64 {
         .unwrap_or(0)
 }
 
+/// How far past the oldest missing number a subscription keeps track: 65,536 numbers, a bitmap
+/// of 8 KiB at most.
+pub(super) const MAX_AHEAD: u64 = 1 << 16;
+
 /// Which per-topic sequence numbers one subscription has seen: all below `next`, plus a
-/// bitmap of the 128 after it (publishes in flight at once can arrive out of order).
+/// bitmap of those after it (bit `j` of `ahead[i]` is `next + 64 i + j`). Publishes in flight
+/// at once reach the server in any order, and a busy server may take one of them far later
+/// than the ones sent after it (nginx+nchan at saturation delivered updates 1,500 numbers
+/// late), so the bitmap grows with how far ahead an arrival is, up to [`MAX_AHEAD`]; while
+/// updates arrive in order it stays empty and allocates nothing.
 #[derive(Debug, Default)]
 pub(super) struct Window {
     pub(super) next: u64,
-    pub(super) seen: u128,
+    pub(super) ahead: VecDeque<u64>,
 }
 
 impl Window {
@@ -111,24 +120,66 @@ impl Window {
         if n < self.next {
             return false;
         }
-        let mut offset = n - self.next;
-        if offset >= 128 {
-            // Too far ahead: give up on the oldest gaps (they count as lost).
-            let slide = offset - 127;
-            self.seen = if slide >= 128 { 0 } else { self.seen >> slide };
-            self.next += slide;
-            offset = 127;
+        if n == self.next && self.ahead.is_empty() {
+            self.next += 1;
+            return true;
         }
-        let bit = 1u128 << offset;
-        if self.seen & bit != 0 {
+        if n - self.next >= MAX_AHEAD {
+            // Too far ahead: give up on the oldest gaps (they count as lost).
+            self.skip(n - self.next - (MAX_AHEAD - 1));
+            self.skip_seen();
+        }
+        let offset = n - self.next;
+        let (word, bit) = ((offset / 64) as usize, offset % 64);
+        if self.ahead.len() <= word {
+            self.ahead.resize(word + 1, 0);
+        }
+        let Some(bits) = self.ahead.get_mut(word) else {
+            return false;
+        };
+        if *bits & (1 << bit) != 0 {
             return false;
         }
-        self.seen |= bit;
-        while self.seen & 1 == 1 {
-            self.seen >>= 1;
-            self.next += 1;
+        *bits |= 1 << bit;
+        if offset == 0 {
+            self.skip_seen();
         }
         true
+    }
+
+    /// Moves `next` past the numbers seen from it on.
+    fn skip_seen(&mut self) {
+        while self.ahead.front() == Some(&u64::MAX) {
+            self.ahead.pop_front();
+            self.next += 64;
+        }
+        let ones = self
+            .ahead
+            .front()
+            .map_or(0, |bits| u64::from(bits.trailing_ones()));
+        self.skip(ones);
+    }
+
+    /// Moves `next` forward by `count`, seen or not.
+    fn skip(&mut self, count: u64) {
+        let words = usize::try_from(count / 64).unwrap_or(usize::MAX);
+        self.ahead.drain(..words.min(self.ahead.len()));
+        let shift = count % 64;
+        if shift > 0 {
+            for index in 0..self.ahead.len() {
+                let carry = self
+                    .ahead
+                    .get(index + 1)
+                    .map_or(0, |bits| bits << (64 - shift));
+                if let Some(bits) = self.ahead.get_mut(index) {
+                    *bits = (*bits >> shift) | carry;
+                }
+            }
+        }
+        self.next += count;
+        while self.ahead.back() == Some(&0) {
+            self.ahead.pop_back();
+        }
     }
 }
 
@@ -282,10 +333,53 @@ mod tests {
             ]
         );
         assert_eq!(window.next, 7);
+        assert!(window.ahead.is_empty());
         // A gap far ahead slides the window; the skipped numbers are lost.
-        assert!(window.insert(1000));
-        assert!(!window.insert(1000));
-        assert!(window.insert(999));
+        let far = 7 + MAX_AHEAD + 1000;
+        assert!(window.insert(far));
+        assert!(!window.insert(far));
+        assert!(window.insert(far - 1));
         assert!(!window.insert(10));
+        assert!(window.insert(far - MAX_AHEAD + 1));
+        assert!(!window.insert(far - MAX_AHEAD));
+    }
+
+    #[test]
+    fn late_arrivals_far_behind_count_once() {
+        // Number 0 arrives after 0..3000's others, as when a server takes one publish late.
+        let mut window = Window::default();
+        for n in 1..3000 {
+            assert!(window.insert(n), "{n}");
+        }
+        assert_eq!(window.next, 0);
+        assert!(window.insert(0));
+        assert_eq!(window.next, 3000);
+        assert!(window.ahead.is_empty());
+        for n in [0, 1, 1500, 2999] {
+            assert!(!window.insert(n), "{n}");
+        }
+        // Gaps filled in any order, across word boundaries.
+        let order: Vec<u64> = (3000..3300).rev().chain(3300..3400).collect();
+        for n in &order {
+            assert!(window.insert(*n), "{n}");
+        }
+        assert_eq!(window.next, 3400);
+        assert!(window.ahead.is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_order_counts_each_number_once(order in proptest::collection::vec(0u64..5000, 0..600)) {
+            let mut window = Window::default();
+            let mut seen = std::collections::HashSet::new();
+            for n in order {
+                proptest::prop_assert_eq!(window.insert(n), seen.insert(n), "{}", n);
+            }
+            let mut next = 0;
+            while seen.contains(&next) {
+                next += 1;
+            }
+            proptest::prop_assert_eq!(window.next, next);
+        }
     }
 }
