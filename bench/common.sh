@@ -1,5 +1,7 @@
 # Shared helpers for bench/*.sh (sourced, not run). Loopback only; every process started here is
-# killed by PID on exit.
+# killed by PID on exit. The scripts: idle-rss.sh (memory per idle connection), fanout-cpu.sh
+# (CPU per delivery), cluster.sh (three nodes), soak.sh (memory over time), compare.sh (Herald
+# and nginx+nchan side by side); docs/benchmarks.md describes each and holds the figures.
 
 set -euo pipefail
 

@@ -8,6 +8,7 @@
 # read before the first publish and after the last event reached every subscriber;
 # CPU per delivery = delta / (U * S). The same span of time with no publishing is measured first
 # (idle cost: heartbeats, timers), and shown. Repeats RUNS times with a fresh hub; prints medians.
+# bench/compare.sh measures the same next to nginx+nchan (with `herald bench --pid`).
 #
 # Usage: bench/fanout-cpu.sh [S] [U] [R]    (defaults 1000 2000 200; env: RUNS=3)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"

@@ -5,6 +5,7 @@
 # idle subscribers on one topic from one load process (examples/idle_subscribers.rs), waits
 # until /healthz reports N subscriptions, and compares the hub's VmRSS (/proc/PID/status)
 # before and after. Repeats RUNS times with a fresh hub and prints the median.
+# bench/compare.sh measures the same next to nginx+nchan (with `herald bench --hold`).
 #
 # Usage: bench/idle-rss.sh [N]        (env: RUNS=3, SETTLE=3 seconds, SOURCES=1)
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
