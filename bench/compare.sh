@@ -20,7 +20,7 @@
 #   env: RUNS=3 SCENARIOS="idle max fanout topics" SERVERS="herald nchan" DURATION=10s HOLD=20s
 #        IDLE_N=10000 MAX_N=19000 MAX_HOLD=5s FANOUT_N=1000 RATES="50 1000 5000"
 #        TOPICS_N=10000 TOPICS_RATE=5000 OUT=target/compare/<time>
-#   a smoke run: RUNS=1 DURATION=3s HOLD=2s IDLE_N=1000 MAX_N=2000 FANOUT_N=200 RATES="50 500" \
+#   a smoke run: RUNS=1 DURATION=3s HOLD=2s IDLE_N=1000 MAX_N=2000 MAX_HOLD=2s RATES="50 300" \
 #                TOPICS_N=500 TOPICS_RATE=500 bench/compare.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
