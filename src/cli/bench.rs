@@ -12,11 +12,14 @@
 //! Source addresses are spread over `127.0.0.2-251` when the hub is on loopback, which keeps the
 //! ephemeral ports of any one address far from exhaustion; past one process's open-file limit the
 //! subscriptions are spread over child processes (`herald bench --worker`, driven over
-//! stdin/stdout with JSON lines). Publishing uses `herald-client`'s [`Publisher`].
+//! stdin/stdout with JSON lines). Publishing uses `herald-client`'s `Publisher`; with `--server
+//! nchan`, the same load goes to nginx+nchan instead (plain `POST /pub/<topic>`), for
+//! side-by-side figures.
 //!
 //! This file holds the flags, the plan and the lead (connect, sample memory, publish, drain,
 //! report); `measure` the histogram and exactly-once counting; `wire` one subscription on the
-//! socket; `workers` the child processes; `procfs` what `/proc` says about a process.
+//! socket; `workers` the child processes; `target` what differs between Herald and nchan;
+//! `procfs` what `/proc` says about the server.
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
