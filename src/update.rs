@@ -58,6 +58,18 @@ pub enum InvalidUpdate {
 }
 
 impl Update {
+    /// An update of `topic` with id `id` and data `d`, for tests.
+    #[cfg(test)]
+    pub fn for_test(topic: &str, id: &str) -> Update {
+        Update::from_draft(Draft {
+            topics: vec![topic.into()],
+            data: "d".into(),
+            id: Some(id.into()),
+            ..Draft::default()
+        })
+        .unwrap_or_else(|error| panic!("a test update is valid: {error}"))
+    }
+
     /// Validates a draft and encodes its frame.
     pub fn from_draft(draft: Draft) -> Result<Update, InvalidUpdate> {
         if draft.topics.is_empty() {

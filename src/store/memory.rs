@@ -199,16 +199,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::update::Draft;
 
     fn update(topic: &str, id: &str) -> Update {
-        Update::from_draft(Draft {
-            topics: vec![topic.into()],
-            data: "d".into(),
-            id: Some(id.into()),
-            ..Draft::default()
-        })
-        .unwrap()
+        Update::for_test(topic, id)
     }
 
     fn store(max_events: usize) -> MemoryStore {

@@ -21,6 +21,13 @@ use async_trait::async_trait;
 
 use crate::update::Update;
 
+/// How long start-up keeps trying to reach a shared engine (Redis, NATS).
+const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+/// After a failure, a cluster feed waits this long before it restarts, at first ...
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// ... doubling up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
 /// A store failure. Every variant means "not durable": the publisher is answered 503.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -47,7 +47,10 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::record::{encode, parse};
-use super::{Bounds, FeedSink, ReplayFrom, Retention, Store, StoreError, TopicHistory};
+use super::{
+    BACKOFF_MAX, BACKOFF_MIN, Bounds, CONNECT_PATIENCE, FeedSink, ReplayFrom, Retention, Store,
+    StoreError, TopicHistory,
+};
 use crate::update::{Update, now_ms};
 
 /// Every store call gives up after this long: publishes during an outage fail fast.
@@ -56,14 +59,8 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 pub const BUS_FLOOR: usize = 10_000;
 /// Messages read from the stream per page (pipelined gets).
 const PAGE: u64 = 256;
-/// How long start-up keeps trying to reach the server.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
 /// Most messages handed to the hub at once by the feed.
 const FEED_BATCH: usize = 1024;
-/// Feed restart backoff: from this ...
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// ... doubling up to this.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Why the store could not start. Each message is one line naming the URL.
 #[derive(Debug, thiserror::Error)]

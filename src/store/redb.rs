@@ -737,13 +737,7 @@ mod tests {
     }
 
     fn update(topic: &str, id: &str) -> Update {
-        Update::from_draft(Draft {
-            topics: vec![topic.into()],
-            data: "d".into(),
-            id: Some(id.into()),
-            ..Draft::default()
-        })
-        .unwrap()
+        Update::for_test(topic, id)
     }
 
     fn keep(max_events: usize) -> Retention {

@@ -61,7 +61,10 @@ use redis::{AsyncConnectionConfig, Client, Script, Value};
 use tokio::task::JoinHandle;
 
 use super::record::{encode, parse};
-use super::{Bounds, FeedSink, ReplayFrom, Retention, Store, StoreError, TopicHistory};
+use super::{
+    BACKOFF_MAX, BACKOFF_MIN, Bounds, CONNECT_PATIENCE, FeedSink, ReplayFrom, Retention, Store,
+    StoreError, TopicHistory,
+};
 use crate::update::{Update, now_ms};
 
 /// Every store call gives up after this long: publishes during an outage fail fast.
@@ -77,12 +80,6 @@ const BLOCK: Duration = Duration::from_secs(5);
 const READ_COUNT: usize = 1024;
 /// Most entries one history read asks for.
 const PAGE: usize = 512;
-/// How long start-up keeps trying to reach Redis.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
-/// Reconnection backoff of the feed: from this ...
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-/// ... doubling up to this.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Why the store could not start. Each message is one line naming the URL (without password).
 #[derive(Debug, thiserror::Error)]
