@@ -21,6 +21,12 @@ use async_trait::async_trait;
 
 use crate::update::Update;
 
+/// Every call to a shared engine (Redis, NATS) gives up after this long: publishes during an
+/// outage fail fast.
+pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// A shared engine's log keeps at least this many updates, whatever `--history-size` says, so a
+/// node's reader a little behind still finds what it has not read.
+pub const BUS_FLOOR: usize = 10_000;
 /// How long start-up keeps trying to reach a shared engine (Redis, NATS).
 const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
 /// After a failure, a cluster feed waits this long before it restarts, at first ...

@@ -48,15 +48,11 @@ use tokio::task::JoinHandle;
 
 use super::record::{encode, parse};
 use super::{
-    BACKOFF_MAX, BACKOFF_MIN, Bounds, CONNECT_PATIENCE, FeedSink, ReplayFrom, Retention, Store,
-    StoreError, TopicHistory,
+    BACKOFF_MAX, BACKOFF_MIN, BUS_FLOOR, Bounds, CONNECT_PATIENCE, FeedSink, OP_TIMEOUT,
+    ReplayFrom, Retention, Store, StoreError, TopicHistory,
 };
 use crate::update::{Update, now_ms};
 
-/// Every store call gives up after this long: publishes during an outage fail fast.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
-/// The stream keeps at least this many messages, whatever `--history-size` says.
-pub const BUS_FLOOR: usize = 10_000;
 /// Messages read from the stream per page (pipelined gets).
 const PAGE: u64 = 256;
 /// Most messages handed to the hub at once by the feed.

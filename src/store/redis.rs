@@ -62,16 +62,11 @@ use tokio::task::JoinHandle;
 
 use super::record::{encode, parse};
 use super::{
-    BACKOFF_MAX, BACKOFF_MIN, Bounds, CONNECT_PATIENCE, FeedSink, ReplayFrom, Retention, Store,
-    StoreError, TopicHistory,
+    BACKOFF_MAX, BACKOFF_MIN, BUS_FLOOR, Bounds, CONNECT_PATIENCE, FeedSink, OP_TIMEOUT,
+    ReplayFrom, Retention, Store, StoreError, TopicHistory,
 };
 use crate::update::{Update, now_ms};
 
-/// Every store call gives up after this long: publishes during an outage fail fast.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
-/// The stream keeps at least this many entries, whatever `--history-size` says, so that a
-/// reader a little behind still finds what it has not read.
-pub const BUS_FLOOR: usize = 10_000;
 /// The stream keeps entries this much longer than `--history-max-age`, for the same reason.
 pub const BUS_GRACE: Duration = Duration::from_secs(60);
 /// How long one `XREAD` blocks before it is sent again.
