@@ -15,6 +15,7 @@
 //! - [`update`]: the `Update` value and its single SSE encoding.
 //! - [`store`]: the `Store` trait, the memory ring, the group-commit writer.
 //! - [`auth`]: JWT keys and claims.
+//! - [`visibility`]: the one rule of who may see an update (fan-out, replay, cursors, views).
 //! - [`telemetry`]: metrics recorder and logs.
 //! - [`cli`]: the `herald` subcommands.
 //! - [`demo`]: the `--demo` clock and the shape of chat messages (pages are in `http::pages`).
@@ -34,3 +35,4 @@ pub mod subscriptions;
 pub mod telemetry;
 pub mod topic;
 pub mod update;
+pub mod visibility;

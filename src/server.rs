@@ -73,6 +73,8 @@ pub struct Server {
     generated_secret: Option<String>,
     /// TLS for every connection, when configured.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The separate `/metrics` listener (`--metrics-listen`).
+    metrics_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -124,6 +126,13 @@ impl Server {
             source,
         })?;
 
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                Some(bind_listener(addr).map_err(|source| StartError::Bind { addr, source })?)
+            }
+            None => None,
+        };
+
         let hub = Hub::new(config.queue_size);
         // A shared store feeds every node from its log (the same order everywhere); otherwise
         // the writer fans out what it commits.
@@ -136,7 +145,8 @@ impl Server {
         };
         let (writer, _writer_task) = Writer::spawn(Arc::clone(&store), on_commit, MAX_BATCH);
         if config.subscriptions {
-            hub.set_lifecycle(crate::subscriptions::lifecycle_publisher(writer.clone()));
+            let (hook, _events_task) = crate::subscriptions::lifecycle_publisher(writer.clone());
+            hub.set_lifecycle(hook);
         }
         hub.spawn_heartbeat(config.heartbeat);
         if config.demo {
@@ -158,6 +168,7 @@ impl Server {
             state,
             generated_secret,
             tls,
+            metrics_listener,
         })
     }
 
@@ -176,9 +187,26 @@ impl Server {
         self.generated_secret.as_deref()
     }
 
+    /// The address of the separate `/metrics` listener, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then ends every stream and returns within seconds.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let metrics_task = self.metrics_listener.map(|listener| {
+            tokio::spawn(crate::http::ops::serve_metrics(
+                listener,
+                self.state.metrics.clone(),
+                self.state.config.header_timeout,
+            ))
+        });
         serve(self.listener, self.state, self.tls, shutdown).await;
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
     }
 }
 

@@ -94,6 +94,7 @@ fn describe() {
         "connections_per_ip",
         "topics_per_subscription",
         "topic_length",
+        "id_length",
         "publish_rate",
         "body",
     ] {
@@ -102,6 +103,16 @@ fn describe() {
     for action in ["catch_up", "close"] {
         metrics::counter!("herald_lagging_subscribers_total", "action" => action).absolute(0);
     }
+    metrics::describe_counter!(
+        "herald_subscription_events_dropped_total",
+        "Subscription events (--subscriptions) dropped because too many were waiting to be written"
+    );
+    metrics::describe_counter!(
+        "herald_subscription_events_coalesced_total",
+        "Subscription events not written because the subscriber left before its join was written"
+    );
+    metrics::counter!("herald_subscription_events_dropped_total").absolute(0);
+    metrics::counter!("herald_subscription_events_coalesced_total").absolute(0);
 }
 
 /// Names the cluster feed's metrics and makes them appear at zero (only on clustered nodes).

@@ -14,6 +14,7 @@ mod hardening;
 mod history;
 mod jwks;
 mod lagging;
+mod leaks;
 mod mercure;
 mod ops;
 mod pages;

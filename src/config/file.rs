@@ -41,6 +41,8 @@ pub struct FileOptions {
     publish_rate: Option<String>,
     publish_burst: Option<u32>,
     header_timeout: Option<String>,
+    max_id_length: Option<usize>,
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +116,8 @@ pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
     fill(&mut args.publish_rate, &file.publish_rate);
     fill(&mut args.publish_burst, &file.publish_burst);
     fill(&mut args.header_timeout, &file.header_timeout);
+    fill(&mut args.max_id_length, &file.max_id_length);
+    fill(&mut args.metrics_listen, &file.metrics_listen);
     if args.max_body.is_none() {
         args.max_body = file.max_body.as_ref().map(|size| match size {
             SizeValue::Bytes(bytes) => bytes.to_string(),

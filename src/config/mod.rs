@@ -27,6 +27,8 @@ pub const DEFAULT_QUEUE_SIZE: usize = 1024;
 pub const DEFAULT_MAX_TOPICS_PER_SUBSCRIPTION: usize = 100;
 /// Default longest topic or selector, in bytes.
 pub const DEFAULT_MAX_TOPIC_LENGTH: usize = 2048;
+/// Default longest event id or type, in bytes.
+pub const DEFAULT_MAX_ID_LENGTH: usize = 256;
 /// Default time a client has to send its request headers (slowloris).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default connection limit when the open-file limit cannot be read.
@@ -214,6 +216,18 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_HEADER_TIMEOUT", value_name = "DURATION")]
     pub header_timeout: Option<String>,
 
+    /// Longest event id or event type a publisher may set, in bytes (400 above). Ids come back
+    /// in `Last-Event-ID` request headers, so an id too long for a header would make its
+    /// subscribers unable to resume [default: 256]
+    #[arg(long, env = "HERALD_MAX_ID_LENGTH", value_name = "BYTES")]
+    pub max_id_length: Option<usize>,
+
+    /// Serve `/metrics` on this separate address only (typically loopback, e.g.
+    /// `127.0.0.1:9090`); the main port then answers 404 for it. Without it, `/metrics` is on
+    /// the main port, open to anyone who reaches it [default: none]
+    #[arg(long, env = "HERALD_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+
     /// TOML file with any of these options as keys (`listen = "0.0.0.0:8088"`,
     /// `cors-origin = ["https://a.example"]`); flags and environment win over it
     #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
@@ -332,6 +346,10 @@ pub struct Config {
     pub publish_rate: Option<PublishRate>,
     /// Deadline for a request head (and a new connection's first request).
     pub header_timeout: Duration,
+    /// Longest event id or type a publisher may set, in bytes.
+    pub max_id_length: usize,
+    /// Where `/metrics` is served instead of the main port; `None`: on the main port.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A configuration problem, said in one line.
@@ -541,6 +559,25 @@ impl Config {
         if header_timeout.is_zero() {
             return Err(invalid("header-timeout", "0", "must be above zero"));
         }
+        let max_id_length = args.max_id_length.unwrap_or(DEFAULT_MAX_ID_LENGTH);
+        if max_id_length == 0 {
+            return Err(invalid("max-id-length", "0", "must be at least 1"));
+        }
+        let metrics_listen = args
+            .metrics_listen
+            .as_deref()
+            .map(|text| {
+                text.parse::<SocketAddr>()
+                    .map_err(|e| invalid("metrics-listen", text, e))
+            })
+            .transpose()?;
+        if metrics_listen == Some(listen) {
+            return Err(invalid(
+                "metrics-listen",
+                &listen.to_string(),
+                "must differ from --listen",
+            ));
+        }
         let log_format = match args.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -586,6 +623,8 @@ impl Config {
             max_topic_length,
             publish_rate,
             header_timeout,
+            max_id_length,
+            metrics_listen,
         })
     }
 }

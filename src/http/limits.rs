@@ -34,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::problem::ApiError;
 use crate::config::{Config, PublishRate};
+use crate::update::Draft;
 
 /// Seconds a client refused for the hub-wide connection limit is asked to wait.
 pub const CONNECTIONS_RETRY_AFTER: u64 = 5;
@@ -60,6 +61,12 @@ pub enum LimitError {
     TopicsPerSubscription { limit: usize, count: usize },
     #[error("a topic or selector may be at most {limit} bytes long; one has {length}")]
     TopicLength { limit: usize, length: usize },
+    #[error("an event {field} may be at most {limit} bytes long; this one has {length}")]
+    FieldLength {
+        field: &'static str,
+        limit: usize,
+        length: usize,
+    },
     #[error("this token publishes faster than {rate}; retry in {retry_after} s")]
     PublishRate { rate: String, retry_after: u64 },
 }
@@ -72,6 +79,7 @@ impl LimitError {
             LimitError::ConnectionsPerIp { .. } => "connections_per_ip",
             LimitError::TopicsPerSubscription { .. } => "topics_per_subscription",
             LimitError::TopicLength { .. } => "topic_length",
+            LimitError::FieldLength { .. } => "id_length",
             LimitError::PublishRate { .. } => "publish_rate",
         }
     }
@@ -82,7 +90,9 @@ impl LimitError {
             LimitError::Connections { .. } => Some(CONNECTIONS_RETRY_AFTER),
             LimitError::ConnectionsPerIp { .. } => Some(PER_IP_RETRY_AFTER),
             LimitError::PublishRate { retry_after, .. } => Some(*retry_after),
-            LimitError::TopicsPerSubscription { .. } | LimitError::TopicLength { .. } => None,
+            LimitError::TopicsPerSubscription { .. }
+            | LimitError::TopicLength { .. }
+            | LimitError::FieldLength { .. } => None,
         }
     }
 
@@ -106,6 +116,7 @@ pub struct Limits {
     pub publish_rate: Option<RateLimiter>,
     max_topics: usize,
     max_topic_length: usize,
+    max_id_length: usize,
 }
 
 impl Limits {
@@ -119,6 +130,7 @@ impl Limits {
             publish_rate: config.publish_rate.map(RateLimiter::new),
             max_topics: config.max_topics_per_subscription,
             max_topic_length: config.max_topic_length,
+            max_id_length: config.max_id_length,
         }
     }
 
@@ -148,6 +160,23 @@ impl Limits {
             .counted()),
             None => Ok(()),
         }
+    }
+
+    /// An update's `id` and `type`: neither longer than `--max-id-length`.
+    pub fn check_event_fields(&self, draft: &Draft) -> Result<(), LimitError> {
+        let fields = [("id", &draft.id), ("type", &draft.event_type)];
+        for (field, value) in fields {
+            let length = value.as_deref().map_or(0, str::len);
+            if length > self.max_id_length {
+                return Err(LimitError::FieldLength {
+                    field,
+                    limit: self.max_id_length,
+                    length,
+                }
+                .counted());
+            }
+        }
+        Ok(())
     }
 
     /// Takes one publish from the bucket of `key` (the token's subject, or the token itself).

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod cors;
+pub mod cursor;
 pub mod event_path;
 pub mod limits;
 pub mod ops;

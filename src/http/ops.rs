@@ -27,3 +27,49 @@ pub fn metrics(state: &AppState) -> Response<ResponseBody> {
         state.metrics.render(),
     )
 }
+
+/// Serves `GET /metrics` (and nothing else: 404) on its own listener, for `--metrics-listen`,
+/// until the task is aborted. Plain HTTP/1.1; meant for a loopback or private address.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    header_timeout: std::time::Duration,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "metrics listener: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        let connection = builder.serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let response = if request.uri().path() == "/metrics"
+                    && matches!(*request.method(), http::Method::GET | http::Method::HEAD)
+                {
+                    ok("text/plain; version=0.0.4; charset=utf-8", metrics.render())
+                } else {
+                    super::problem::ApiError::NotFound(format!(
+                        "this listener serves /metrics only, not {}",
+                        request.uri().path()
+                    ))
+                    .into_response()
+                };
+                std::future::ready(Ok::<_, std::convert::Infallible>(response))
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "metrics connection ended with an error");
+            }
+        });
+    }
+}

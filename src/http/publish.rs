@@ -45,6 +45,7 @@ pub async fn publish(
         ));
     }
     state.limits.check_topic_lengths(&draft.topics)?;
+    state.limits.check_event_fields(&draft)?;
     if !allowed.matches_all(&draft.topics) {
         return Err(ApiError::Forbidden(
             "the token's mercure.publish claim does not cover every topic of this update".into(),

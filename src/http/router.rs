@@ -87,7 +87,9 @@ async fn dispatch(
         ("/chat/send", &Method::POST) => pages::chat_send(state, request).await,
         ("/topics", &Method::GET) => topics::list(state).await,
         ("/healthz", &Method::GET) => Ok(ops::health(state)),
-        ("/metrics", &Method::GET) => Ok(ops::metrics(state)),
+        ("/metrics", &Method::GET) if state.config.metrics_listen.is_none() => {
+            Ok(ops::metrics(state))
+        }
         (_, &Method::GET) => {
             if path.starts_with(crate::subscriptions::BASE) {
                 return subscriptions::subscriptions(state, &request).await;

@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, header};
 
 use super::AppState;
 use super::body::ResponseBody;
+use super::cursor;
 use super::problem::ApiError;
 use super::query;
 use crate::auth::{AuthError, extract_token};
@@ -17,6 +18,7 @@ use crate::hub::Identity;
 use crate::store::ReplayFrom;
 use crate::stream::{EventStream, Start};
 use crate::topic::SelectorSet;
+use crate::visibility::may_see;
 
 /// The special last event id meaning "everything history holds".
 pub const EARLIEST: &str = "earliest";
@@ -40,31 +42,52 @@ pub async fn subscribe<B>(
     let access = subscriber_access(state, request.headers(), raw_query)?;
     let last_event_id = last_event_id(request.headers(), &params);
 
+    let private_access = access.private_topics;
     let identity = state.hub.tracks_identities().then(|| Identity {
         urn: crate::update::new_event_id(),
         payload: access.payload,
     });
     let subscription = state
         .hub
-        .subscribe_as(SelectorSet::parse(topics), access.private_topics, identity)
+        .subscribe_as(SelectorSet::parse(topics), private_access.clone(), identity)
         .map_err(|error| ApiError::Unavailable(error.to_string()))?;
     if let Some(expires_at) = access.expires_at {
         subscription.expire_at(expires_at);
     }
 
+    // Every id this subscriber is told, or may resume from, is one it may see.
+    let store = &*state.store;
     let mut prelude = b":\n\n".to_vec();
-    let bounds = state.store.bounds().await?;
-    let start = match last_event_id.as_deref() {
-        None => Start::LiveAfter(bounds.last_seq),
-        Some(EARLIEST) => Start::ReplayAfter(0),
-        Some(id) => match state.store.resolve(id).await? {
-            ReplayFrom::After(seq) => Start::ReplayAfter(seq),
+    let bounds = store.bounds().await?;
+    let (start, resumed_from) = match last_event_id.as_deref() {
+        None => (Start::LiveAfter(bounds.last_seq), None),
+        Some(EARLIEST) => (Start::ReplayAfter(0), None),
+        Some(id) => match cursor::resolve_visible(store, id, private_access.as_ref()).await? {
+            ReplayFrom::After(seq) => (Start::ReplayAfter(seq), Some(id)),
             ReplayFrom::Unknown => {
-                let oldest = bounds.oldest.as_ref().map(|(_, id)| id.as_str());
-                encode_gap(&mut prelude, id, oldest);
-                Start::ReplayAfter(0)
+                let oldest = cursor::oldest_visible(store, private_access.as_ref()).await?;
+                encode_gap(&mut prelude, id, oldest.as_deref());
+                (Start::ReplayAfter(0), None)
             }
         },
+    };
+    // As the reference hub: the newest id in history when the subscription started, if this
+    // subscriber may see it; otherwise the id it resumed from, or `earliest`.
+    let cursor_id = if last_event_id.is_some() {
+        let newest = match &bounds.newest {
+            Some((seq, _)) => cursor::update_at(store, *seq)
+                .await?
+                .filter(|update| may_see(private_access.as_ref(), update))
+                .map(|update| update.id.clone()),
+            None => None,
+        };
+        Some(
+            newest
+                .or_else(|| resumed_from.map(str::to_owned))
+                .unwrap_or_else(|| EARLIEST.to_owned()),
+        )
+    } else {
+        None
     };
 
     let mut response = Response::new(ResponseBody::stream(EventStream::new(
@@ -83,14 +106,8 @@ pub async fn subscribe<B>(
         HeaderValue::from_static("private, no-cache, no-store, must-revalidate, max-age=0"),
     );
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    if last_event_id.is_some() {
-        // As the reference hub: the newest id in history when the subscription started.
-        let newest = bounds
-            .newest
-            .map_or_else(|| EARLIEST.to_owned(), |(_, id)| id);
-        if let Ok(value) = HeaderValue::from_str(&newest) {
-            headers.insert("last-event-id", value);
-        }
+    if let Some(value) = cursor_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        headers.insert("last-event-id", value);
     }
     Ok(response)
 }

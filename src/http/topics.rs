@@ -10,12 +10,14 @@ use serde::Serialize;
 
 use super::AppState;
 use super::body::ResponseBody;
+use super::cursor;
 use super::problem::ApiError;
 use super::query;
 use super::router::ok;
 use super::subscribe::subscriber_access;
 use crate::store::ReplayFrom;
 use crate::update::Update;
+use crate::visibility::may_see;
 
 /// Default and largest page of `/topics/{topic}/events`.
 const DEFAULT_LIMIT: usize = 100;
@@ -127,14 +129,18 @@ pub async fn events(
     };
     let after = match query::first(&params, "after").filter(|id| !id.is_empty()) {
         None => 0,
-        Some(id) => match state.store.resolve(id).await? {
-            ReplayFrom::After(seq) => seq,
-            ReplayFrom::Unknown => {
-                return Err(ApiError::NotFound(format!(
-                    "event {id} is not in history (never published, or trimmed by retention)"
-                )));
+        // An id the caller may not see is answered exactly like one history never had.
+        Some(id) => {
+            match cursor::resolve_visible(&*state.store, id, access.private_topics.as_ref()).await?
+            {
+                ReplayFrom::After(seq) => seq,
+                ReplayFrom::Unknown => {
+                    return Err(ApiError::NotFound(format!(
+                        "event {id} is not in history (never published, or trimmed by retention)"
+                    )));
+                }
             }
-        },
+        }
     };
     let mut page = Vec::new();
     let mut cursor = after;
@@ -144,11 +150,7 @@ pub async fn events(
         let exhausted = batch.len() < limit;
         for update in batch {
             cursor = update.seq;
-            let visible = !update.private
-                || access
-                    .private_topics
-                    .as_ref()
-                    .is_some_and(|claim| claim.matches_any(&update.topics));
+            let visible = may_see(access.private_topics.as_ref(), &update);
             if visible && page.len() < limit {
                 page.push(update);
             }

@@ -55,11 +55,7 @@ impl Subscriber {
     /// for a private update, a topic of the update must also match the token's claim.
     pub fn may_receive(&self, update: &Update) -> bool {
         self.selectors.matches_any(&update.topics)
-            && (!update.private
-                || self
-                    .private_access
-                    .as_ref()
-                    .is_some_and(|claim| claim.matches_any(&update.topics)))
+            && crate::visibility::may_see(self.private_access.as_ref(), update)
     }
 
     /// True when one of the subscriber's selectors is exactly `topic`.

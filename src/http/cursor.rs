@@ -1,0 +1,63 @@
+//! The event ids a caller is told or may use as a cursor: every one is the id of an update the
+//! caller may see ([`crate::visibility`]), or `earliest`.
+//!
+//! A resume id that names an update the caller may not see is treated exactly like an id the
+//! hub never had, so a caller cannot learn whether a private id exists by resuming from it;
+//! the edges of history it is told (`Last-Event-ID`, the `herald-gap` notice) skip what it may
+//! not see.
+
+use crate::store::{ReplayFrom, Store, StoreError};
+use crate::topic::SelectorSet;
+use crate::update::Update;
+use crate::visibility::may_see;
+
+/// How many updates [`oldest_visible`] reads at most before it gives up: a caller that may see
+/// none of the oldest updates is told no oldest id rather than costing an unbounded scan.
+const OLDEST_SCAN_LIMIT: usize = 1024;
+
+/// Where to resume after `id`, for a caller with `private_access`: `Unknown` when history does
+/// not hold it, or holds it but the caller may not see it.
+pub async fn resolve_visible(
+    store: &dyn Store,
+    id: &str,
+    private_access: Option<&SelectorSet>,
+) -> Result<ReplayFrom, StoreError> {
+    let ReplayFrom::After(seq) = store.resolve(id).await? else {
+        return Ok(ReplayFrom::Unknown);
+    };
+    match update_at(store, seq).await? {
+        Some(update) if may_see(private_access, &update) => Ok(ReplayFrom::After(seq)),
+        _ => Ok(ReplayFrom::Unknown),
+    }
+}
+
+/// The update stored at `seq`, if history still holds it.
+pub async fn update_at(
+    store: &dyn Store,
+    seq: u64,
+) -> Result<Option<std::sync::Arc<Update>>, StoreError> {
+    let found = store.read_after(seq.saturating_sub(1), 1).await?;
+    Ok(found.into_iter().next().filter(|update| update.seq == seq))
+}
+
+/// The id of the oldest update kept that the caller may see (within a bounded scan).
+pub async fn oldest_visible(
+    store: &dyn Store,
+    private_access: Option<&SelectorSet>,
+) -> Result<Option<String>, StoreError> {
+    const PAGE: usize = 256;
+    let mut after = 0;
+    let mut read = 0;
+    while read < OLDEST_SCAN_LIMIT {
+        let page = store.read_after(after, PAGE).await?;
+        if let Some(update) = page.iter().find(|update| may_see(private_access, update)) {
+            return Ok(Some(update.id.clone()));
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = last.seq,
+            _ => return Ok(None),
+        }
+        read += page.len();
+    }
+    Ok(None)
+}

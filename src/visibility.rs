@@ -1,0 +1,67 @@
+//! The one rule of who may see an update: a public update is visible to everyone; a private one
+//! only to a caller whose token claim (`mercure.subscribe`) matches one of its topics.
+//!
+//! Live fan-out, replay, the cursors a subscriber is told (`Last-Event-ID`, `herald-gap`), and
+//! the JSON views (`/topics`, `/topics/{topic}/events`) all ask this module, so no path can
+//! reveal a private update, or its id, that another path would hide. Pure code.
+
+use crate::topic::SelectorSet;
+use crate::update::Update;
+
+/// May a caller whose token allows private updates on `private_access` (`None`: public updates
+/// only) see `update` at all (its id, its topics, its data)?
+pub fn may_see(private_access: Option<&SelectorSet>, update: &Update) -> bool {
+    !update.private || private_access.is_some_and(|claim| claim.matches_any(&update.topics))
+}
+
+/// May such a caller see updates of `topic` that are private? True when the claim matches
+/// `topic` itself: then every update that carries `topic` is visible to it.
+pub fn may_see_private_topic(private_access: Option<&SelectorSet>, topic: &str) -> bool {
+    private_access.is_some_and(|claim| claim.matches(topic))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::update::Draft;
+
+    fn update(topics: &[&str], private: bool) -> Update {
+        Update::from_draft(Draft {
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            private,
+            ..Draft::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn public_updates_are_visible_to_everyone() {
+        assert!(may_see(None, &update(&["a"], false)));
+        assert!(may_see(
+            Some(&SelectorSet::parse(["b"])),
+            &update(&["a"], false)
+        ));
+    }
+
+    #[test]
+    fn private_updates_need_a_claim_on_one_of_their_topics() {
+        let private = update(&["users/7/inbox", "alt"], true);
+        assert!(!may_see(None, &private));
+        assert!(!may_see(
+            Some(&SelectorSet::parse(["public/{x}"])),
+            &private
+        ));
+        assert!(may_see(
+            Some(&SelectorSet::parse(["users/{id}/inbox"])),
+            &private
+        ));
+        assert!(may_see(Some(&SelectorSet::parse(["alt"])), &private));
+        assert!(may_see(Some(&SelectorSet::parse(["*"])), &private));
+        assert!(may_see_private_topic(
+            Some(&SelectorSet::parse(["users/{id}/inbox"])),
+            "users/7/inbox"
+        ));
+        assert!(!may_see_private_topic(None, "users/7/inbox"));
+    }
+}
