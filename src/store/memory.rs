@@ -293,6 +293,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn tallies_count_private_and_public_updates_apart() {
+        use crate::store::conformance as scenario;
+        scenario::mixed_updates(&MemoryStore::new(scenario::MIXED)).await;
+    }
+
+    #[tokio::test]
+    async fn tallies_follow_retention_by_count() {
+        use crate::store::conformance as scenario;
+        scenario::count_retention(&MemoryStore::new(scenario::BY_COUNT)).await;
+    }
+
+    #[tokio::test]
+    async fn tallies_follow_retention_by_age() {
+        use crate::store::conformance as scenario;
+        scenario::age_retention(&MemoryStore::new(scenario::BY_AGE)).await;
+    }
+
+    #[tokio::test]
     async fn zero_history_keeps_nothing() {
         let store = store(0);
         let stored = store.append(vec![update("a", "1")]).await.unwrap();

@@ -7,6 +7,8 @@
 //! by several nodes (Redis, NATS) instead feeds every node, the publishing one included, from
 //! the shared log ([`Store::spawn_feed`]), so that each node sees the same order.
 
+#[cfg(test)]
+pub mod conformance;
 pub mod memory;
 pub mod nats;
 pub mod record;

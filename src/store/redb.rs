@@ -911,6 +911,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::store::conformance as scenario;
     use crate::store::memory::MemoryStore;
     use crate::update::Draft;
 
@@ -1064,6 +1065,226 @@ mod tests {
         );
         assert!(store.topics().await.unwrap().is_empty());
         assert_eq!(store.resolve("1").await.unwrap(), ReplayFrom::Unknown);
+    }
+
+    #[tokio::test]
+    async fn tallies_count_private_and_public_updates_apart() {
+        let dir = TempDir::new("tally-mixed");
+        let store = RedbStore::open(dir.path(), scenario::MIXED).unwrap();
+        scenario::mixed_updates(&store).await;
+        // On disk, not only in memory.
+        let before = scenario::tallies(&store).await;
+        drop(store);
+        let store = RedbStore::open(dir.path(), scenario::MIXED).unwrap();
+        assert_eq!(scenario::tallies(&store).await, before);
+    }
+
+    #[tokio::test]
+    async fn tallies_follow_retention_by_count() {
+        let dir = TempDir::new("tally-count");
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        scenario::count_retention(&store).await;
+    }
+
+    #[tokio::test]
+    async fn tallies_follow_retention_by_age() {
+        let dir = TempDir::new("tally-age");
+        let store = RedbStore::open(dir.path(), scenario::BY_AGE).unwrap();
+        scenario::age_retention(&store).await;
+    }
+
+    // --- The public tally and files of an earlier herald ----------------------------------------
+
+    /// The public tally's rows and its two `meta` marks, read from the file.
+    type PublicTally = (Vec<(String, u64, String)>, Option<u64>, Option<u64>);
+
+    fn read_public_tally(dir: &TempDir) -> PublicTally {
+        let db = Database::open(dir.file()).unwrap();
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(TOPICS_PUBLIC).unwrap();
+        let rows = table
+            .iter()
+            .unwrap()
+            .map(|entry| {
+                let (key, value) = entry.unwrap();
+                let (events, last) = value.value();
+                (key.value().to_owned(), events, last.to_owned())
+            })
+            .collect();
+        let meta = read.open_table(META).unwrap();
+        let mark = |key: &str| meta.get(key).unwrap().map(|guard| guard.value());
+        (rows, mark(META_PUBLIC_SEQ), mark(META_PUBLIC_FRONT))
+    }
+
+    /// Writes the public tally and its marks as given (`None`: no table, no marks), leaving
+    /// every other table alone: what an earlier herald leaves behind.
+    fn write_public_tally(dir: &TempDir, tally: Option<&PublicTally>) {
+        let db = Database::open(dir.file()).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(TOPICS_PUBLIC).unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.remove(META_PUBLIC_SEQ).unwrap();
+            meta.remove(META_PUBLIC_FRONT).unwrap();
+            if let Some((rows, seq, front)) = tally {
+                let mut table = txn.open_table(TOPICS_PUBLIC).unwrap();
+                for (topic, events, last) in rows {
+                    table
+                        .insert(topic.as_str(), (*events, last.as_str()))
+                        .unwrap();
+                }
+                if let Some(seq) = seq {
+                    meta.insert(META_PUBLIC_SEQ, *seq).unwrap();
+                }
+                if let Some(front) = front {
+                    meta.insert(META_PUBLIC_FRONT, *front).unwrap();
+                }
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    fn has_table(dir: &TempDir, name: &str) -> bool {
+        let db = Database::open(dir.file()).unwrap();
+        let read = db.begin_read().unwrap();
+        read.list_tables()
+            .unwrap()
+            .any(|table| table.name() == name)
+    }
+
+    #[tokio::test]
+    async fn a_file_without_the_public_tally_gets_it_built_from_the_log() {
+        let dir = TempDir::new("tally-legacy");
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        scenario::count_retention(&store).await;
+        let before = scenario::tallies(&store).await;
+        drop(store);
+        let written = read_public_tally(&dir);
+        // As an earlier herald left it: the log, ids, the full tally and meta, nothing more.
+        write_public_tally(&dir, None);
+        assert!(!has_table(&dir, TOPICS_PUBLIC.name()));
+
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        assert_eq!(scenario::tallies(&store).await, before);
+        drop(store);
+        let mut rebuilt = read_public_tally(&dir);
+        rebuilt.0.sort();
+        let mut expected = written;
+        expected.0.sort();
+        assert_eq!(rebuilt, expected, "the same table, and the same marks");
+        // And it is kept from there on: the private 5 goes, a public 8 comes.
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        store
+            .append(vec![scenario::update(&["c"], "8", false)])
+            .await
+            .unwrap();
+        assert_eq!(
+            scenario::tallies(&store).await,
+            [
+                scenario::row("a", 1, "6", 1, Some("6")),
+                scenario::row("b", 1, "6", 1, Some("6")),
+                scenario::row("c", 2, "8", 1, Some("8")),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn appends_by_an_earlier_herald_are_counted_on_the_next_open() {
+        let dir = TempDir::new("tally-downgrade");
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        store
+            .append(vec![
+                scenario::update(&["a"], "1", false),
+                scenario::update(&["a", "b"], "2", false),
+            ])
+            .await
+            .unwrap();
+        drop(store);
+        let before_downgrade = read_public_tally(&dir);
+        // An earlier herald appends (and trims 1 and 2): log, ids, the full tally and last_seq
+        // change; the public tally and its marks stay as they were. Simulated exactly by an
+        // append of this herald whose public tally is then put back.
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        store
+            .append(vec![
+                scenario::update(&["b"], "3", true),
+                scenario::update(&["a"], "4", false),
+                scenario::update(&["c"], "5", false),
+            ])
+            .await
+            .unwrap();
+        let truth = scenario::tallies(&store).await;
+        drop(store);
+        write_public_tally(&dir, Some(&before_downgrade));
+        assert_eq!(read_public_tally(&dir), before_downgrade);
+
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        assert_eq!(scenario::tallies(&store).await, truth);
+        assert_eq!(
+            truth,
+            [
+                scenario::row("a", 1, "4", 1, Some("4")),
+                scenario::row("b", 1, "3", 0, None),
+                scenario::row("c", 1, "5", 1, Some("5")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_public_tally_of_another_type_is_refused_and_left_untouched() {
+        let dir = TempDir::new("tally-foreign");
+        drop(open(&dir, 10));
+        let other: TableDefinition<u64, u64> = TableDefinition::new("topics_public");
+        {
+            let db = Database::open(dir.file()).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(TOPICS_PUBLIC).unwrap();
+            txn.open_table(other).unwrap().insert(1, 2).unwrap();
+            txn.commit().unwrap();
+        }
+        let message = open_error(dir.path());
+        assert!(message.contains("not a herald store"), "{message}");
+        assert!(
+            message.contains(&dir.file().display().to_string()),
+            "{message}"
+        );
+        let db = Database::open(dir.file()).unwrap();
+        let read = db.begin_read().unwrap();
+        assert_eq!(
+            read.open_table(other)
+                .unwrap()
+                .get(1)
+                .unwrap()
+                .unwrap()
+                .value(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_record_found_while_building_the_tally_is_damage() {
+        let dir = TempDir::new("tally-damaged");
+        let store = open(&dir, 10);
+        store.append(vec![update("a", "1")]).await.unwrap();
+        drop(store);
+        {
+            let db = Database::open(dir.file()).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(LOG)
+                .unwrap()
+                .insert(2, &b"not a record"[..])
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        write_public_tally(&dir, None);
+        let message = open_error(dir.path());
+        assert!(message.contains("damaged"), "{message}");
+        assert!(message.contains("undecodable record at seq 2"), "{message}");
+        assert!(!has_table(&dir, TOPICS_PUBLIC.name()));
+        let db = Database::open(dir.file()).unwrap();
+        let read = db.begin_read().unwrap();
+        let log = read.open_table(LOG).unwrap();
+        assert_eq!(log.get(2).unwrap().unwrap().value(), b"not a record");
     }
 
     // --- Beyond the ring ------------------------------------------------------------------------
