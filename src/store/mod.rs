@@ -8,6 +8,7 @@
 //! the shared log ([`Store::spawn_feed`]), so that each node sees the same order.
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod conformance;
 pub mod memory;
 pub mod nats;

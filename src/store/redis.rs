@@ -375,7 +375,7 @@ impl Entry {
 /// The topics script's reply: `topic, events, last id, public events, last public id (or "")`
 /// per topic.
 fn topic_histories(reply: Vec<String>) -> Result<Vec<TopicHistory>, StoreError> {
-    if reply.len() % 5 != 0 {
+    if !reply.len().is_multiple_of(5) {
         return Err(malformed("topics"));
     }
     let count = |text: &str| text.parse::<u64>().map_err(|_| malformed("topic count"));
