@@ -820,6 +820,269 @@ async fn store_contract(engine: Engine) {
     assert_eq!(topics[0].events, 1);
 }
 
+// --- Per-topic tallies: every update, and public ones apart --------------------------------------
+
+/// An update of `topics` with id `id`.
+fn update_of(topics: &[&str], id: &str, private: bool) -> herald::update::Update {
+    herald::update::Update::from_draft(herald::update::Draft {
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        data: format!("data of {id}"),
+        id: Some(id.to_owned()),
+        private,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// (topic, events, last id, public events, last public id).
+type Row = (String, u64, String, u64, Option<String>);
+
+async fn tallies(store: &dyn herald::store::Store) -> Vec<Row> {
+    let mut rows: Vec<Row> = store
+        .topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            (
+                t.topic,
+                t.events,
+                t.last_event_id,
+                t.public_events,
+                t.last_public_event_id,
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn row(topic: &str, events: u64, last: &str, public: u64, last_public: Option<&str>) -> Row {
+    (
+        topic.to_owned(),
+        events,
+        last.to_owned(),
+        public,
+        last_public.map(str::to_owned),
+    )
+}
+
+on_both_engines!(
+    store_tallies,
+    the_redis_store_tallies_public_updates_apart,
+    the_nats_store_tallies_public_updates_apart,
+    Engine::redis(),
+    Engine::nats()
+);
+
+/// The scenarios of `src/store/conformance.rs` (memory, redb), on a shared engine.
+async fn store_tallies(engine: Engine) {
+    use herald::store::Retention;
+
+    // Private and public updates on one topic, a private-only topic, several topics per update
+    // (a repeated topic counts once).
+    let keep = |max_events, max_age| Retention {
+        max_events,
+        max_age,
+    };
+    let store = open_store(&engine, &unique_prefix("tally-mixed"), keep(100, None)).await;
+    store
+        .append(vec![
+            update_of(&["a"], "1", false),
+            update_of(&["a"], "2", true),
+            update_of(&["a", "b", "a"], "3", false),
+        ])
+        .await
+        .unwrap();
+    store
+        .append(vec![update_of(&["a", "p"], "4", true)])
+        .await
+        .unwrap();
+    store
+        .append(vec![update_of(&["p", "p"], "5", true)])
+        .await
+        .unwrap();
+    assert_eq!(
+        tallies(&*store).await,
+        [
+            row("a", 4, "4", 2, Some("3")),
+            row("b", 1, "3", 1, Some("3")),
+            row("p", 2, "5", 0, None),
+        ]
+    );
+
+    // Retention by count: public updates leave both tallies, private ones the full one only.
+    let store = open_store(&engine, &unique_prefix("tally-count"), keep(3, None)).await;
+    for (topics, id, private) in [
+        (&["a", "b", "a"][..], "1", false),
+        (&["a"][..], "2", false),
+        (&["a"][..], "3", true),
+    ] {
+        store
+            .append(vec![update_of(topics, id, private)])
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        tallies(&*store).await,
+        [
+            row("a", 3, "3", 2, Some("2")),
+            row("b", 1, "1", 1, Some("1"))
+        ]
+    );
+    store
+        .append(vec![update_of(&["a"], "4", true)])
+        .await
+        .unwrap();
+    assert_eq!(tallies(&*store).await, [row("a", 3, "4", 1, Some("2"))]);
+    store
+        .append(vec![update_of(&["a"], "5", true)])
+        .await
+        .unwrap();
+    assert_eq!(tallies(&*store).await, [row("a", 3, "5", 0, None)]);
+    store
+        .append(vec![
+            update_of(&["b", "a"], "6", false),
+            update_of(&["c"], "7", true),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        tallies(&*store).await,
+        [
+            row("a", 2, "6", 1, Some("6")),
+            row("b", 1, "6", 1, Some("6")),
+            row("c", 1, "7", 0, None),
+        ]
+    );
+
+    // Retention by age, before the next append and after it.
+    let age = Duration::from_millis(1000);
+    let store = open_store(&engine, &unique_prefix("tally-age"), keep(100, Some(age))).await;
+    store
+        .append(vec![update_of(&["a", "b"], "old", false)])
+        .await
+        .unwrap();
+    tokio::time::sleep(age * 6 / 10).await;
+    store
+        .append(vec![update_of(&["a"], "young", true)])
+        .await
+        .unwrap();
+    assert_eq!(
+        tallies(&*store).await,
+        [
+            row("a", 2, "young", 1, Some("old")),
+            row("b", 1, "old", 1, Some("old")),
+        ]
+    );
+    tokio::time::sleep(age * 6 / 10).await;
+    assert_eq!(tallies(&*store).await, [row("a", 1, "young", 0, None)]);
+    store
+        .append(vec![update_of(&["b"], "fresh", false)])
+        .await
+        .unwrap();
+    assert_eq!(
+        tallies(&*store).await,
+        [
+            row("a", 1, "young", 0, None),
+            row("b", 1, "fresh", 1, Some("fresh")),
+        ]
+    );
+}
+
+/// Redis keys as a herald without public tallies leaves them: no `topic-public-*` hashes, no
+/// `tallied` in meta (or one that lags `last`, after such a node appended).
+#[tokio::test]
+async fn redis_public_tallies_are_recounted_for_keys_an_earlier_herald_wrote() {
+    use herald::store::Retention;
+
+    let engine = Engine::redis();
+    let prefix = unique_prefix("tally-upgrade");
+    let store = open_store(
+        &engine,
+        &prefix,
+        Retention {
+            max_events: 3,
+            max_age: None,
+        },
+    )
+    .await;
+    store
+        .append(vec![
+            update_of(&["a"], "1", false),
+            update_of(&["a", "b"], "2", false),
+            update_of(&["b"], "3", true),
+            update_of(&["a", "c"], "4", false),
+        ])
+        .await
+        .unwrap();
+    let expected = [
+        row("a", 2, "4", 2, Some("4")),
+        row("b", 2, "3", 1, Some("2")),
+        row("c", 1, "4", 1, Some("4")),
+    ];
+    assert_eq!(tallies(&*store).await, expected);
+
+    let client = redis::Client::open(engine.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let count_key = format!("{prefix}:topic-public-count");
+    let last_key = format!("{prefix}:topic-public-last");
+    let meta_key = format!("{prefix}:meta");
+    let mut forget = async |wrong: bool| {
+        redis::pipe()
+            .cmd("DEL")
+            .arg(&count_key)
+            .arg(&last_key)
+            .cmd("HDEL")
+            .arg(&meta_key)
+            .arg("tallied")
+            .query_async::<()>(&mut connection)
+            .await
+            .unwrap();
+        if wrong {
+            // Counted once, then a node of an earlier herald appended.
+            redis::pipe()
+                .cmd("HSET")
+                .arg(&count_key)
+                .arg("a")
+                .arg(99)
+                .cmd("HSET")
+                .arg(&last_key)
+                .arg("a")
+                .arg("stale")
+                .cmd("HSET")
+                .arg(&meta_key)
+                .arg("tallied")
+                .arg("1-0")
+                .query_async::<()>(&mut connection)
+                .await
+                .unwrap();
+        }
+    };
+    // Recounted by a read...
+    forget(false).await;
+    assert_eq!(tallies(&*store).await, expected);
+    forget(true).await;
+    assert_eq!(tallies(&*store).await, expected);
+    // ... and by an append (which then trims 2 and 3).
+    forget(true).await;
+    store
+        .append(vec![
+            update_of(&["c"], "5", true),
+            update_of(&["b"], "6", false),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        tallies(&*store).await,
+        [
+            row("a", 1, "4", 1, Some("4")),
+            row("b", 1, "6", 1, Some("6")),
+            row("c", 2, "5", 1, Some("4")),
+        ]
+    );
+}
+
 #[tokio::test]
 async fn a_node_that_fell_too_far_behind_ends_its_streams_and_counts_a_gap() {
     use herald::store::Retention;

@@ -25,9 +25,14 @@ struct Ring {
     last_seq: u64,
 }
 
+/// A topic's two tallies: every update kept, and the public ones only.
 struct TopicTally {
     events: u64,
     last_event_id: String,
+    public_events: u64,
+    /// Kept until `public_events` falls to 0: retention removes the oldest first, so the newest
+    /// public update goes last.
+    last_public_event_id: Option<String>,
 }
 
 impl MemoryStore {
@@ -67,9 +72,15 @@ impl Ring {
                 .or_insert_with(|| TopicTally {
                     events: 0,
                     last_event_id: String::new(),
+                    public_events: 0,
+                    last_public_event_id: None,
                 });
             tally.events += 1;
             tally.last_event_id.clone_from(&update.id);
+            if !update.private {
+                tally.public_events += 1;
+                tally.last_public_event_id = Some(update.id.clone());
+            }
         }
         self.updates.push_back(Arc::clone(&update));
         update
@@ -99,6 +110,12 @@ impl Ring {
         for topic in unique_topics(dropped) {
             if let Some(tally) = self.topics.get_mut(topic) {
                 tally.events = tally.events.saturating_sub(1);
+                if !dropped.private {
+                    tally.public_events = tally.public_events.saturating_sub(1);
+                    if tally.public_events == 0 {
+                        tally.last_public_event_id = None;
+                    }
+                }
                 if tally.events == 0 {
                     self.topics.remove(topic);
                 }
@@ -169,6 +186,8 @@ impl Store for MemoryStore {
                 topic: topic.clone(),
                 events: tally.events,
                 last_event_id: tally.last_event_id.clone(),
+                public_events: tally.public_events,
+                last_public_event_id: tally.last_public_event_id.clone(),
             })
             .collect())
     }
@@ -271,6 +290,24 @@ mod tests {
         store.append(vec![update("a", "new")]).await.unwrap();
         assert_eq!(store.resolve("old").await.unwrap(), ReplayFrom::Unknown);
         assert_eq!(store.read_after(0, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn tallies_count_private_and_public_updates_apart() {
+        use crate::store::conformance as scenario;
+        scenario::mixed_updates(&MemoryStore::new(scenario::MIXED)).await;
+    }
+
+    #[tokio::test]
+    async fn tallies_follow_retention_by_count() {
+        use crate::store::conformance as scenario;
+        scenario::count_retention(&MemoryStore::new(scenario::BY_COUNT)).await;
+    }
+
+    #[tokio::test]
+    async fn tallies_follow_retention_by_age() {
+        use crate::store::conformance as scenario;
+        scenario::age_retention(&MemoryStore::new(scenario::BY_AGE)).await;
     }
 
     #[tokio::test]

@@ -7,6 +7,9 @@
 //! by several nodes (Redis, NATS) instead feeds every node, the publishing one included, from
 //! the shared log ([`Store::spawn_feed`]), so that each node sees the same order.
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub mod conformance;
 pub mod memory;
 pub mod nats;
 pub mod record;
@@ -63,14 +66,22 @@ pub struct Bounds {
     pub last_seq: u64,
 }
 
-/// Per-topic summary of what is stored.
+/// Per-topic summary of what is stored: one tally of every update kept for the topic, and one
+/// of its public (non-private) updates only, so that a caller who may not see the private ones
+/// can be shown the second alone. Each topic of an update counts once, however often the update
+/// names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicHistory {
     pub topic: String,
-    /// Updates kept for this topic.
+    /// Updates kept for this topic, private and public (at least 1).
     pub events: u64,
-    /// Id of the newest update kept for this topic.
+    /// Id of the newest update kept for this topic, private or public.
     pub last_event_id: String,
+    /// Non-private updates kept for this topic (0 when only private updates used it).
+    pub public_events: u64,
+    /// Id of the newest non-private update kept for this topic: `None` exactly when
+    /// `public_events` is 0.
+    pub last_public_event_id: Option<String>,
 }
 
 /// Retention limits, applied inside the same commits as appends.
@@ -108,7 +119,7 @@ pub trait Store: Send + Sync + 'static {
     /// The oldest and newest updates kept.
     async fn bounds(&self) -> Result<Bounds, StoreError>;
 
-    /// One summary per topic that has history.
+    /// One summary per topic that has history (private or public), in no particular order.
     async fn topics(&self) -> Result<Vec<TopicHistory>, StoreError>;
 
     /// Up to `limit` updates with `seq > after` that carry `topic` (canonical or alternate).

@@ -485,27 +485,33 @@ impl Store for NatsStore {
         Ok(bounds)
     }
 
+    /// One pass over history, counting every update and the public ones per topic.
     async fn topics(&self) -> Result<Vec<TopicHistory>, StoreError> {
-        let mut tallies: HashMap<String, (u64, String)> = HashMap::new();
+        let mut tallies: HashMap<String, TopicHistory> = HashMap::new();
         for update in self.scan(0, usize::MAX, |_| true).await? {
             let topics = &update.topics;
             for (index, topic) in topics.iter().enumerate() {
                 if topics[..index].contains(topic) {
                     continue;
                 }
-                let tally = tallies.entry(topic.clone()).or_default();
-                tally.0 += 1;
-                tally.1.clone_from(&update.id);
+                let tally = tallies
+                    .entry(topic.clone())
+                    .or_insert_with(|| TopicHistory {
+                        topic: topic.clone(),
+                        events: 0,
+                        last_event_id: String::new(),
+                        public_events: 0,
+                        last_public_event_id: None,
+                    });
+                tally.events += 1;
+                tally.last_event_id.clone_from(&update.id);
+                if !update.private {
+                    tally.public_events += 1;
+                    tally.last_public_event_id = Some(update.id.clone());
+                }
             }
         }
-        Ok(tallies
-            .into_iter()
-            .map(|(topic, (events, last_event_id))| TopicHistory {
-                topic,
-                events,
-                last_event_id,
-            })
-            .collect())
+        Ok(tallies.into_values().collect())
     }
 
     async fn topic_events(

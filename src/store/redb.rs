@@ -14,9 +14,24 @@
 //!   takes the entry over, and trimming removes an entry only if it still points at the trimmed
 //!   seq.
 //! - `topics`: `topic (str) -> (events kept u64, newest event id str)`, for `GET /topics`.
+//! - `topics_public`: the same tally over public (non-private) updates only, so `GET /topics`
+//!   can show a caller only what it may see. Maintained in the same transactions as `topics`.
 //! - `meta`: `str -> u64`: `schema` (this file layout, [`SCHEMA_VERSION`]; another version is
-//!   refused, never converted) and `last_seq` (the newest seq ever assigned, so sequences keep
-//!   increasing even when retention has removed everything).
+//!   refused, never converted), `last_seq` (the newest seq ever assigned, so sequences keep
+//!   increasing even when retention has removed everything), and `public_tally_seq` /
+//!   `public_tally_front`: the newest seq and the oldest seq in `log` (0: empty) when
+//!   `topics_public` was last written.
+//!
+//! # The public tally and older heralds
+//! `topics_public` is derived from `log`, so it is no schema change: schema 1 stays schema 1,
+//! and an earlier herald (which knows neither the table nor the two `meta` keys) still opens
+//! the file, ignores the table and appends without maintaining it. Every open therefore checks
+//! that the table exists and that `log` has not changed since it was written (`last_seq` and the
+//! oldest seq still equal the two `meta` keys: appends only add after `last_seq`, retention only
+//! removes from the front); if not, it rebuilds the table from `log` in one write transaction
+//! and logs it. So a file from an earlier herald gets its public tally on first open, and a
+//! downgrade then upgrade again is exact. A `topics_public` of another key or value type is a
+//! foreign file, refused like the rest.
 //!
 //! # Durability
 //! One [`Store::append`] is one redb write transaction committed with
@@ -50,7 +65,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::redb::{
     Builder, Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, Table,
-    TableDefinition, TableHandle,
+    TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 use async_trait::async_trait;
 
@@ -67,10 +82,15 @@ pub const SCHEMA_VERSION: u64 = 1;
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
 const TOPICS: TableDefinition<&str, (u64, &str)> = TableDefinition::new("topics");
+const TOPICS_PUBLIC: TableDefinition<&str, (u64, &str)> = TableDefinition::new("topics_public");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 const META_SCHEMA: &str = "schema";
 const META_LAST_SEQ: &str = "last_seq";
+/// `last_seq` when `topics_public` was last written.
+const META_PUBLIC_SEQ: &str = "public_tally_seq";
+/// The oldest seq in `log` (0: none) when `topics_public` was last written.
+const META_PUBLIC_FRONT: &str = "public_tally_front";
 
 /// redb's page cache. An upper bound, filled only as pages are read.
 const CACHE_BYTES: usize = 256 * 1024 * 1024;
@@ -272,31 +292,137 @@ fn precheck(path: &Path) -> Result<(), OpenError> {
     }
 }
 
-/// Checks the tables of the opened file, creating them in a new one.
+/// Checks the tables of the opened file, creating them in a new one, and brings the public
+/// tally up to date with the log.
 fn prepare(db: &Database, path: &Path) -> Result<(), OpenError> {
     let fail = |error: ::redb::Error| classify(path, error);
     let read = db.begin_read().map_err(|e| fail(e.into()))?;
     let found = layout(&read, path)?;
     drop(read);
-    if found == Layout::Complete {
-        return Ok(());
+    if found != Layout::Complete {
+        let mut write = db.begin_write().map_err(|e| fail(e.into()))?;
+        write
+            .set_durability(Durability::Immediate)
+            .map_err(|e| fail(e.into()))?;
+        {
+            write.open_table(LOG).map_err(|e| fail(e.into()))?;
+            write.open_table(IDS).map_err(|e| fail(e.into()))?;
+            write.open_table(TOPICS).map_err(|e| fail(e.into()))?;
+            let mut meta = write.open_table(META).map_err(|e| fail(e.into()))?;
+            if found == Layout::Fresh {
+                write
+                    .open_table(TOPICS_PUBLIC)
+                    .map_err(|e| fail(e.into()))?;
+                meta.insert(META_SCHEMA, SCHEMA_VERSION)
+                    .map_err(|e| fail(e.into()))?;
+                meta.insert(META_LAST_SEQ, 0).map_err(|e| fail(e.into()))?;
+                meta.insert(META_PUBLIC_SEQ, 0)
+                    .map_err(|e| fail(e.into()))?;
+                meta.insert(META_PUBLIC_FRONT, 0)
+                    .map_err(|e| fail(e.into()))?;
+            }
+        }
+        write.commit().map_err(|e| fail(e.into()))?;
     }
+    let read = db.begin_read().map_err(|e| fail(e.into()))?;
+    let current = public_tally_current(&read).map_err(fail)?;
+    drop(read);
+    if !current {
+        let (records, topics) = rebuild_public_tally(db, path)?;
+        tracing::info!(
+            path = %path.display(),
+            records,
+            topics,
+            "store: built the public topic tally from the log (a file last written by an earlier herald)"
+        );
+    }
+    Ok(())
+}
+
+/// Does `topics_public` exist and match the log as it is (nothing appended or trimmed since it
+/// was written)? A `topics_public` of another type is an error (a foreign file).
+fn public_tally_current(read: &ReadTransaction) -> Result<bool, ::redb::Error> {
+    match read.open_table(TOPICS_PUBLIC) {
+        Ok(_) => {}
+        Err(TableError::TableDoesNotExist(_)) => return Ok(false),
+        Err(error) => return Err(error.into()),
+    }
+    let meta = read.open_table(META)?;
+    let value = |key: &str| -> Result<Option<u64>, ::redb::Error> {
+        Ok(meta.get(key)?.map(|guard| guard.value()))
+    };
+    let last_seq = value(META_LAST_SEQ)?.unwrap_or(0);
+    let (Some(tallied_seq), Some(tallied_front)) =
+        (value(META_PUBLIC_SEQ)?, value(META_PUBLIC_FRONT)?)
+    else {
+        return Ok(false);
+    };
+    let log = read.open_table(LOG)?;
+    let front = log.first()?.map_or(0, |(key, _)| key.value());
+    Ok(tallied_seq == last_seq && tallied_front == front)
+}
+
+/// Replaces `topics_public` by a count of the log, in one write transaction. Returns the records
+/// read and the topics tallied. A record that cannot be decoded means a damaged file.
+fn rebuild_public_tally(db: &Database, path: &Path) -> Result<(u64, usize), OpenError> {
+    let fail = |error: ::redb::Error| classify(path, error);
     let mut write = db.begin_write().map_err(|e| fail(e.into()))?;
     write
         .set_durability(Durability::Immediate)
         .map_err(|e| fail(e.into()))?;
+    write
+        .delete_table(TOPICS_PUBLIC)
+        .map_err(|e| fail(e.into()))?;
+    let mut records = 0;
+    let mut tallies: HashMap<String, (u64, String)> = HashMap::new();
     {
-        write.open_table(LOG).map_err(|e| fail(e.into()))?;
-        write.open_table(IDS).map_err(|e| fail(e.into()))?;
-        write.open_table(TOPICS).map_err(|e| fail(e.into()))?;
-        let mut meta = write.open_table(META).map_err(|e| fail(e.into()))?;
-        if found == Layout::Fresh {
-            meta.insert(META_SCHEMA, SCHEMA_VERSION)
-                .map_err(|e| fail(e.into()))?;
-            meta.insert(META_LAST_SEQ, 0).map_err(|e| fail(e.into()))?;
+        let log = write.open_table(LOG).map_err(|e| fail(e.into()))?;
+        for entry in log.iter().map_err(|e| fail(e.into()))? {
+            let (key, value) = entry.map_err(|e| fail(e.into()))?;
+            let seq = key.value();
+            let record = parse(value.value()).ok_or_else(|| OpenError::Damaged {
+                path: path.to_path_buf(),
+                reason: format!("undecodable record at seq {seq}"),
+            })?;
+            records += 1;
+            if record.private {
+                continue;
+            }
+            for topic in unique(&record.topics) {
+                let tally = tallies.entry((*topic).to_owned()).or_default();
+                tally.0 += 1;
+                tally.1 = record.id.to_owned();
+            }
         }
     }
-    write.commit().map_err(|e| fail(e.into()))
+    let topics = tallies.len();
+    {
+        let mut table = write
+            .open_table(TOPICS_PUBLIC)
+            .map_err(|e| fail(e.into()))?;
+        for (topic, (events, last)) in &tallies {
+            table
+                .insert(topic.as_str(), (*events, last.as_str()))
+                .map_err(|e| fail(e.into()))?;
+        }
+    }
+    mark_public_tally(&write).map_err(fail)?;
+    write.commit().map_err(|e| fail(e.into()))?;
+    Ok((records, topics))
+}
+
+/// Records in `meta` that `topics_public` matches the log as `txn` leaves it (its tables must
+/// not be open).
+fn mark_public_tally(txn: &WriteTransaction) -> Result<(), ::redb::Error> {
+    let front = txn
+        .open_table(LOG)?
+        .first()?
+        .map_or(0, |(key, _)| key.value());
+    let mut meta = txn.open_table(META)?;
+    let last_seq = meta.get(META_LAST_SEQ)?.map_or(0, |guard| guard.value());
+    meta.insert(META_PUBLIC_SEQ, last_seq)?;
+    meta.insert(META_PUBLIC_FRONT, front)?;
+    Ok(())
 }
 
 /// Says what is wrong with the file in terms a person can act on.
@@ -381,10 +507,73 @@ struct Tally {
     last_event_id: String,
 }
 
-/// The topic tallies touched by one transaction, read once and written once.
+/// The topic tallies of one table touched by one transaction, read once and written once.
 #[derive(Default)]
 struct Tallies {
     touched: HashMap<String, Tally>,
+}
+
+/// The `topics` and `topics_public` tables.
+type TallyTables<'a, 't> = (&'a TallyTable<'t>, &'a TallyTable<'t>);
+type TallyTable<'t> = Table<'t, &'static str, (u64, &'static str)>;
+
+/// Both tallies touched by one transaction: every update (`topics`) and the public ones
+/// (`topics_public`).
+#[derive(Default)]
+struct Counts {
+    all: Tallies,
+    public: Tallies,
+}
+
+impl Counts {
+    /// Counts an update in, once per distinct topic.
+    fn add<T: AsRef<str> + PartialEq>(
+        &mut self,
+        tables: TallyTables<'_, '_>,
+        id: &str,
+        topics: &[T],
+        private: bool,
+    ) -> Result<(), StoreError> {
+        for topic in unique(topics) {
+            let tally = self.all.get(tables.0, topic.as_ref())?;
+            tally.events += 1;
+            tally.last_event_id.replace_range(.., id);
+            if !private {
+                let tally = self.public.get(tables.1, topic.as_ref())?;
+                tally.events += 1;
+                tally.last_event_id.replace_range(.., id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a trimmed update out. Its topics' newest ids stay: retention removes the oldest
+    /// first, so a tally's newest update goes only with its last one, and then the entry goes.
+    fn remove<T: AsRef<str> + PartialEq>(
+        &mut self,
+        tables: TallyTables<'_, '_>,
+        topics: &[T],
+        private: bool,
+    ) -> Result<(), StoreError> {
+        for topic in unique(topics) {
+            let tally = self.all.get(tables.0, topic.as_ref())?;
+            tally.events = tally.events.saturating_sub(1);
+            if !private {
+                let tally = self.public.get(tables.1, topic.as_ref())?;
+                tally.events = tally.events.saturating_sub(1);
+            }
+        }
+        Ok(())
+    }
+
+    fn write(
+        self,
+        all: &mut Table<&str, (u64, &str)>,
+        public: &mut Table<&str, (u64, &str)>,
+    ) -> Result<(), StoreError> {
+        self.all.write(all)?;
+        self.public.write(public)
+    }
 }
 
 impl Tallies {
@@ -439,12 +628,13 @@ fn append_blocking(
         let mut log = txn.open_table(LOG).map_err(backend)?;
         let mut ids = txn.open_table(IDS).map_err(backend)?;
         let mut topics = txn.open_table(TOPICS).map_err(backend)?;
+        let mut public_topics = txn.open_table(TOPICS_PUBLIC).map_err(backend)?;
         let mut meta = txn.open_table(META).map_err(backend)?;
         let mut last_seq = meta
             .get(META_LAST_SEQ)
             .map_err(backend)?
             .map_or(0, |guard| guard.value());
-        let mut tallies = Tallies::default();
+        let mut counts = Counts::default();
         let mut stored = Vec::with_capacity(batch.len());
         let mut record = Vec::new();
         for mut update in batch {
@@ -456,25 +646,27 @@ fn append_blocking(
             encode(&update, &mut record)?;
             log.insert(last_seq, record.as_slice()).map_err(backend)?;
             ids.insert(update.id.as_str(), last_seq).map_err(backend)?;
-            for topic in unique(&update.topics) {
-                let tally = tallies.get(&topics, topic)?;
-                tally.events += 1;
-                tally.last_event_id.clone_from(&update.id);
-            }
+            counts.add(
+                (&topics, &public_topics),
+                &update.id,
+                &update.topics,
+                update.private,
+            )?;
             stored.push(Arc::new(update));
         }
         trim(
             &mut log,
             &mut ids,
-            &topics,
-            &mut tallies,
+            (&topics, &public_topics),
+            &mut counts,
             retention,
             last_seq,
         )?;
-        tallies.write(&mut topics)?;
+        counts.write(&mut topics, &mut public_topics)?;
         meta.insert(META_LAST_SEQ, last_seq).map_err(backend)?;
         stored
     };
+    mark_public_tally(&txn).map_err(backend)?;
     txn.commit().map_err(backend)?;
     Ok(stored)
 }
@@ -483,8 +675,8 @@ fn append_blocking(
 fn trim(
     log: &mut Table<u64, &[u8]>,
     ids: &mut Table<&str, u64>,
-    topics: &Table<&str, (u64, &str)>,
-    tallies: &mut Tallies,
+    tables: TallyTables<'_, '_>,
+    counts: &mut Counts,
     retention: Retention,
     last_seq: u64,
 ) -> Result<(), StoreError> {
@@ -509,10 +701,7 @@ fn trim(
         if ids.get(record.id).map_err(backend)?.map(|g| g.value()) == Some(seq) {
             ids.remove(record.id).map_err(backend)?;
         }
-        for topic in unique(&record.topics) {
-            let tally = tallies.get(topics, topic)?;
-            tally.events = tally.events.saturating_sub(1);
-        }
+        counts.remove(tables, &record.topics, record.private)?;
     }
     Ok(())
 }
@@ -611,8 +800,9 @@ fn bounds_blocking(db: &Database, retention: Retention) -> Result<Bounds, StoreE
 
 fn topics_blocking(db: &Database, retention: Retention) -> Result<Vec<TopicHistory>, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
-    // What has aged out since the last append is still counted in the table: subtract it.
-    let mut aged_out: HashMap<String, u64> = HashMap::new();
+    // What has aged out since the last append is still counted in the tables: subtract it
+    // (every update, public ones).
+    let mut aged_out: HashMap<String, (u64, u64)> = HashMap::new();
     if let Some(cutoff) = age_cutoff(retention) {
         let log = txn.open_table(LOG).map_err(backend)?;
         for entry in log.iter().map_err(backend)? {
@@ -621,25 +811,43 @@ fn topics_blocking(db: &Database, retention: Retention) -> Result<Vec<TopicHisto
             if !expired(seq, bytes, Some(cutoff))? {
                 break;
             }
-            for topic in unique(&parse_at(seq, bytes)?.topics) {
-                *aged_out.entry((*topic).to_owned()).or_default() += 1;
+            let record = parse_at(seq, bytes)?;
+            for topic in unique(&record.topics) {
+                let gone = aged_out.entry((*topic).to_owned()).or_default();
+                gone.0 += 1;
+                if !record.private {
+                    gone.1 += 1;
+                }
             }
         }
     }
     let table = txn.open_table(TOPICS).map_err(backend)?;
+    let public = txn.open_table(TOPICS_PUBLIC).map_err(backend)?;
     let mut summaries = Vec::new();
     for entry in table.iter().map_err(backend)? {
         let (key, value) = entry.map_err(backend)?;
         let topic = key.value();
         let (events, last_event_id) = value.value();
-        let events = events.saturating_sub(aged_out.get(topic).copied().unwrap_or(0));
-        if events > 0 {
-            summaries.push(TopicHistory {
-                topic: topic.to_owned(),
-                events,
-                last_event_id: last_event_id.to_owned(),
-            });
+        let (aged_events, aged_public) = aged_out.get(topic).copied().unwrap_or((0, 0));
+        let events = events.saturating_sub(aged_events);
+        if events == 0 {
+            continue;
         }
+        let (public_events, last_public_event_id) = match public.get(topic).map_err(backend)? {
+            Some(stored) => {
+                let (count, last) = stored.value();
+                let count = count.saturating_sub(aged_public);
+                (count, (count > 0).then(|| last.to_owned()))
+            }
+            None => (0, None),
+        };
+        summaries.push(TopicHistory {
+            topic: topic.to_owned(),
+            events,
+            last_event_id: last_event_id.to_owned(),
+            public_events,
+            last_public_event_id,
+        });
     }
     Ok(summaries)
 }
@@ -703,6 +911,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::store::conformance as scenario;
     use crate::store::memory::MemoryStore;
     use crate::update::Draft;
 
@@ -856,6 +1065,226 @@ mod tests {
         );
         assert!(store.topics().await.unwrap().is_empty());
         assert_eq!(store.resolve("1").await.unwrap(), ReplayFrom::Unknown);
+    }
+
+    #[tokio::test]
+    async fn tallies_count_private_and_public_updates_apart() {
+        let dir = TempDir::new("tally-mixed");
+        let store = RedbStore::open(dir.path(), scenario::MIXED).unwrap();
+        scenario::mixed_updates(&store).await;
+        // On disk, not only in memory.
+        let before = scenario::tallies(&store).await;
+        drop(store);
+        let store = RedbStore::open(dir.path(), scenario::MIXED).unwrap();
+        assert_eq!(scenario::tallies(&store).await, before);
+    }
+
+    #[tokio::test]
+    async fn tallies_follow_retention_by_count() {
+        let dir = TempDir::new("tally-count");
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        scenario::count_retention(&store).await;
+    }
+
+    #[tokio::test]
+    async fn tallies_follow_retention_by_age() {
+        let dir = TempDir::new("tally-age");
+        let store = RedbStore::open(dir.path(), scenario::BY_AGE).unwrap();
+        scenario::age_retention(&store).await;
+    }
+
+    // --- The public tally and files of an earlier herald ----------------------------------------
+
+    /// The public tally's rows and its two `meta` marks, read from the file.
+    type PublicTally = (Vec<(String, u64, String)>, Option<u64>, Option<u64>);
+
+    fn read_public_tally(dir: &TempDir) -> PublicTally {
+        let db = Database::open(dir.file()).unwrap();
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(TOPICS_PUBLIC).unwrap();
+        let rows = table
+            .iter()
+            .unwrap()
+            .map(|entry| {
+                let (key, value) = entry.unwrap();
+                let (events, last) = value.value();
+                (key.value().to_owned(), events, last.to_owned())
+            })
+            .collect();
+        let meta = read.open_table(META).unwrap();
+        let mark = |key: &str| meta.get(key).unwrap().map(|guard| guard.value());
+        (rows, mark(META_PUBLIC_SEQ), mark(META_PUBLIC_FRONT))
+    }
+
+    /// Writes the public tally and its marks as given (`None`: no table, no marks), leaving
+    /// every other table alone: what an earlier herald leaves behind.
+    fn write_public_tally(dir: &TempDir, tally: Option<&PublicTally>) {
+        let db = Database::open(dir.file()).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(TOPICS_PUBLIC).unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.remove(META_PUBLIC_SEQ).unwrap();
+            meta.remove(META_PUBLIC_FRONT).unwrap();
+            if let Some((rows, seq, front)) = tally {
+                let mut table = txn.open_table(TOPICS_PUBLIC).unwrap();
+                for (topic, events, last) in rows {
+                    table
+                        .insert(topic.as_str(), (*events, last.as_str()))
+                        .unwrap();
+                }
+                if let Some(seq) = seq {
+                    meta.insert(META_PUBLIC_SEQ, *seq).unwrap();
+                }
+                if let Some(front) = front {
+                    meta.insert(META_PUBLIC_FRONT, *front).unwrap();
+                }
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    fn has_table(dir: &TempDir, name: &str) -> bool {
+        let db = Database::open(dir.file()).unwrap();
+        let read = db.begin_read().unwrap();
+        read.list_tables()
+            .unwrap()
+            .any(|table| table.name() == name)
+    }
+
+    #[tokio::test]
+    async fn a_file_without_the_public_tally_gets_it_built_from_the_log() {
+        let dir = TempDir::new("tally-legacy");
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        scenario::count_retention(&store).await;
+        let before = scenario::tallies(&store).await;
+        drop(store);
+        let written = read_public_tally(&dir);
+        // As an earlier herald left it: the log, ids, the full tally and meta, nothing more.
+        write_public_tally(&dir, None);
+        assert!(!has_table(&dir, TOPICS_PUBLIC.name()));
+
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        assert_eq!(scenario::tallies(&store).await, before);
+        drop(store);
+        let mut rebuilt = read_public_tally(&dir);
+        rebuilt.0.sort();
+        let mut expected = written;
+        expected.0.sort();
+        assert_eq!(rebuilt, expected, "the same table, and the same marks");
+        // And it is kept from there on: the private 5 goes, a public 8 comes.
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        store
+            .append(vec![scenario::update(&["c"], "8", false)])
+            .await
+            .unwrap();
+        assert_eq!(
+            scenario::tallies(&store).await,
+            [
+                scenario::row("a", 1, "6", 1, Some("6")),
+                scenario::row("b", 1, "6", 1, Some("6")),
+                scenario::row("c", 2, "8", 1, Some("8")),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn appends_by_an_earlier_herald_are_counted_on_the_next_open() {
+        let dir = TempDir::new("tally-downgrade");
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        store
+            .append(vec![
+                scenario::update(&["a"], "1", false),
+                scenario::update(&["a", "b"], "2", false),
+            ])
+            .await
+            .unwrap();
+        drop(store);
+        let before_downgrade = read_public_tally(&dir);
+        // An earlier herald appends (and trims 1 and 2): log, ids, the full tally and last_seq
+        // change; the public tally and its marks stay as they were. Simulated exactly by an
+        // append of this herald whose public tally is then put back.
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        store
+            .append(vec![
+                scenario::update(&["b"], "3", true),
+                scenario::update(&["a"], "4", false),
+                scenario::update(&["c"], "5", false),
+            ])
+            .await
+            .unwrap();
+        let truth = scenario::tallies(&store).await;
+        drop(store);
+        write_public_tally(&dir, Some(&before_downgrade));
+        assert_eq!(read_public_tally(&dir), before_downgrade);
+
+        let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
+        assert_eq!(scenario::tallies(&store).await, truth);
+        assert_eq!(
+            truth,
+            [
+                scenario::row("a", 1, "4", 1, Some("4")),
+                scenario::row("b", 1, "3", 0, None),
+                scenario::row("c", 1, "5", 1, Some("5")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_public_tally_of_another_type_is_refused_and_left_untouched() {
+        let dir = TempDir::new("tally-foreign");
+        drop(open(&dir, 10));
+        let other: TableDefinition<u64, u64> = TableDefinition::new("topics_public");
+        {
+            let db = Database::open(dir.file()).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(TOPICS_PUBLIC).unwrap();
+            txn.open_table(other).unwrap().insert(1, 2).unwrap();
+            txn.commit().unwrap();
+        }
+        let message = open_error(dir.path());
+        assert!(message.contains("not a herald store"), "{message}");
+        assert!(
+            message.contains(&dir.file().display().to_string()),
+            "{message}"
+        );
+        let db = Database::open(dir.file()).unwrap();
+        let read = db.begin_read().unwrap();
+        assert_eq!(
+            read.open_table(other)
+                .unwrap()
+                .get(1)
+                .unwrap()
+                .unwrap()
+                .value(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn an_undecodable_record_found_while_building_the_tally_is_damage() {
+        let dir = TempDir::new("tally-damaged");
+        let store = open(&dir, 10);
+        store.append(vec![update("a", "1")]).await.unwrap();
+        drop(store);
+        {
+            let db = Database::open(dir.file()).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(LOG)
+                .unwrap()
+                .insert(2, &b"not a record"[..])
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        write_public_tally(&dir, None);
+        let message = open_error(dir.path());
+        assert!(message.contains("damaged"), "{message}");
+        assert!(message.contains("undecodable record at seq 2"), "{message}");
+        assert!(!has_table(&dir, TOPICS_PUBLIC.name()));
+        let db = Database::open(dir.file()).unwrap();
+        let read = db.begin_read().unwrap();
+        let log = read.open_table(LOG).unwrap();
+        assert_eq!(log.get(2).unwrap().unwrap().value(), b"not a record");
     }
 
     // --- Beyond the ring ------------------------------------------------------------------------

@@ -17,9 +17,18 @@
 //! - `{prefix}:meta`: HASH. `last`: the newest stream id ever assigned (so sequences keep
 //!   increasing when everything was trimmed); `floor`: the newest id that history no longer
 //!   holds (history is every entry after it); `kept`: how many entries history holds;
-//!   `trimmed`: the newest entry physically deleted from the stream (to detect gaps in the feed).
+//!   `trimmed`: the newest entry physically deleted from the stream (to detect gaps in the feed);
+//!   `tallied`: `last` when the public tallies were last brought up to date (see below).
 //! - `{prefix}:topic-count`, `{prefix}:topic-last`: HASHes, topic -> entries kept / newest id,
 //!   for `GET /topics`.
+//! - `{prefix}:topic-public-count`, `{prefix}:topic-public-last`: the same over public
+//!   (non-private) entries only, so `GET /topics` can show a caller only what it may see. A Lua
+//!   script knows an entry's privacy from the flags byte of its record.
+//!
+//! The public tallies came after the others: a node of an earlier herald appends without
+//! maintaining them. Every script that uses them first compares `tallied` with `last`; if they
+//! differ (keys written before this version, or a node of an earlier version appended since),
+//! it recounts them from the entries history holds, inside the same atomic script.
 //!
 //! # Appends and retention
 //! One [`Store::append`] is one Lua script call (EVALSHA): it adds every entry of the batch,
@@ -95,6 +104,8 @@ struct Keys {
     meta: String,
     topic_count: String,
     topic_last: String,
+    topic_public_count: String,
+    topic_public_last: String,
 }
 
 impl Keys {
@@ -105,6 +116,8 @@ impl Keys {
             meta: format!("{prefix}:meta"),
             topic_count: format!("{prefix}:topic-count"),
             topic_last: format!("{prefix}:topic-last"),
+            topic_public_count: format!("{prefix}:topic-public-count"),
+            topic_public_last: format!("{prefix}:topic-public-last"),
         }
     }
 }
@@ -115,6 +128,7 @@ struct Scripts {
     read: Script,
     resolve: Script,
     bounds: Script,
+    topics: Script,
 }
 
 impl Scripts {
@@ -125,6 +139,7 @@ impl Scripts {
             read: with_helpers(LUA_READ),
             resolve: with_helpers(LUA_RESOLVE),
             bounds: with_helpers(LUA_BOUNDS),
+            topics: with_helpers(LUA_TOPICS),
         }
     }
 }
@@ -357,6 +372,28 @@ impl Entry {
     }
 }
 
+/// The topics script's reply: `topic, events, last id, public events, last public id (or "")`
+/// per topic.
+fn topic_histories(reply: Vec<String>) -> Result<Vec<TopicHistory>, StoreError> {
+    if !reply.len().is_multiple_of(5) {
+        return Err(malformed("topics"));
+    }
+    let count = |text: &str| text.parse::<u64>().map_err(|_| malformed("topic count"));
+    reply
+        .chunks_exact(5)
+        .map(|row| {
+            let public_events = count(&row[3])?;
+            Ok(TopicHistory {
+                topic: row[0].clone(),
+                events: count(&row[1])?,
+                last_event_id: row[2].clone(),
+                public_events,
+                last_public_event_id: (public_events > 0).then(|| row[4].clone()),
+            })
+        })
+        .collect()
+}
+
 fn text(value: Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
@@ -432,6 +469,8 @@ impl Store for RedisStore {
             .key(&self.keys.meta)
             .key(&self.keys.topic_count)
             .key(&self.keys.topic_last)
+            .key(&self.keys.topic_public_count)
+            .key(&self.keys.topic_public_last)
             .arg(self.retention.max_events)
             .arg(self.retention.max_events.max(BUS_FLOOR))
             .arg(self.max_age_ms())
@@ -514,25 +553,21 @@ impl Store for RedisStore {
         })
     }
 
+    /// The tallies, less what aged out since the last append (as the other backends do).
     async fn topics(&self) -> Result<Vec<TopicHistory>, StoreError> {
-        let (counts, lasts): (
-            std::collections::HashMap<String, i64>,
-            std::collections::HashMap<String, String>,
-        ) = read!(self, |manager| redis::pipe()
-            .cmd("HGETALL")
-            .arg(&self.keys.topic_count)
-            .cmd("HGETALL")
-            .arg(&self.keys.topic_last)
-            .query_async(&mut manager))?;
-        Ok(counts
-            .into_iter()
-            .filter(|(_, events)| *events > 0)
-            .map(|(topic, events)| TopicHistory {
-                last_event_id: lasts.get(&topic).cloned().unwrap_or_default(),
-                events: u64::try_from(events).unwrap_or(0),
-                topic,
-            })
-            .collect())
+        let max_age = self.max_age_ms();
+        let reply: Vec<String> = read!(self, |manager| self
+            .scripts
+            .topics
+            .key(&self.keys.log)
+            .key(&self.keys.meta)
+            .key(&self.keys.topic_count)
+            .key(&self.keys.topic_last)
+            .key(&self.keys.topic_public_count)
+            .key(&self.keys.topic_public_last)
+            .arg(max_age)
+            .invoke_async(&mut manager))?;
+        topic_histories(reply)
     }
 
     async fn topic_events(
@@ -768,6 +803,36 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- Is the entry private? The record's flags byte (after format u8 and published_at u64 LE) has
+-- bit 1 set. An entry without a readable record counts as private: never shown to everyone.
+local function private(fields)
+  local record = field(fields, 'r')
+  local flags = record and string.byte(record, 10)
+  return (not flags) or flags % 2 == 1
+end
+-- Recounts the public tallies from the entries after `floor` (history), unless `tallied` says
+-- they are up to date with `last`. Returns the new `tallied`.
+local function retally(log, pcount, plast, floor, last, tallied)
+  if (not last) or tallied == last then return tallied end
+  redis.call('DEL', pcount, plast)
+  local from = '(' .. floor
+  while true do
+    local page = redis.call('XRANGE', log, from, '+', 'COUNT', 1000)
+    for _, e in ipairs(page) do
+      local topics = field(e[2], 't')
+      if topics and not private(e[2]) then
+        local id = field(e[2], 'i') or ''
+        for _, topic in ipairs(cjson.decode(topics)) do
+          redis.call('HINCRBY', pcount, topic, 1)
+          redis.call('HSET', plast, topic, id)
+        end
+      end
+    end
+    if #page < 1000 then break end
+    from = '(' .. page[#page][1]
+  end
+  return last
+end
 -- The first id history holds: after `lower` (exclusive) and, with an age limit, not older
 -- than it (inclusive). An XRANGE start.
 local function window_start(lower, maxage, now)
@@ -779,14 +844,17 @@ local function window_start(lower, maxage, now)
 end
 "#;
 
-/// KEYS: log, ids, meta, topic-count, topic-last. ARGV: history size, stream size, max age ms
-/// (0: none), grace ms, then (record, id, topics JSON) per update. Returns the stream ids.
+/// KEYS: log, ids, meta, topic-count, topic-last, topic-public-count, topic-public-last. ARGV:
+/// history size, stream size, max age ms (0: none), grace ms, then (record, id, topics JSON) per
+/// update. Returns the stream ids.
 const LUA_APPEND: &str = r#"
 local log, ids, meta, tcount, tlast = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local pcount, plast = KEYS[6], KEYS[7]
 local hs, physmax = tonumber(ARGV[1]), tonumber(ARGV[2])
 local maxage, grace = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
-local state = redis.call('HMGET', meta, 'last', 'floor', 'kept', 'trimmed')
+local state = redis.call('HMGET', meta, 'last', 'floor', 'kept', 'trimmed', 'tallied')
+retally(log, pcount, plast, state[2] or '0-0', state[1], state[5])
 local last = state[1]
 if not last then
   -- No bookkeeping yet (a new stream, or it was lost): continue after what the stream says.
@@ -815,9 +883,14 @@ for i = 5, #ARGV, 3 do
   local id = fmt(lms, ln)
   redis.call('XADD', log, id, 'r', ARGV[i], 'i', ARGV[i + 1], 't', ARGV[i + 2])
   redis.call('ZADD', ids, lms, ARGV[i + 1])
+  local public = not private({'r', ARGV[i]})
   for _, topic in ipairs(cjson.decode(ARGV[i + 2])) do
     redis.call('HINCRBY', tcount, topic, 1)
     redis.call('HSET', tlast, topic, ARGV[i + 1])
+    if public then
+      redis.call('HINCRBY', pcount, topic, 1)
+      redis.call('HSET', plast, topic, ARGV[i + 1])
+    end
   end
   out[#out + 1] = id
   kept = kept + 1
@@ -829,10 +902,16 @@ local function forget(entries)
   for _, e in ipairs(entries) do
     local topics = field(e[2], 't')
     if topics then
+      local public = not private(e[2])
       for _, topic in ipairs(cjson.decode(topics)) do
         if redis.call('HINCRBY', tcount, topic, -1) <= 0 then
           redis.call('HDEL', tcount, topic)
           redis.call('HDEL', tlast, topic)
+        end
+        -- The newest public id stays until the last public entry goes (oldest go first).
+        if public and redis.call('HINCRBY', pcount, topic, -1) <= 0 then
+          redis.call('HDEL', pcount, topic)
+          redis.call('HDEL', plast, topic)
         end
       end
     end
@@ -883,7 +962,8 @@ if newer(trimmed, floor) then
   kept = redis.call('XLEN', log)
 end
 
-redis.call('HSET', meta, 'last', last, 'floor', floor, 'kept', kept, 'trimmed', trimmed)
+redis.call('HSET', meta, 'last', last, 'floor', floor, 'kept', kept, 'trimmed', trimmed,
+  'tallied', last)
 redis.call('ZREMRANGEBYSCORE', ids, '-inf', '(' .. string.format('%.0f', split(floor)))
 return out
 "#;
@@ -932,6 +1012,62 @@ if #first > 0 then
   out[3] = field(first[1][2], 'i') or ''
   out[4] = newest[1][1]
   out[5] = field(newest[1][2], 'i') or ''
+end
+return out
+"#;
+
+/// KEYS: log, meta, topic-count, topic-last, topic-public-count, topic-public-last. ARGV: max
+/// age ms. Brings the public tallies up to date if needed, subtracts what aged out since the
+/// last append, and returns `topic, events, last id, public events, last public id or ""` per
+/// topic left.
+const LUA_TOPICS: &str = r#"
+local log, meta, tcount, tlast, pcount, plast = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local maxage = tonumber(ARGV[1])
+local state = redis.call('HMGET', meta, 'last', 'floor', 'tallied')
+local floor = state[2] or '0-0'
+local tallied = retally(log, pcount, plast, floor, state[1], state[3])
+if tallied and tallied ~= state[3] then redis.call('HSET', meta, 'tallied', tallied) end
+local aged, aged_public = {}, {}
+if maxage > 0 then
+  local cutoff = now_ms() - maxage
+  if cutoff > split(floor) then
+    local from, upto = '(' .. floor, '(' .. fmt(cutoff, 0)
+    while true do
+      local page = redis.call('XRANGE', log, from, upto, 'COUNT', 1000)
+      for _, e in ipairs(page) do
+        local topics = field(e[2], 't')
+        if topics then
+          local public = not private(e[2])
+          for _, topic in ipairs(cjson.decode(topics)) do
+            aged[topic] = (aged[topic] or 0) + 1
+            if public then aged_public[topic] = (aged_public[topic] or 0) + 1 end
+          end
+        end
+      end
+      if #page < 1000 then break end
+      from = '(' .. page[#page][1]
+    end
+  end
+end
+local out = {}
+local counts = redis.call('HGETALL', tcount)
+for i = 1, #counts, 2 do
+  local topic = counts[i]
+  local events = tonumber(counts[i + 1]) - (aged[topic] or 0)
+  if events > 0 then
+    local public = tonumber(redis.call('HGET', pcount, topic) or '0') - (aged_public[topic] or 0)
+    local public_last = ''
+    if public > 0 then
+      public_last = redis.call('HGET', plast, topic) or ''
+    else
+      public = 0
+    end
+    out[#out + 1] = topic
+    out[#out + 1] = string.format('%.0f', events)
+    out[#out + 1] = redis.call('HGET', tlast, topic) or ''
+    out[#out + 1] = string.format('%.0f', public)
+    out[#out + 1] = public_last
+  end
 end
 return out
 "#;
