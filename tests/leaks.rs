@@ -384,3 +384,121 @@ async fn a_reconnect_storm_with_subscription_events_leaves_no_memory_behind() {
          {published} + {coalesced} + {dropped} < 20 × {connects}"
     );
 }
+
+/// `GET /topics` as `bearer` sees it: topic name -> its view.
+async fn listing(
+    hub: &Hub,
+    bearer: Option<&str>,
+) -> (String, serde_json::Map<String, serde_json::Value>) {
+    let mut request = client().get(hub.url("/topics"));
+    if let Some(bearer) = bearer {
+        request = request.bearer_auth(bearer);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let topics = body["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|view| (view["topic"].as_str().unwrap().to_owned(), view.clone()))
+        .collect();
+    (text, topics)
+}
+
+#[tokio::test]
+async fn the_topics_listing_shows_each_caller_only_what_it_could_subscribe_to() {
+    let hub = Hub::start(&[]);
+    publish_private(&hub, "secret-1").await;
+    hub.publish_ok(&[("topic", "public/a"), ("id", "p1")]).await;
+    hub.publish_ok(&[("topic", "public/a"), ("id", "secret-2"), ("private", "on")])
+        .await;
+    let inbox = format!("Bearer {}", inbox_token());
+    let _private_subscriber = hub
+        .subscribe(
+            "/.well-known/mercure?topic=users/8/inbox",
+            &[("authorization", inbox.as_str())],
+        )
+        .await;
+    let _public_subscriber = hub.subscribe("/.well-known/mercure?topic=lobby", &[]).await;
+    hub.wait_subscriptions(2).await;
+
+    let (text, topics) = listing(&hub, None).await;
+    assert!(!text.contains("secret") && !text.contains("users/"), "{text}");
+    assert_eq!(topics["public/a"]["events"], 1, "{text}");
+    assert_eq!(topics["public/a"]["last_event_id"], "p1", "{text}");
+    assert_eq!(topics["lobby"]["subscribers"], 1, "{text}");
+    assert_eq!(topics.len(), 2, "{text}");
+
+    // `public/{x}` covers public/a, private updates included, and nothing of users/.
+    let (text, topics) = listing(&hub, Some(&public_token())).await;
+    assert!(!text.contains("users/") && !text.contains("secret-1"), "{text}");
+    assert_eq!(topics["public/a"]["events"], 2, "{text}");
+    assert_eq!(topics["public/a"]["last_event_id"], "secret-2", "{text}");
+    assert_eq!(topics.len(), 2, "{text}");
+
+    let (text, topics) = listing(&hub, Some(&inbox_token())).await;
+    assert_eq!(
+        topics["users/7/inbox"]["last_event_id"], "secret-1",
+        "{text}"
+    );
+    assert_eq!(topics["users/8/inbox"]["subscribers"], 1, "{text}");
+    assert_eq!(
+        topics["public/a"]["last_event_id"], "p1",
+        "its claim does not cover public/a: {text}"
+    );
+
+    let (text, topics) = listing(&hub, Some(&token(&[], &["*"]))).await;
+    assert_eq!(topics["public/a"]["events"], 2, "{text}");
+    assert_eq!(topics["public/a"]["last_event_id"], "secret-2", "{text}");
+    assert_eq!(topics.len(), 4, "{text}");
+}
+
+#[tokio::test]
+async fn subscription_topics_are_listed_only_to_those_allowed_to_watch_them() {
+    let hub = Hub::start(&["--subscriptions"]);
+    let _subscriber = hub.subscribe("/.well-known/mercure?topic=lobby", &[]).await;
+    hub.wait_subscriptions(1).await;
+    let watcher = token(
+        &[],
+        &["/.well-known/mercure/subscriptions{/topic}{/subscriber}"],
+    );
+    let deadline = Instant::now() + SOON;
+    loop {
+        let (_, topics) = listing(&hub, Some(&watcher)).await;
+        if topics
+            .keys()
+            .any(|topic| topic.starts_with("/.well-known/mercure/subscriptions/"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watcher never saw the subscription event"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (text, _) = listing(&hub, None).await;
+    assert!(
+        !text.contains("/.well-known/mercure/subscriptions"),
+        "{text}"
+    );
+    assert!(!text.contains("urn:uuid"), "no subscriber id: {text}");
+}
+
+#[tokio::test]
+async fn without_anonymous_the_topics_listing_needs_a_token() {
+    let hub = Hub::start_raw(&["--jwt-key", crate::util::KEY, "--store", "memory:"]);
+    let (status, body) = problem(client().get(hub.url("/topics")).send().await.unwrap()).await;
+    assert_eq!(status, 401, "{body}");
+    let response = client()
+        .get(hub.url("/topics"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let (_, topics) = listing(&hub, Some(&public_token())).await;
+    assert!(topics.is_empty());
+}

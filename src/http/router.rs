@@ -85,7 +85,7 @@ async fn dispatch(
         ("/events", _) => Err(ApiError::MethodNotAllowed { allowed: "GET" }),
         ("/publish", _) => Err(ApiError::MethodNotAllowed { allowed: "POST" }),
         ("/chat/send", &Method::POST) => pages::chat_send(state, request).await,
-        ("/topics", &Method::GET) => topics::list(state).await,
+        ("/topics", &Method::GET) => topics::list(state, &request).await,
         ("/healthz", &Method::GET) => Ok(ops::health(state)),
         ("/metrics", &Method::GET) if state.config.metrics_listen.is_none() => {
             Ok(ops::metrics(state))

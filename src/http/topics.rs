@@ -15,9 +15,10 @@ use super::problem::ApiError;
 use super::query;
 use super::router::ok;
 use super::subscribe::subscriber_access;
+use crate::hub::Subscriber;
 use crate::store::ReplayFrom;
 use crate::update::Update;
-use crate::visibility::may_see;
+use crate::visibility::{may_see, may_see_private_topic};
 
 /// Default and largest page of `/topics/{topic}/events`.
 const DEFAULT_LIMIT: usize = 100;
@@ -31,23 +32,51 @@ struct TopicView {
     last_event_id: Option<String>,
 }
 
-/// Every topic with live subscribers (by exact selector) or stored history.
-pub async fn list(state: &AppState) -> Result<Response<ResponseBody>, ApiError> {
+/// Every topic the caller could subscribe to that has live subscribers (by exact selector) or
+/// stored history, as the caller sees it ([`crate::visibility`]):
+/// - a topic whose private updates the caller's token covers is shown whole;
+/// - any other topic shows only its public updates, and only subscribers that do not receive
+///   private updates on it (their interest may be private too);
+/// - a topic left with nothing to show is not listed at all.
+///
+/// On a hub without `--anonymous` the listing needs a token, as subscribing does.
+pub async fn list<B>(
+    state: &AppState,
+    request: &Request<B>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let access = subscriber_access(state, request.headers(), request.uri().query())?;
+    let claim = access.private_topics.as_ref();
     let mut topics: BTreeMap<String, TopicView> = BTreeMap::new();
     for history in state.store.topics().await? {
-        topics.insert(
-            history.topic.clone(),
-            TopicView {
-                topic: history.topic,
-                events: history.events,
-                last_event_id: Some(history.last_event_id),
-                ..TopicView::default()
-            },
-        );
+        let (events, last_event_id) = if may_see_private_topic(claim, &history.topic) {
+            (history.events, Some(history.last_event_id))
+        } else {
+            (history.public_events, history.last_public_event_id)
+        };
+        if events > 0 {
+            topics.insert(
+                history.topic.clone(),
+                TopicView {
+                    topic: history.topic,
+                    events,
+                    last_event_id,
+                    ..TopicView::default()
+                },
+            );
+        }
     }
+    // A subscriber counts on a topic for this caller when the caller may see the topic's
+    // private updates, or when the subscriber itself receives only public ones there.
+    let counts_for = |subscriber: &Subscriber, topic: &str| {
+        may_see_private_topic(claim, topic)
+            || !may_see_private_topic(subscriber.private_access.as_ref(), topic)
+    };
     let mut patterns = Vec::new();
     state.hub.for_each_subscriber(|subscriber| {
         for topic in subscriber.selectors.exact_topics() {
+            if !counts_for(subscriber, topic) {
+                continue;
+            }
             topics
                 .entry(topic.to_string())
                 .or_insert_with(|| TopicView {
@@ -63,7 +92,11 @@ pub async fn list(state: &AppState) -> Result<Response<ResponseBody>, ApiError> 
     for view in topics.values_mut() {
         view.subscribers += patterns
             .iter()
-            .filter(|s| !s.selects_exactly(&view.topic) && s.selectors.matches(&view.topic))
+            .filter(|s| {
+                !s.selects_exactly(&view.topic)
+                    && s.selectors.matches(&view.topic)
+                    && counts_for(s, &view.topic)
+            })
             .count();
     }
     let body = serde_json::json!({
