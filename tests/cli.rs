@@ -128,11 +128,7 @@ async fn a_config_file_configures_the_hub_and_flags_win() {
         Some("https://a.example")
     );
     // The flag's 200ms heartbeat, not the file's 60s.
-    assert!(
-        stream
-            .read_until(b":\n\n:\n\n", Duration::from_secs(3))
-            .await
-    );
+    assert!(stream.read_until(b":\n:\n", Duration::from_secs(3)).await);
     std::fs::write(&path, "jwt-kee = \"typo\"\n").unwrap();
     let (code, _, stderr) = run_cli(
         &[

@@ -399,7 +399,7 @@ async fn other_requests_on_the_connection_go_to_hyper_first() {
     let raw = read_until(&mut stream, b"}", SOON).await;
     assert_eq!(status_of(&String::from_utf8_lossy(&raw)), 200);
     stream.write_all(&subscribe_request("after")).await.unwrap();
-    let raw = read_until(&mut stream, b":\n\n", SOON).await;
+    let raw = read_until(&mut stream, b"\r\n:\n", SOON).await;
     assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"));
     hub.wait_subscriptions(1).await;
     hub.publish_ok(&[("topic", "after"), ("data", "kept alive")])
@@ -411,7 +411,7 @@ async fn other_requests_on_the_connection_go_to_hyper_first() {
     old.write_all(b"GET /.well-known/mercure?topic=old HTTP/1.0\r\n\r\n")
         .await
         .unwrap();
-    let raw = read_until(&mut old, b":\n\n", SOON).await;
+    let raw = read_until(&mut old, b"\r\n:\n", SOON).await;
     assert_eq!(status_of(&String::from_utf8_lossy(&raw)), 200);
     hub.wait_subscriptions(2).await;
     hub.publish_ok(&[("topic", "old"), ("data", "1.0")]).await;
@@ -435,7 +435,7 @@ async fn a_subscriber_that_keeps_sending_is_cut_off() {
         .write_all(&subscribe_request("chatty"))
         .await
         .unwrap();
-    read_until(&mut stream, b":\n\n", SOON).await;
+    read_until(&mut stream, b"\r\n:\n", SOON).await;
     hub.wait_subscriptions(1).await;
     // A little is read and ignored...
     stream.write_all(b"hello?").await.unwrap();

@@ -26,7 +26,7 @@ async fn published_updates_arrive_as_exact_frames() {
     hub.publish_ok(&[("topic", "a"), ("data", "hello"), ("id", "e1")])
         .await;
     assert!(stream.read_until(b"id: e1\ndata: hello\n\n", SOON).await);
-    assert_eq!(&stream.raw[..], b":\n\nid: e1\ndata: hello\n\n");
+    assert_eq!(&stream.raw[..], b":\nid: e1\ndata: hello\n\n");
 }
 
 #[tokio::test]
@@ -93,11 +93,13 @@ async fn heartbeats_come_from_the_configured_interval() {
     let mut stream = hub.subscribe("/.well-known/mercure?topic=quiet", &[]).await;
     // The opening comment, then at least two heartbeats within a second or so.
     let started = Instant::now();
-    while stream.raw.windows(3).filter(|w| w == b":\n\n").count() < 3 {
+    while stream.raw.len() < 3 * 2 {
         assert!(started.elapsed() < SOON, "no heartbeats: {:?}", stream.raw);
         stream.read_chunk(SOON).await;
     }
     assert!(started.elapsed() >= Duration::from_millis(500));
+    // Each one a lone `:` line: no blank line, so no client sees an (empty) event.
+    assert_eq!(stream.raw, b":\n".repeat(stream.raw.len() / 2));
     assert!(
         stream
             .next_event_within(Duration::from_millis(10))
@@ -136,4 +138,86 @@ async fn a_reset_connection_is_removed_too() {
     socket.set_zero_linger().unwrap();
     drop(socket);
     hub.wait_subscriptions(0).await;
+}
+
+/// Comments (the opening one and heartbeats) are a lone `:` line, before and after events alike:
+/// the only blank line on the wire is the one that ends the event. Clients that dispatch on every
+/// blank line (`@microsoft/fetch-event-source`) would otherwise hand `onmessage` empty data.
+#[tokio::test]
+async fn comments_are_a_lone_colon_line_and_only_events_end_with_a_blank_line() {
+    let hub = Hub::start(&["--heartbeat", "200ms"]);
+    let mut stream = hub.subscribe("/.well-known/mercure?topic=a", &[]).await;
+    assert!(stream.read_until(b":\n", SOON).await);
+    assert_eq!(stream.raw, b":\n", "the opening comment alone");
+    hub.wait_subscriptions(1).await;
+    hub.publish_ok(&[("topic", "a"), ("data", "{\"n\":1}"), ("id", "e1")])
+        .await;
+    let frame = "id: e1\ndata: {\"n\":1}\n\n";
+    assert!(
+        stream
+            .read_until(format!("{frame}:\n").as_bytes(), SOON)
+            .await
+    );
+    let raw = String::from_utf8(stream.raw.clone()).unwrap();
+    let (before, after) = raw.split_once(frame).unwrap();
+    assert!(
+        !before.is_empty() && before == ":\n".repeat(before.len() / 2),
+        "{raw:?}"
+    );
+    assert!(
+        !after.is_empty() && after == ":\n".repeat(after.len() / 2),
+        "{raw:?}"
+    );
+    assert_eq!(raw.matches("\n\n").count(), 1, "{raw:?}");
+    assert_eq!(stream.next_event().await.data, "{\"n\":1}");
+    stream.expect_silence(Duration::from_millis(500)).await;
+}
+
+/// `event-source-polyfill` (npm) resumes with the query parameter `lastEventId` (lower-case d),
+/// never with a header.
+#[tokio::test]
+async fn the_polyfills_last_event_id_parameter_resumes_and_the_header_still_wins() {
+    let hub = Hub::start(&[]);
+    for id in ["1", "2", "3"] {
+        hub.publish_ok(&[("topic", "a"), ("id", id), ("data", id)])
+            .await;
+    }
+    let ids = |events: Vec<herald_sse::Event>| -> Vec<String> {
+        events.into_iter().map(|event| event.id).collect()
+    };
+
+    let mut polyfill = hub
+        .subscribe("/.well-known/mercure?topic=a&lastEventId=2", &[])
+        .await;
+    assert_eq!(polyfill.header("last-event-id"), Some("3"));
+    assert_eq!(ids(polyfill.events(1).await), ["3"]);
+    polyfill.expect_silence(Duration::from_millis(200)).await;
+
+    // The header (what EventSource sends) wins over any query parameter.
+    let mut both = hub
+        .subscribe(
+            "/.well-known/mercure?topic=a&lastEventId=2",
+            &[("last-event-id", "1")],
+        )
+        .await;
+    assert_eq!(ids(both.events(2).await), ["2", "3"]);
+
+    // The polyfill appends its own to a URL that already names one (`lastEventID=1`, written by
+    // the app): the one it appends is what it has seen, so it wins.
+    let mut appended = hub
+        .subscribe(
+            "/.well-known/mercure?topic=a&lastEventID=1&lastEventId=2",
+            &[],
+        )
+        .await;
+    assert_eq!(ids(appended.events(1).await), ["3"]);
+    appended.expect_silence(Duration::from_millis(200)).await;
+
+    // An id history does not hold is a gap, as with every other spelling.
+    let mut unknown = hub
+        .subscribe("/.well-known/mercure?topic=a&lastEventId=gone", &[])
+        .await;
+    let gap = unknown.next_event().await;
+    assert_eq!(gap.event, "herald-gap");
+    assert_eq!(ids(unknown.events(3).await), ["1", "2", "3"]);
 }

@@ -57,7 +57,9 @@ pub async fn subscribe<B>(
 
     // Every id this subscriber is told, or may resume from, is one it may see.
     let store = &*state.store;
-    let mut prelude = b":\n\n".to_vec();
+    // The opening comment, a lone `:` line (no blank line: see `herald_sse::encode_comment`).
+    let mut prelude = Vec::new();
+    herald_sse::encode_comment(&mut prelude, "");
     let bounds = store.bounds().await?;
     let (start, resumed_from) = match last_event_id.as_deref() {
         None => (Start::LiveAfter(bounds.last_seq), None),
@@ -144,7 +146,10 @@ pub fn subscriber_access(
     }
 }
 
-/// The `Last-Event-ID` header wins over the `lastEventID` query parameter.
+/// The last event id a subscriber resumes after. The `Last-Event-ID` header (what `EventSource`
+/// sends) wins; then the query: `lastEventId`, the spelling `event-source-polyfill` appends on
+/// every reconnection (its only way to send it), so it is fresher than an id written into the
+/// URL; then `lastEventID` (Mercure), then the legacy `Last-Event-ID` and `last-event-id`.
 fn last_event_id(headers: &HeaderMap, params: &[(String, String)]) -> Option<String> {
     let from_header = headers
         .get("last-event-id")
@@ -152,11 +157,15 @@ fn last_event_id(headers: &HeaderMap, params: &[(String, String)]) -> Option<Str
         .filter(|value| !value.is_empty())
         .map(str::to_owned);
     from_header.or_else(|| {
-        query::first(params, "lastEventID")
-            .or_else(|| query::first(params, "Last-Event-ID"))
-            .or_else(|| query::first(params, "last-event-id"))
-            .filter(|value| !value.is_empty())
-            .map(str::to_owned)
+        [
+            "lastEventId",
+            "lastEventID",
+            "Last-Event-ID",
+            "last-event-id",
+        ]
+        .into_iter()
+        .find_map(|name| query::first(params, name).filter(|value| !value.is_empty()))
+        .map(str::to_owned)
     })
 }
 

@@ -81,8 +81,9 @@ pub struct Hub {
     lifecycle: std::sync::OnceLock<Lifecycle>,
 }
 
-/// The heartbeat frame: an empty comment.
-const HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");
+/// The heartbeat frame: an empty comment line alone (`:\n`), no blank line, so clients that
+/// dispatch on every blank line (`@microsoft/fetch-event-source`) see no empty message.
+const HEARTBEAT: Bytes = Bytes::from_static(herald_sse::EMPTY_COMMENT);
 
 impl Hub {
     /// A hub whose subscribers each queue at most `queue_capacity` frames.

@@ -73,13 +73,21 @@ pub fn encoded_len(fields: &EventFields<'_>) -> usize {
     len + 1
 }
 
-/// Appends a comment block, e.g. for keepalives: `: text` lines followed by a
-/// blank line. `text` is split on line breaks and each piece gets its own `:`
-/// prefix, so it can never inject fields. Empty pieces are written as a bare
-/// `:`; `encode_comment(out, "")` appends exactly `":\n\n"`.
+/// What [`encode_comment`] writes for an empty comment, e.g. a keepalive: a
+/// lone `:` line.
+pub const EMPTY_COMMENT: &[u8] = b":\n";
+
+/// Appends comment lines, e.g. for keepalives: `text` is split on line breaks
+/// and each piece gets its own `:` prefix, so it can never inject fields. Empty
+/// pieces are written as a bare `:`; `encode_comment(out, "")` appends exactly
+/// [`EMPTY_COMMENT`] (`":\n"`).
 ///
-/// The trailing blank line dispatches nothing on the client (there is no data
-/// pending, since every event written by [`encode_event`] is complete).
+/// No blank line follows. A comment needs none: a parser ignores a comment
+/// line wherever it appears. A blank line would end an event with no data,
+/// which the standard `EventSource` ignores but some clients do not (the npm
+/// `@microsoft/fetch-event-source` calls `onmessage` with empty data for every
+/// blank line, so an app's `JSON.parse` throws). Write comments between
+/// complete events, as the output of [`encode_event`] always is.
 pub fn encode_comment(out: &mut Vec<u8>, text: &str) {
     for_each_line(text, |line| {
         out.push(b':');
@@ -89,14 +97,13 @@ pub fn encode_comment(out: &mut Vec<u8>, text: &str) {
         }
         out.push(b'\n');
     });
-    out.push(b'\n');
 }
 
-/// Appends `retry: N\n\n`: sets the client's reconnection time without
-/// dispatching an event.
+/// Appends `retry: N\n`: sets the client's reconnection time (a parser applies
+/// it as soon as it reads the line) without dispatching an event. As with
+/// [`encode_comment`], no blank line follows, so no client sees an empty event.
 pub fn encode_retry(out: &mut Vec<u8>, millis: u64) {
     push_retry_line(out, millis);
-    out.push(b'\n');
 }
 
 /// `true` when `value` contains no CR, LF or NUL, i.e. it can be written as
@@ -265,7 +272,7 @@ mod tests {
         ] {
             let mut out = Vec::new();
             encode_retry(&mut out, millis);
-            assert_eq!(out, format!("retry: {text}\n\n").into_bytes());
+            assert_eq!(out, format!("retry: {text}\n").into_bytes());
             let fields = EventFields {
                 retry: Some(millis),
                 ..data("")
@@ -281,9 +288,10 @@ mod tests {
             encode_comment(&mut out, text);
             String::from_utf8(out).unwrap()
         };
-        assert_eq!(comment(""), ":\n\n");
-        assert_eq!(comment("ping"), ": ping\n\n");
-        assert_eq!(comment("a\r\ndata: x\rb\n"), ": a\n: data: x\n: b\n:\n\n");
+        assert_eq!(comment("").as_bytes(), EMPTY_COMMENT);
+        assert_eq!(comment(""), ":\n");
+        assert_eq!(comment("ping"), ": ping\n");
+        assert_eq!(comment("a\r\ndata: x\rb\n"), ": a\n: data: x\n: b\n:\n");
     }
 
     #[test]

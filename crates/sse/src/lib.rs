@@ -23,7 +23,8 @@ mod encode;
 mod parse;
 
 pub use encode::{
-    EventFields, encode_comment, encode_event, encode_retry, encoded_len, is_valid_field,
+    EMPTY_COMMENT, EventFields, encode_comment, encode_event, encode_retry, encoded_len,
+    is_valid_field,
 };
 pub use parse::{DEFAULT_MAX_LINE, Event, Parser};
 

@@ -23,9 +23,9 @@ pub struct Event {
     /// events until the stream sets another one (possibly empty).
     pub id: String,
     /// The last valid `retry:` value seen since the previous dispatched event,
-    /// if any (including ones in blocks that dispatched nothing, like the
-    /// output of [`crate::encode_retry`]). [`Parser::retry`] has the current
-    /// reconnection time regardless.
+    /// if any (including ones in blocks that dispatched nothing, like
+    /// `retry: 500` followed by a blank line). [`Parser::retry`] has the
+    /// current reconnection time regardless.
     pub retry: Option<u64>,
 }
 

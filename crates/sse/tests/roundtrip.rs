@@ -120,6 +120,11 @@ proptest! {
         cuts in common::cuts(6),
     ) {
         let (wire, expected, last_id, reconnect) = encode_and_expect(&items);
+        // Every blank line ends an event: comments and `retry` hints add none, so clients that
+        // dispatch on any blank line (fetch-event-source) never see an empty message.
+        let blank_lines = wire.windows(2).filter(|pair| pair == b"\n\n").count();
+        prop_assert_eq!(blank_lines, expected.len());
+        prop_assert!(!wire.starts_with(b"\n"));
         let mut parser = Parser::new();
         let mut got = Vec::new();
         for chunk in common::split(&wire, &cuts) {
