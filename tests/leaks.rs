@@ -425,7 +425,10 @@ async fn the_topics_listing_shows_each_caller_only_what_it_could_subscribe_to() 
     hub.wait_subscriptions(2).await;
 
     let (text, topics) = listing(&hub, None).await;
-    assert!(!text.contains("secret") && !text.contains("users/"), "{text}");
+    assert!(
+        !text.contains("secret") && !text.contains("users/"),
+        "{text}"
+    );
     assert_eq!(topics["public/a"]["events"], 1, "{text}");
     assert_eq!(topics["public/a"]["last_event_id"], "p1", "{text}");
     assert_eq!(topics["lobby"]["subscribers"], 1, "{text}");
@@ -433,7 +436,10 @@ async fn the_topics_listing_shows_each_caller_only_what_it_could_subscribe_to() 
 
     // `public/{x}` covers public/a, private updates included, and nothing of users/.
     let (text, topics) = listing(&hub, Some(&public_token())).await;
-    assert!(!text.contains("users/") && !text.contains("secret-1"), "{text}");
+    assert!(
+        !text.contains("users/") && !text.contains("secret-1"),
+        "{text}"
+    );
     assert_eq!(topics["public/a"]["events"], 2, "{text}");
     assert_eq!(topics["public/a"]["last_event_id"], "secret-2", "{text}");
     assert_eq!(topics.len(), 2, "{text}");
@@ -501,4 +507,35 @@ async fn without_anonymous_the_topics_listing_needs_a_token() {
     assert_eq!(response.status(), 401);
     let (_, topics) = listing(&hub, Some(&public_token())).await;
     assert!(topics.is_empty());
+}
+
+#[tokio::test]
+async fn the_subscriptions_api_cursor_names_only_what_the_watcher_may_see() {
+    let hub = Hub::start(&["--subscriptions"]);
+    hub.publish_ok(&[("topic", "public/a"), ("id", "p1")]).await;
+    publish_private(&hub, "secret-1").await;
+    let watcher = token(
+        &[],
+        &["/.well-known/mercure/subscriptions{/topic}{/subscriber}"],
+    );
+    let response = client()
+        .get(hub.url("/.well-known/mercure/subscriptions"))
+        .bearer_auth(&watcher)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["lastEventID"], "earliest", "{body}");
+    hub.publish_ok(&[("topic", "public/a"), ("id", "p2")]).await;
+    let body: serde_json::Value = client()
+        .get(hub.url("/.well-known/mercure/subscriptions"))
+        .bearer_auth(&watcher)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["lastEventID"], "p2", "{body}");
 }

@@ -40,6 +40,20 @@ pub async fn update_at(
     Ok(found.into_iter().next().filter(|update| update.seq == seq))
 }
 
+/// The id of the newest update kept (`newest`, from [`Store::bounds`]) when the caller may see
+/// it. Found in one read; `None` when history is empty or the newest is not the caller's to see.
+pub async fn newest_if_visible(
+    store: &dyn Store,
+    newest: Option<u64>,
+    private_access: Option<&SelectorSet>,
+) -> Result<Option<String>, StoreError> {
+    let Some(seq) = newest else { return Ok(None) };
+    Ok(update_at(store, seq)
+        .await?
+        .filter(|update| may_see(private_access, update))
+        .map(|update| update.id.clone()))
+}
+
 /// The id of the oldest update kept that the caller may see (within a bounded scan).
 pub async fn oldest_visible(
     store: &dyn Store,

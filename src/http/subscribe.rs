@@ -18,7 +18,6 @@ use crate::hub::Identity;
 use crate::store::ReplayFrom;
 use crate::stream::{EventStream, Start};
 use crate::topic::SelectorSet;
-use crate::visibility::may_see;
 
 /// The special last event id meaning "everything history holds".
 pub const EARLIEST: &str = "earliest";
@@ -76,13 +75,8 @@ pub async fn subscribe<B>(
     // As the reference hub: the newest id in history when the subscription started, if this
     // subscriber may see it; otherwise the id it resumed from, or `earliest`.
     let cursor_id = if last_event_id.is_some() {
-        let newest = match &bounds.newest {
-            Some((seq, _)) => cursor::update_at(store, *seq)
-                .await?
-                .filter(|update| may_see(private_access.as_ref(), update))
-                .map(|update| update.id.clone()),
-            None => None,
-        };
+        let newest_seq = bounds.newest.as_ref().map(|(seq, _)| *seq);
+        let newest = cursor::newest_if_visible(store, newest_seq, private_access.as_ref()).await?;
         Some(
             newest
                 .or_else(|| resumed_from.map(str::to_owned))

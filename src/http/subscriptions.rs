@@ -41,12 +41,11 @@ pub async fn subscriptions(
         .filter(|segment| !segment.is_empty())
         .map(|segment| percent_decode_str(segment).decode_utf8_lossy().into_owned())
         .collect();
-    let last_event_id = state
-        .store
-        .bounds()
+    // The cursor names only an update this token may see.
+    let newest = state.store.bounds().await?.newest.map(|(seq, _)| seq);
+    let last_event_id = super::cursor::newest_if_visible(&*state.store, newest, Some(&allowed))
         .await?
-        .newest
-        .map_or_else(|| "earliest".to_owned(), |(_, id)| id);
+        .unwrap_or_else(|| "earliest".to_owned());
 
     let mut found = Vec::new();
     state.hub.for_each_subscriber(|subscriber| {
