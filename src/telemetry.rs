@@ -72,6 +72,10 @@ fn describe() {
         "Queue overflows that made a subscriber lag"
     );
     metrics::describe_counter!(
+        "herald_fanout_queued_total",
+        "Updates queued for subscribers by the fan-out (one per subscriber and update)"
+    );
+    metrics::describe_counter!(
         "herald_delivered_bytes_total",
         "Bytes of event streams handed to subscriber connections (events, replay, heartbeats)"
     );
@@ -88,6 +92,8 @@ fn describe() {
     metrics::counter!("herald_publishes_total").absolute(0);
     metrics::counter!("herald_deliveries_total").absolute(0);
     metrics::counter!("herald_replayed_total").absolute(0);
+    metrics::counter!("herald_queue_overflows_total").absolute(0);
+    metrics::counter!("herald_fanout_queued_total").absolute(0);
     metrics::counter!("herald_delivered_bytes_total").absolute(0);
     for limit in [
         "connections",
@@ -102,6 +108,8 @@ fn describe() {
     for action in ["catch_up", "close"] {
         metrics::counter!("herald_lagging_subscribers_total", "action" => action).absolute(0);
     }
+    // Registered without a sample, so `_count 0` and the buckets show before the first commit.
+    let _ = metrics::histogram!("herald_store_commit_seconds");
 }
 
 /// Names the cluster feed's metrics and makes them appear at zero (only on clustered nodes).

@@ -15,6 +15,7 @@ mod history;
 mod jwks;
 mod lagging;
 mod mercure;
+mod newcomer;
 mod ops;
 mod pages;
 mod publish;
