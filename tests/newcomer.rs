@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::util::{Hub, client};
+use crate::util::{Hub, KEY, client, run_cli};
 
 /// The metric names of the "Endpoints for operators" table of docs/OPERATIONS.md.
 fn documented_metrics() -> Vec<String> {
@@ -70,4 +70,54 @@ async fn every_documented_metric_is_described_and_present_at_start_up() {
             "{family} has no HELP line"
         );
     }
+}
+
+#[test]
+fn a_flag_typo_suggests_the_flag_and_the_subcommand_help() {
+    let (code, _, stderr) = run_cli(&["serve", "--jwt-kye", "x"], &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("did you mean `--jwt-key`?"), "{stderr}");
+    assert!(stderr.contains("herald serve --help"), "{stderr}");
+    let (code, _, stderr) = run_cli(&["sub", "--jsn", "a"], &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("`--json`"), "{stderr}");
+    assert!(stderr.contains("herald sub --help"), "{stderr}");
+}
+
+#[tokio::test]
+async fn boolean_environment_values_take_the_usual_spellings() {
+    for (value, anonymous) in [
+        ("yes", true),
+        ("on", true),
+        ("1", true),
+        ("no", false),
+        ("off", false),
+        ("0", false),
+    ] {
+        let hub = Hub::start_with_env(
+            &["--store", "memory:", "--jwt-key", KEY],
+            &[("HERALD_ANONYMOUS", value)],
+        );
+        let response = client()
+            .get(hub.url("/.well-known/mercure?topic=a"))
+            .send()
+            .await
+            .unwrap();
+        let expected = if anonymous { 200 } else { 401 };
+        assert_eq!(
+            response.status().as_u16(),
+            expected,
+            "HERALD_ANONYMOUS={value}"
+        );
+    }
+    let (code, _, stderr) = run_cli(
+        &["serve", "--listen", "127.0.0.1:0", "--store", "memory:"],
+        &[("HERALD_ANONYMOUS", "maybe")],
+    );
+    assert_eq!(code, 64, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("HERALD_ANONYMOUS=\"maybe\""), "{stderr}");
+    assert!(stderr.contains("yes/no"), "{stderr}");
+    assert!(!stderr.contains("--help"), "one hint, not two: {stderr}");
 }

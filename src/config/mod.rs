@@ -48,8 +48,13 @@ pub struct ServeArgs {
     /// History store: a directory for the durable embedded store (`PATH/herald.redb`, survives
     /// restarts and crashes), `memory:` (a bounded in-process ring, lost on restart), or
     /// `redis://host:port/[db]` (Redis Streams, shared by every node using the same Redis and
-    /// prefix) [default: ./herald-data]
-    #[arg(long, env = "HERALD_STORE", value_name = "PATH|memory:|redis://…")]
+    /// prefix, see --redis-prefix), or `nats://host:port/` (a NATS JetStream stream, shared by
+    /// every node using the same server and prefix, see --nats-prefix) [default: ./herald-data]
+    #[arg(
+        long,
+        env = "HERALD_STORE",
+        value_name = "PATH|memory:|redis://…|nats://…"
+    )]
     pub store: Option<String>,
 
     /// Prefix of the Redis keys (`PREFIX:log`, `PREFIX:ids`, …); nodes sharing a prefix share
@@ -113,7 +118,7 @@ pub struct ServeArgs {
     pub jwt_algorithm: Option<String>,
 
     /// Let subscribers without a token receive public updates
-    #[arg(long, env = "HERALD_ANONYMOUS")]
+    #[arg(long, env = "HERALD_ANONYMOUS", value_parser = boolish())]
     pub anonymous: bool,
 
     /// Origin allowed to subscribe and publish from a browser (repeatable, or comma-separated;
@@ -150,11 +155,11 @@ pub struct ServeArgs {
     pub history_max_age: Option<String>,
 
     /// Publish subscription events and serve the subscriptions API
-    #[arg(long, env = "HERALD_SUBSCRIPTIONS")]
+    #[arg(long, env = "HERALD_SUBSCRIPTIONS", value_parser = boolish())]
     pub subscriptions: bool,
 
     /// Serve the demo pages (/chat, /clock, /console); implies --anonymous
-    #[arg(long, env = "HERALD_DEMO")]
+    #[arg(long, env = "HERALD_DEMO", value_parser = boolish())]
     pub demo: bool,
 
     /// Largest accepted publish body, e.g. `1MiB`, `64KiB`, or bytes [default: 1MiB]
@@ -218,6 +223,11 @@ pub struct ServeArgs {
     /// `cors-origin = ["https://a.example"]`); flags and environment win over it
     #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// Boolean flags read `1/0`, `true/false`, `yes/no`, `on/off` from the environment.
+fn boolish() -> clap::builder::BoolishValueParser {
+    clap::builder::BoolishValueParser::new()
 }
 
 /// Where history lives.
