@@ -126,8 +126,10 @@ pub fn describe_bus_metrics() {
     metrics::gauge!("herald_bus_lag_seconds").set(0.0);
 }
 
-/// Logs to stderr, as text or JSON; `RUST_LOG` (or `HERALD_LOG`) filters, default `info`.
+/// Logs to stderr, as text or JSON; `HERALD_LOG` (or `RUST_LOG`) filters, default `info`.
+/// Colours only when stderr is a terminal (never in files, pipes or the journal).
 pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = std::env::var("HERALD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".into());
@@ -135,6 +137,7 @@ pub fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -25,10 +25,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The end of `herald serve --help`: what is not a flag.
+const SERVE_AFTER_HELP: &str = "\
+Logs go to stderr, coloured only on a terminal. HERALD_LOG (or RUST_LOG) sets the level and \
+filter: error, warn, info (the default: start-up, shutdown, and one line per refused request, \
+401/403/429/503 with its reason, at most 10 a second), debug, trace, or per module, e.g. \
+HERALD_LOG=info,herald::http=debug. --log-format json writes one JSON object per line.
+
+Boolean variables (HERALD_ANONYMOUS, HERALD_DEMO, ...) take 1/0, true/false, yes/no or on/off.";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the hub
+    #[command(after_help = SERVE_AFTER_HELP)]
     Serve(Box<crate::config::ServeArgs>),
     /// Mint a JWT for development (HS256/384/512)
     Token(token::TokenArgs),
