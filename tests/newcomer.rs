@@ -253,3 +253,284 @@ fn serve_help_documents_herald_log() {
     assert!(stdout.contains("HERALD_LOG"), "{stdout}");
     assert!(stdout.contains("nats://"), "{stdout}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Commands printed for pasting: run with bash, as printed.
+
+/// `PATH` with the directory of the `herald` under test first, as after `cargo install`.
+fn path_with_herald() -> String {
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_herald"))
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
+}
+
+/// Runs `script` with `bash -c` (set -eu -o pipefail); returns (exit code, stdout, stderr).
+fn bash(script: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = std::process::Command::new("bash");
+    command
+        .arg("-c")
+        .arg(format!("set -eu -o pipefail\n{script}"))
+        .stdin(std::process::Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A command left running (a `curl -N` subscriber): its stdout collected, killed when dropped.
+struct Background {
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Background {
+    fn start(script: &str, env: &[(&str, &str)]) -> Background {
+        use std::io::Read;
+        let mut command = std::process::Command::new("bash");
+        // `exec`: the command replaces bash, so killing it ends the command itself.
+        command
+            .arg("-c")
+            .arg(format!("exec {script}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = std::sync::Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        Background { child, output }
+    }
+
+    /// Waits until the output contains `needle`, at most 5 s.
+    async fn wait_for(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + crate::util::SOON;
+        while std::time::Instant::now() < deadline {
+            if self.output.lock().unwrap().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `label:` commands of a banner, in order.
+fn banner_commands(banner: &[String]) -> Vec<(String, String)> {
+    banner
+        .iter()
+        .filter_map(|line| {
+            let (label, command) = line.trim_start().split_once(':')?;
+            matches!(label, "subscribe" | "private" | "publish")
+                .then(|| (label.to_owned(), command.trim().to_owned()))
+        })
+        .collect()
+}
+
+fn command<'a>(commands: &'a [(String, String)], label: &str) -> &'a str {
+    &commands
+        .iter()
+        .find(|(name, _)| name == label)
+        .unwrap_or_else(|| panic!("no {label} command in {commands:?}"))
+        .1
+}
+
+#[tokio::test]
+async fn the_banner_commands_work_when_pasted_with_the_key_given_as_a_flag() {
+    // The issue's case: `--jwt-key` on the command line (so no HERALD_JWT_KEY in any shell).
+    for anonymous in [true, false] {
+        let mut args = vec!["--jwt-key", KEY, "--store", "memory:"];
+        if anonymous {
+            args.push("--anonymous");
+        }
+        let hub = Hub::start_raw(&args);
+        let banner = hub.banner.join("\n");
+        assert!(
+            !banner.contains(KEY),
+            "the banner prints the key:\n{banner}"
+        );
+        assert!(
+            banner.contains("export HERALD_KEY=<your --jwt-key>"),
+            "{banner}"
+        );
+        let commands = banner_commands(&hub.banner);
+        // What the `keys:` line asks for, and nothing else: not even herald on the PATH.
+        let env = [("HERALD_KEY", KEY)];
+        let subscriber = Background::start(command(&commands, "subscribe"), &env);
+        hub.wait_subscriptions(1).await;
+        let (code, stdout, stderr) = bash(command(&commands, "publish"), &env);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.starts_with("urn:uuid:"), "{stdout}");
+        assert!(
+            subscriber.wait_for("data: hello").await,
+            "anonymous {anonymous}: {}\n{banner}",
+            subscriber.output()
+        );
+    }
+}
+
+#[tokio::test]
+async fn demo_keeps_a_development_secret_and_prints_a_subscriber_token() {
+    let dir = TempDir::new("demo-secret");
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let hub = Hub::start_raw(&["--demo", "--store", data_arg]);
+    let banner = hub.banner.join("\n");
+    let file = data.join("dev-secret");
+    assert!(banner.contains(&file.display().to_string()), "{banner}");
+    let secret = std::fs::read_to_string(&file).unwrap();
+    assert!(secret.trim().len() >= 32, "{secret}");
+    assert!(
+        !banner.contains(secret.trim()),
+        "the banner prints the secret"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+    let commands = banner_commands(&hub.banner);
+    let public = Background::start(command(&commands, "subscribe"), &[]);
+    let private = Background::start(command(&commands, "private"), &[]);
+    hub.wait_subscriptions(2).await;
+    let (code, stdout, stderr) = bash(command(&commands, "publish"), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("urn:uuid:"), "{stdout}");
+    assert!(public.wait_for("data: hello").await, "{}", public.output());
+    assert!(
+        private.wait_for("data: hello").await,
+        "{}",
+        private.output()
+    );
+    // The printed subscriber token receives private updates; the anonymous one does not.
+    let private_publish = format!(
+        "{} -d private=on",
+        command(&commands, "publish").replace("data=hello", "data=secret-news")
+    );
+    let (code, _, stderr) = bash(&private_publish, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        private.wait_for("data: secret-news").await,
+        "{}",
+        private.output()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !public.output().contains("secret-news"),
+        "{}",
+        public.output()
+    );
+    let old_publish = command(&commands, "publish").to_owned();
+    let old_addr = hub.addr.to_string();
+    drop((public, private, hub));
+
+    // A restart keeps the secret: the tokens printed before still work.
+    let hub = Hub::start_raw(&["--demo", "--store", data_arg]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), secret);
+    let again = banner_commands(&hub.banner);
+    assert_eq!(
+        command(&again, "publish").replace(&hub.addr.to_string(), "ADDR"),
+        old_publish.replace(&old_addr, "ADDR")
+    );
+    let (code, _, stderr) = bash(&old_publish.replace(&old_addr, &hub.addr.to_string()), &[]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn no_development_secret_is_written_without_demo_or_without_a_directory() {
+    let dir = TempDir::new("no-secret");
+    let data = dir.path().join("data");
+    let hub = Hub::start_raw(&["--store", data.to_str().unwrap()]);
+    assert!(
+        hub.banner
+            .join("\n")
+            .contains("random HS256 secret for this run")
+    );
+    assert!(data.join("herald.redb").exists());
+    assert!(!data.join("dev-secret").exists());
+    drop(hub);
+    let hub = Hub::start_in(&["--demo", "--store", "memory:"], &[], Some(dir.path()));
+    let banner = hub.banner.join("\n");
+    assert!(
+        banner.contains("random HS256 secret for this run"),
+        "{banner}"
+    );
+    assert!(banner.contains("private:"), "{banner}");
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+}
+
+/// The text of `<code id="ID">` in `html`, unescaped.
+fn code_block(html: &str, id: &str) -> String {
+    let start = html.find(&format!("<code id=\"{id}\">")).unwrap();
+    let text = &html[start..];
+    let text = &text[text.find('>').unwrap() + 1..text.find("</code>").unwrap()];
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn the_index_page_commands_work_when_pasted() {
+    let hub = Hub::start(&[]);
+    let html = client()
+        .get(hub.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // What the page's script does to its code samples.
+    let origin = format!("http://{}", hub.addr);
+    let subscribe = code_block(&html, "quick-start").replace("http://HOST", &origin);
+    let publish = code_block(&html, "quick-publish").replace("http://HOST", &origin);
+    let path = path_with_herald();
+    let env = [("HERALD_KEY", KEY), ("PATH", path.as_str())];
+    let subscriber = Background::start(&subscribe, &env);
+    hub.wait_subscriptions(1).await;
+    let (code, stdout, stderr) = bash(&publish, &env);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("urn:uuid:"), "{stdout}");
+    assert!(
+        subscriber.wait_for("data: hello").await,
+        "{}",
+        subscriber.output()
+    );
+}
