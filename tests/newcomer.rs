@@ -127,6 +127,7 @@ struct LoggedHub {
     child: std::process::Child,
     addr: std::net::SocketAddr,
     log: std::path::PathBuf,
+    banner: Vec<String>,
     _dir: TempDir,
 }
 
@@ -155,11 +156,21 @@ impl LoggedHub {
             .unwrap_or_else(|| panic!("{first}"))
             .parse()
             .unwrap();
+        // The banner is a handful of lines; the rest of stdout is drained on a thread.
+        let mut banner = vec![first];
+        for line in lines.by_ref().map_while(Result::ok) {
+            let last = line.trim_start().starts_with("publish:");
+            banner.push(line);
+            if last {
+                break;
+            }
+        }
         std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
         LoggedHub {
             child,
             addr,
             log,
+            banner,
             _dir: dir,
         }
     }
@@ -294,8 +305,15 @@ struct Background {
 
 impl Background {
     fn start(script: &str, env: &[(&str, &str)]) -> Background {
+        Background::start_in(script, env, None)
+    }
+
+    fn start_in(script: &str, env: &[(&str, &str)], cwd: Option<&std::path::Path>) -> Background {
         use std::io::Read;
         let mut command = std::process::Command::new("bash");
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
         // `exec`: the command replaces bash, so killing it ends the command itself.
         command
             .arg("-c")
@@ -530,6 +548,215 @@ async fn the_index_page_commands_work_when_pasted() {
     assert!(stdout.starts_with("urn:uuid:"), "{stdout}");
     assert!(
         subscriber.wait_for("data: hello").await,
+        "{}",
+        subscriber.output()
+    );
+}
+
+#[tokio::test]
+async fn listen_takes_the_forms_people_type_and_the_banner_says_what_was_bound() {
+    // `:PORT` binds every interface: the first line says so, the next one where to connect.
+    let hub = LoggedHub::start(
+        &["--listen", ":0", "--store", "memory:", "--anonymous"],
+        &[],
+    );
+    assert!(hub.addr.ip().is_unspecified(), "{}", hub.addr);
+    let port = hub.addr.port();
+    let reachable = format!("http://127.0.0.1:{port}");
+    let banner = hub.banner.join("\n");
+    assert!(
+        banner.contains(&format!("  reachable: {reachable} (this machine)")),
+        "{banner}"
+    );
+    assert!(
+        banner.contains(&format!("curl -N '{reachable}/.well-known/mercure")),
+        "{banner}"
+    );
+    let health = client()
+        .get(format!("{reachable}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    drop(hub);
+    // A bare port and `localhost:PORT` are loopback.
+    for form in ["0", "localhost:0"] {
+        let hub = LoggedHub::start(&["--listen", form, "--store", "memory:"], &[]);
+        assert_eq!(hub.addr.ip().to_string(), "127.0.0.1", "{form}");
+        assert!(!hub.banner.join("\n").contains("reachable:"), "{form}");
+        let health = client().get(hub.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), 200, "{form}");
+    }
+    let (code, _, stderr) = run_cli(&["serve", "--listen", "localhost"], &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("--listen") && stderr.contains(":PORT"),
+        "{stderr}"
+    );
+}
+
+/// The ```sh blocks of a README section, each as its lines (continuations joined, comments and
+/// blank lines dropped).
+fn sh_blocks(section: &str) -> Vec<Vec<String>> {
+    let mut blocks = Vec::new();
+    let mut rest = section;
+    while let Some(start) = rest.find("```sh\n") {
+        let body = &rest[start + 6..];
+        let end = body.find("```").unwrap();
+        let mut lines = Vec::new();
+        let mut pending = String::new();
+        for line in body[..end].lines() {
+            let line = line.trim_end();
+            if let Some(head) = line.strip_suffix('\\') {
+                pending.push_str(head);
+                continue;
+            }
+            pending.push_str(line);
+            let joined = std::mem::take(&mut pending);
+            let code = joined.trim();
+            if !code.is_empty() && !code.starts_with('#') {
+                lines.push(code.to_owned());
+            }
+        }
+        blocks.push(lines);
+        rest = &body[end + 3..];
+    }
+    blocks
+}
+
+#[tokio::test]
+async fn the_readme_tour_works_when_pasted() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    // `cargo install --path .` is the README's first step: the test puts the binary under test
+    // on the PATH instead.
+    assert!(
+        readme.contains("cargo install --path ."),
+        "README: no cargo install"
+    );
+    let rust_version = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("rust-version = \""))
+        .map(|version| version.trim_end_matches('"').to_owned())
+        .unwrap();
+    assert!(
+        readme.contains(&format!("{rust_version} or later")),
+        "README: no minimum Rust"
+    );
+    let tour = readme
+        .split("## A one-minute tour")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let blocks = sh_blocks(tour);
+    assert!(blocks.len() >= 4, "{blocks:?}");
+    let dir = TempDir::new("tour");
+    let path = path_with_herald();
+    let env = [("PATH", path.as_str())];
+    let mut hub: Option<(Background, String)> = None;
+    let mut subscribers = Vec::new();
+    let mut scripts = 0;
+    let mut delivered = false;
+    for block in &blocks {
+        let script = block.join("\n");
+        if let [only] = block.as_slice()
+            && only.starts_with("herald serve")
+        {
+            // A later `herald serve` replaces the first (stopped as with Ctrl-C: it holds the
+            // store), once what was published through it has arrived.
+            if let Some((previous, _)) = hub.take() {
+                check_tour_deliveries(&subscribers).await;
+                delivered = true;
+                subscribers.clear();
+                drop(previous);
+            }
+            // Started as printed, on a random port and in an empty directory.
+            let started = Background::start_in(
+                &format!("{only} --listen 127.0.0.1:0"),
+                &env,
+                Some(dir.path()),
+            );
+            assert!(
+                started.wait_for("  publish:").await,
+                "{only}: {}",
+                started.output()
+            );
+            let first = started.output().lines().next().unwrap().to_owned();
+            let addr = first
+                .strip_prefix("herald listening on http://")
+                .unwrap()
+                .to_owned();
+            hub = Some((started, addr));
+            continue;
+        }
+        let addr = &hub.as_ref().expect("a hub first").1;
+        let script = script.replace("127.0.0.1:8088", addr);
+        if script.starts_with("curl -N") {
+            let subscriber = Background::start(&script, &env);
+            subscribers.push(subscriber);
+            // Wait for the subscription before publishing.
+            let deadline = std::time::Instant::now() + crate::util::SOON;
+            loop {
+                let text = client()
+                    .get(format!("http://{addr}/metrics"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                if text
+                    .lines()
+                    .any(|line| line == format!("herald_subscriptions {}", subscribers.len()))
+                {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{script}: never subscribed"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            continue;
+        }
+        let (code, _, stderr) = bash(&script, &env);
+        assert_eq!(code, 0, "{script}\n{stderr}");
+        scripts += 1;
+    }
+    assert!(scripts >= 1);
+    assert!(delivered, "no subscriber was checked");
+    let (last, addr) = hub.unwrap();
+    // The CORS variant answers a browser of the origin it names.
+    let response = client()
+        .get(format!("http://{addr}/.well-known/mercure?topic=demo"))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|value| value.to_str().unwrap().to_owned()),
+        Some("http://localhost:3000".to_owned()),
+        "{}",
+        last.output()
+    );
+}
+
+/// The tour's subscriber printed both updates of the tour.
+async fn check_tour_deliveries(subscribers: &[Background]) {
+    let subscriber = subscribers.first().expect("a subscriber");
+    assert!(
+        subscriber.wait_for("data: hello").await,
+        "{}",
+        subscriber.output()
+    );
+    assert!(
+        subscriber.wait_for(r#"data: {"count":1}"#).await,
         "{}",
         subscriber.output()
     );

@@ -249,18 +249,6 @@ fn network_ip(addr: SocketAddr) -> Option<std::net::IpAddr> {
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_words_survive_bash() {
-        assert_eq!(shell_quote("/usr/bin/herald"), "/usr/bin/herald");
-        assert_eq!(shell_quote("/a b/herald"), "'/a b/herald'");
-        assert_eq!(shell_quote("/it's/herald"), r"'/it'\''s/herald'");
-    }
-}
-
 /// Completes on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
@@ -282,5 +270,17 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_survive_bash() {
+        assert_eq!(shell_quote("/usr/bin/herald"), "/usr/bin/herald");
+        assert_eq!(shell_quote("/a b/herald"), "'/a b/herald'");
+        assert_eq!(shell_quote("/it's/herald"), r"'/it'\''s/herald'");
     }
 }
