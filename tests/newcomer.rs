@@ -761,3 +761,160 @@ async fn check_tour_deliveries(subscribers: &[Background]) {
         subscriber.output()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// herald sub, like herald pub
+
+#[test]
+fn sub_against_a_hub_that_is_down_retries_with_backoff_in_short_lines_then_fails() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hub = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let (code, out, stderr) = run_cli(&["sub", "t", "--hub", &hub, "--timeout", "3s"], &[]);
+    assert_eq!((code, out.as_str()), (1, ""), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let lines: Vec<&str> = stderr.lines().collect();
+    let retries = lines
+        .iter()
+        .filter(|line| line.contains("reconnecting"))
+        .count();
+    // Backoff: a handful of attempts in 3 s, not a busy loop.
+    assert!((1..=6).contains(&retries), "{stderr}");
+    for line in &lines {
+        assert!(line.chars().count() < 160, "{} chars: {line}", line.len());
+    }
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .contains("never accepted a connection"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sub_stops_at_once_on_404_and_400() {
+    let hub = Hub::start(&["--max-topic-length", "5"]);
+    for (args, status, mention) in [
+        (
+            vec!["sub", "t", "--hub", &hub.url("/no/such/hub")],
+            "404",
+            "--hub",
+        ),
+        (
+            vec!["sub", "much-too-long", "--hub", &hub.url("")],
+            "400",
+            "topic",
+        ),
+    ] {
+        let mut args = args.clone();
+        args.extend(["--timeout", "20s"]);
+        let started = std::time::Instant::now();
+        let (code, _, stderr) = run_cli(&args, &[]);
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?} was retried"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(status) && stderr.contains(mention),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sub_takes_a_token_or_a_key_like_pub_and_hints_at_both_on_401() {
+    let hub = Hub::start_raw(&["--jwt-key", KEY, "--store", "memory:"]);
+    let base = hub.url("");
+    let (code, _, stderr) = run_cli(&["sub", "t", "--hub", &base, "--timeout", "10s"], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("--token") && stderr.contains("--key"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_cli(
+        &[
+            "sub",
+            "t",
+            "--hub",
+            &base,
+            "--key",
+            "wrong",
+            "--timeout",
+            "10s",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("--token") && stderr.contains("--key"),
+        "{stderr}"
+    );
+
+    let subscriber_token = crate::util::token(&[], &["t"]);
+    let publisher_token = crate::util::token(&["*"], &[]);
+    for (label, args, env) in [
+        ("--key", vec!["--key", KEY], vec![]),
+        ("HERALD_KEY", vec![], vec![("HERALD_KEY", KEY)]),
+        (
+            "HERALD_TOKEN",
+            vec![],
+            vec![("HERALD_TOKEN", subscriber_token.as_str())],
+        ),
+        (
+            "HERALD_SUBSCRIBER_TOKEN",
+            vec![],
+            vec![("HERALD_SUBSCRIBER_TOKEN", subscriber_token.as_str())],
+        ),
+        (
+            // A publisher token in HERALD_TOKEN, the subscriber's in the specific variable.
+            "both variables",
+            vec![],
+            vec![
+                ("HERALD_TOKEN", publisher_token.as_str()),
+                ("HERALD_SUBSCRIBER_TOKEN", subscriber_token.as_str()),
+            ],
+        ),
+    ] {
+        let mut full = vec![
+            "sub",
+            "t",
+            "--hub",
+            &base,
+            "--count",
+            "1",
+            "--timeout",
+            "10s",
+        ];
+        full.extend(args);
+        let env = env.clone();
+        let child = std::thread::spawn({
+            let full: Vec<String> = full.iter().map(|arg| (*arg).to_owned()).collect();
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect();
+            move || {
+                let full: Vec<&str> = full.iter().map(String::as_str).collect();
+                let env: Vec<(&str, &str)> =
+                    env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                run_cli(&full, &env)
+            }
+        });
+        hub.wait_subscriptions(1).await;
+        // A private update: only a token whose subscribe claim covers `t` receives it.
+        hub.publish_ok(&[("topic", "t"), ("data", label), ("private", "on")])
+            .await;
+        let (code, out, stderr) = child.join().unwrap();
+        assert_eq!(code, 0, "{label}: {stderr}");
+        assert!(out.contains(label), "{label}: {out}");
+        hub.wait_subscriptions(0).await;
+    }
+}
