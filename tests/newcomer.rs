@@ -918,3 +918,54 @@ async fn sub_takes_a_token_or_a_key_like_pub_and_hints_at_both_on_401() {
         hub.wait_subscriptions(0).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// herald bench
+
+#[test]
+fn bench_output_is_consistent_and_its_help_says_where_topics_go() {
+    let hub = Hub::start(&[]);
+    let (code, out, stderr) = run_cli(
+        &[
+            "bench",
+            "--subscribers",
+            "3",
+            "--topics",
+            "1",
+            "--rate",
+            "200",
+            "--duration",
+            "1s",
+            "--topic-prefix",
+            "bench-check",
+            "--key",
+            KEY,
+        ],
+        &[("HERALD_HUB", &hub.url(""))],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.contains("3 subscribers on 1 topic of"), "{out}");
+    assert!(!out.contains("1 topics"), "{out}");
+    let latency = out
+        .lines()
+        .find(|line| line.trim_start().starts_with("latency"))
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        latency
+            .split(&format!("{name} "))
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (p50, p90, p99, max) = (value("p50"), value("p90"), value("p99"), value("max"));
+    assert!(p50 <= p90 && p90 <= p99 && p99 <= max, "{latency}");
+
+    let (code, help, _) = run_cli(&["bench", "--help"], &[]);
+    assert_eq!(code, 0);
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(help.contains("/topics"), "{help}");
+    assert!(help.contains("history"), "{help}");
+    assert!(help.contains("--topic-prefix"), "{help}");
+}
