@@ -304,9 +304,12 @@ struct Background {
 }
 
 impl Background {
+    /// `exec SCRIPT`: the command replaces bash, so killing it ends the command itself.
     fn start(script: &str, env: &[(&str, &str)]) -> Background {
-        Background::start_in(script, env, None)
+        Background::start_in(&format!("exec {script}"), env, None)
     }
+
+    /// Runs `script` as is (its last command should `exec`), in `cwd`.
 
     fn start_in(script: &str, env: &[(&str, &str)], cwd: Option<&std::path::Path>) -> Background {
         use std::io::Read;
@@ -314,10 +317,9 @@ impl Background {
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
         }
-        // `exec`: the command replaces bash, so killing it ends the command itself.
         command
             .arg("-c")
-            .arg(format!("exec {script}"))
+            .arg(script)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
@@ -675,7 +677,7 @@ async fn the_readme_tour_works_when_pasted() {
             }
             // Started as printed, on a random port and in an empty directory.
             let started = Background::start_in(
-                &format!("{only} --listen 127.0.0.1:0"),
+                &format!("exec {only} --listen 127.0.0.1:0"),
                 &env,
                 Some(dir.path()),
             );
@@ -968,4 +970,101 @@ fn bench_output_is_consistent_and_its_help_says_where_topics_go() {
     assert!(help.contains("/topics"), "{help}");
     assert!(help.contains("history"), "{help}");
     assert!(help.contains("--topic-prefix"), "{help}");
+}
+
+#[tokio::test]
+async fn the_readme_cli_examples_work_when_pasted() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## CLI and client")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let lines = sh_blocks(section).into_iter().next().unwrap();
+    let key = lines[0]
+        .strip_prefix("export HERALD_KEY=")
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the block starts by exporting the key");
+    let hub = Hub::start_raw(&["--jwt-key", key, "--anonymous", "--store", "memory:"]);
+    let base = hub.url("");
+    let path = path_with_herald();
+    // The examples talk to the default hub; HERALD_HUB points them at this one.
+    let env = [("PATH", path.as_str()), ("HERALD_HUB", base.as_str())];
+    let export = &lines[0];
+    let with_key = |line: &str| format!("{export}\n{line}");
+
+    let publishes: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("herald pub"))
+        .collect();
+    assert_eq!(publishes.len(), 2, "{lines:?}");
+    for line in &publishes {
+        let (code, stdout, stderr) = bash(&with_key(line), &env);
+        assert_eq!(code, 0, "{line}\n{stderr}");
+        assert!(!stdout.trim().is_empty(), "{line}: no id");
+    }
+    let subs: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.starts_with("herald sub"))
+        .collect();
+    assert_eq!(subs.len(), 2, "{lines:?}");
+    // `--count 10`: it exits 0 after ten updates.
+    let counted = {
+        let script = with_key(subs[0]);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        std::thread::spawn(move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            bash(&script, &env)
+        })
+    };
+    hub.wait_subscriptions(1).await;
+    // The second replays history from the start, and follows.
+    let templated = Background::start_in(&format!("{export}\nexec {}", subs[1]), &env, None);
+    hub.wait_subscriptions(2).await;
+    for n in 0..10 {
+        hub_publish(&base, key, &[("topic", "news"), ("data", &format!("n{n}"))]).await;
+    }
+    hub_publish(&base, key, &[("topic", "books/1"), ("data", "a book")]).await;
+    let (code, stdout, stderr) = counted.join().unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 10, "{stdout}");
+    for line in stdout.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(event["topic"], "news", "{line}");
+    }
+    assert!(templated.wait_for("a book").await, "{}", templated.output());
+    // The bench line is a 10,000-subscriber load test: `herald bench` runs in client.rs and
+    // above, at a size this suite can afford.
+    assert!(lines.iter().any(|line| line.starts_with("herald bench")));
+}
+
+/// Publishes with a token minted from `key`; asserts 200.
+async fn hub_publish(base: &str, key: &str, form: &[(&str, &str)]) {
+    let token = herald::auth::mint_hmac(
+        key.as_bytes(),
+        herald::auth::Algorithm::HS256,
+        &herald::auth::MintClaims {
+            publish: vec!["*".into()],
+            subscribe: vec![],
+            payload: None,
+            ttl: None,
+        },
+    )
+    .unwrap();
+    let response = client()
+        .post(format!("{base}/.well-known/mercure"))
+        .bearer_auth(token)
+        .body(crate::util::encode_form(form))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
