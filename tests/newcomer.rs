@@ -310,7 +310,6 @@ impl Background {
     }
 
     /// Runs `script` as is (its last command should `exec`), in `cwd`.
-
     fn start_in(script: &str, env: &[(&str, &str)], cwd: Option<&std::path::Path>) -> Background {
         use std::io::Read;
         let mut command = std::process::Command::new("bash");
