@@ -16,6 +16,7 @@ mod jwks;
 mod lagging;
 mod leaks;
 mod mercure;
+mod newcomer;
 mod ops;
 mod pages;
 mod publish;

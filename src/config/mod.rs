@@ -42,16 +42,22 @@ pub const MAX_FD_RESERVE: usize = 512;
 /// `herald serve` options. Every option is also an environment variable and a TOML key.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (HTTP/1.1 and HTTP/2 cleartext on the same port)
-    /// [default: 127.0.0.1:8088]
+    /// Address to listen on (HTTP/1.1 and HTTP/2 cleartext on the same port): `IP:PORT`,
+    /// `HOST:PORT` (e.g. `localhost:8088`), `:PORT` (every interface, like `0.0.0.0:PORT`) or
+    /// `PORT` (loopback only) [default: 127.0.0.1:8088]
     #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
 
     /// History store: a directory for the durable embedded store (`PATH/herald.redb`, survives
     /// restarts and crashes), `memory:` (a bounded in-process ring, lost on restart), or
     /// `redis://host:port/[db]` (Redis Streams, shared by every node using the same Redis and
-    /// prefix) [default: ./herald-data]
-    #[arg(long, env = "HERALD_STORE", value_name = "PATH|memory:|redis://…")]
+    /// prefix, see --redis-prefix), or `nats://host:port/` (a NATS JetStream stream, shared by
+    /// every node using the same server and prefix, see --nats-prefix) [default: ./herald-data]
+    #[arg(
+        long,
+        env = "HERALD_STORE",
+        value_name = "PATH|memory:|redis://…|nats://…"
+    )]
     pub store: Option<String>,
 
     /// Prefix of the Redis keys (`PREFIX:log`, `PREFIX:ids`, …); nodes sharing a prefix share
@@ -115,7 +121,7 @@ pub struct ServeArgs {
     pub jwt_algorithm: Option<String>,
 
     /// Let subscribers without a token receive public updates
-    #[arg(long, env = "HERALD_ANONYMOUS")]
+    #[arg(long, env = "HERALD_ANONYMOUS", value_parser = boolish())]
     pub anonymous: bool,
 
     /// Origin allowed to subscribe and publish from a browser (repeatable, or comma-separated;
@@ -152,11 +158,11 @@ pub struct ServeArgs {
     pub history_max_age: Option<String>,
 
     /// Publish subscription events and serve the subscriptions API
-    #[arg(long, env = "HERALD_SUBSCRIPTIONS")]
+    #[arg(long, env = "HERALD_SUBSCRIPTIONS", value_parser = boolish())]
     pub subscriptions: bool,
 
     /// Serve the demo pages (/chat, /clock, /console); implies --anonymous
-    #[arg(long, env = "HERALD_DEMO")]
+    #[arg(long, env = "HERALD_DEMO", value_parser = boolish())]
     pub demo: bool,
 
     /// Largest accepted publish body, e.g. `1MiB`, `64KiB`, or bytes [default: 1MiB]
@@ -232,6 +238,11 @@ pub struct ServeArgs {
     /// `cors-origin = ["https://a.example"]`); flags and environment win over it
     #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// Boolean flags read `1/0`, `true/false`, `yes/no`, `on/off` from the environment.
+fn boolish() -> clap::builder::BoolishValueParser {
+    clap::builder::BoolishValueParser::new()
 }
 
 /// Where history lives.
@@ -387,9 +398,7 @@ impl Config {
 
     fn validate(args: ServeArgs) -> Result<Config, ConfigError> {
         let listen_text = args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-        let listen = listen_text
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("listen", listen_text, e))?;
+        let listen = parse_listen(listen_text)?;
 
         let store = match args.store.as_deref().unwrap_or(DEFAULT_STORE) {
             "memory:" | "memory" => StoreSpec::Memory,
@@ -629,6 +638,49 @@ impl Config {
     }
 }
 
+/// `--listen`: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (resolved now, IPv4 first, e.g.
+/// `localhost:8088`), `:PORT` (every interface, as in Go and Caddy) or `PORT` (loopback).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::{Ipv4Addr, ToSocketAddrs};
+    let trimmed = text.trim();
+    if let Ok(addr) = trimmed.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let port = |digits: &str| {
+        digits
+            .parse::<u16>()
+            .map_err(|_| invalid("listen", text, "the port must be a number from 0 to 65535"))
+    };
+    if let Some(digits) = trimmed.strip_prefix(':') {
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port(digits)?)));
+    }
+    if !trimmed.is_empty() && trimmed.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port(trimmed)?)));
+    }
+    let Some((host, digits)) = trimmed.rsplit_once(':') else {
+        return Err(invalid(
+            "listen",
+            text,
+            "expected HOST:PORT, IP:PORT, :PORT (every interface) or PORT (loopback)",
+        ));
+    };
+    let port = port(digits)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(invalid("listen", text, "expected HOST:PORT"));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|error| invalid("listen", text, format!("cannot resolve {host}: {error}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| invalid("listen", text, format!("{host} has no address")))
+}
+
 fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text).map_err(|e| invalid(flag, text, e))
 }
@@ -735,6 +787,28 @@ mod tests {
         })
         .unwrap_err();
         assert!(error.to_string().contains("--listen"), "{error}");
+    }
+
+    #[test]
+    fn listen_takes_the_forms_people_type() {
+        let listen = |text: &str| parse_listen(text).map(|addr| addr.to_string());
+        assert_eq!(listen("0.0.0.0:8088").unwrap(), "0.0.0.0:8088");
+        assert_eq!(listen(":8088").unwrap(), "0.0.0.0:8088");
+        assert_eq!(listen("8088").unwrap(), "127.0.0.1:8088");
+        assert_eq!(listen("localhost:8088").unwrap(), "127.0.0.1:8088");
+        assert_eq!(listen("[::1]:8088").unwrap(), "[::1]:8088");
+        for bad in [
+            "",
+            ":",
+            "99999",
+            ":http",
+            "localhost",
+            "no such host:1",
+            "a:b:c",
+        ] {
+            let error = listen(bad).unwrap_err().to_string();
+            assert!(error.contains("--listen"), "{bad}: {error}");
+        }
     }
 
     #[test]
