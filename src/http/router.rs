@@ -87,6 +87,7 @@ async fn dispatch(
         ("/chat/send", &Method::POST) => pages::chat_send(state, request).await,
         ("/topics", &Method::GET) => topics::list(state, &request).await,
         (backup::PATH, &Method::POST) => backup::backup(state, &request).await,
+        (backup::PATH, _) => Err(ApiError::MethodNotAllowed { allowed: "POST" }),
         ("/healthz", &Method::GET) => Ok(ops::health(state)),
         ("/metrics", &Method::GET) if state.config.metrics_listen.is_none() => {
             Ok(ops::metrics(state))
