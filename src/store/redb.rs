@@ -1746,6 +1746,49 @@ mod tests {
         );
     }
 
+    /// The figure docs/DEPLOY.md quotes: file bytes per kept update, for a typical small update
+    /// (a 100-byte JSON body, one URL topic, a generated `urn:uuid` id), at the default
+    /// `--history-size` of 10,000, when full and in the steady state of an endless stream.
+    #[tokio::test]
+    async fn disk_use_per_small_update() {
+        let dir = TempDir::new("per-update");
+        let kept = 10_000;
+        let store = open(&dir, kept);
+        let draft = |n: usize| {
+            let body =
+                format!(r#"{{"id":{n},"title":"A book title of some length","price":12.5}}"#);
+            Update::from_draft(Draft {
+                topics: vec![format!("https://example.com/books/{}", n % 100)],
+                data: format!("{body:<100}"),
+                ..Draft::default()
+            })
+            .unwrap()
+        };
+        let mut sizes = Vec::new();
+        let mut n = 0;
+        for checkpoint in [kept, 3 * kept] {
+            while n < checkpoint {
+                store
+                    .append((n..n + 500).map(draft).collect())
+                    .await
+                    .unwrap();
+                n += 500;
+            }
+            sizes.push(std::fs::metadata(dir.file()).unwrap().len());
+        }
+        let frame = draft(0).frame.len();
+        let per_update: Vec<u64> = sizes.iter().map(|size| size / kept as u64).collect();
+        eprintln!(
+            "SSE frame {frame} B; file {} B when full ({} B per update), {} B after {} appends ({} B per kept update)",
+            sizes[0],
+            per_update[0],
+            sizes[1],
+            3 * kept,
+            per_update[1]
+        );
+        assert!(per_update[1] < 2048, "{per_update:?}");
+    }
+
     // --- Refusing files -------------------------------------------------------------------------
 
     #[test]
