@@ -362,6 +362,30 @@ async fn nginx_streams_and_resumes_with_the_shipped_config() {
     .unwrap();
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("6 updates"), "{stdout}");
+    // From any other address nginx refuses it before the hub sees it (127.0.0.2 stands for
+    // "not the proxy's own machine").
+    let outsider = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let refused = outsider
+        .post(format!("{}/admin/backup", proxy.base))
+        .bearer_auth(admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    // While subscribing from there goes through.
+    let response = outsider
+        .get(format!(
+            "{}/.well-known/mercure?topic=deploy&lastEventID=earliest",
+            proxy.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -665,6 +689,24 @@ async fn a_hub_without_a_history_file_says_what_to_do_instead() {
         "the previous backup"
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+    // A hub that is not there: one line, exit 1, nothing written.
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let missing = dir.path().join("new.redb");
+    let missing_text = missing.to_str().unwrap().to_owned();
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || {
+        run_cli(
+            &["backup", "--hub", &down, "--key", KEY, &missing_text],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot reach"), "{stderr}");
+    assert!(stderr.len() < 200, "{stderr}");
+    assert!(!missing.exists());
 
     // Without a token or key: a usage error.
     let (code, _, stderr) = run_cli(&["backup", "--hub", &hub.url(""), "out.redb"], &[]);
