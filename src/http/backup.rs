@@ -134,3 +134,23 @@ fn unsupported(store: &StoreSpec) -> &'static str {
         StoreSpec::Path(_) => "this store cannot be snapshotted",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_store_that_cannot_be_snapshotted_names_what_to_do_instead() {
+        let redis = StoreSpec::Redis {
+            url: "redis://127.0.0.1/".into(),
+            prefix: "herald".into(),
+        };
+        let nats = StoreSpec::Nats {
+            url: "nats://127.0.0.1/".into(),
+            prefix: "herald".into(),
+        };
+        assert!(unsupported(&StoreSpec::Memory).contains("memory:"));
+        assert!(unsupported(&redis).contains("RDB snapshots or AOF"));
+        assert!(unsupported(&nats).contains("nats stream backup"));
+    }
+}
