@@ -524,6 +524,11 @@ async fn an_online_backup_restores_into_a_second_hub_and_replays_in_order() {
     .await
     .unwrap();
     let published_at_end = during.lock().unwrap().len();
+    eprintln!(
+        "backup: {} publishes acknowledged while it ran; {}",
+        published_at_end - published_at_start,
+        stdout.trim()
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.store(true, Ordering::Relaxed);
     publisher.await.unwrap();
