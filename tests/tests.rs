@@ -9,6 +9,7 @@ mod cli;
 mod client;
 mod cluster;
 mod cors;
+mod deploy;
 mod durable;
 mod hardening;
 mod history;

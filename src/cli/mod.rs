@@ -1,9 +1,11 @@
-//! The `herald` command line: `serve`, `token`, and the client side: `pub`, `sub`, `bench`
+//! The `herald` command line: `serve`, `token`, and the client side: `pub`, `sub`, `bench`,
+//! `backup`
 //! (built on the `herald-client` crate, never on the hub's internals).
 //!
 //! Usage errors and bad configuration exit 64 (EX_USAGE) with one clear line on stderr;
 //! runtime failures exit 1.
 
+mod backup;
 mod bench;
 mod publish;
 mod serve;
@@ -49,6 +51,8 @@ pub enum Command {
     Sub(Box<sub::SubArgs>),
     /// Load-test a running hub (Herald, or nginx+nchan): loss, latency, memory, CPU
     Bench(Box<bench::BenchArgs>),
+    /// Save a consistent snapshot of a running hub's history (needs an admin token)
+    Backup(Box<backup::BackupArgs>),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -65,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Pub(args) => publish::run(&args),
         Command::Sub(args) => sub::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Backup(args) => backup::run(&args),
     }
 }
 

@@ -24,6 +24,12 @@ pub enum ResponseBody {
     Stream(EventStream),
     /// An event stream being polled: the future computes the next chunk; `None` once it ended.
     Streaming(Option<NextChunk>),
+    /// A body of known length read elsewhere, chunk by chunk (a backup snapshot). It ends when
+    /// the sender goes; ending short of `len` fails the response.
+    Chunks {
+        chunks: tokio::sync::mpsc::Receiver<Bytes>,
+        len: u64,
+    },
 }
 
 impl ResponseBody {
@@ -35,6 +41,11 @@ impl ResponseBody {
     /// No body.
     pub fn empty() -> ResponseBody {
         ResponseBody::Full(None)
+    }
+
+    /// `len` bytes sent through `chunks`.
+    pub fn chunks(chunks: tokio::sync::mpsc::Receiver<Bytes>, len: u64) -> ResponseBody {
+        ResponseBody::Chunks { chunks, len }
     }
 
     /// A subscriber's stream.
@@ -75,6 +86,9 @@ impl Body for ResponseBody {
         match this {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Stream(_) => Poll::Ready(None),
+            ResponseBody::Chunks { chunks, .. } => chunks
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes)))),
             ResponseBody::Streaming(slot) => {
                 let Some(pending) = slot.as_mut() else {
                     return Poll::Ready(None);
@@ -98,7 +112,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(bytes) => bytes.is_none(),
-            ResponseBody::Stream(_) => false,
+            ResponseBody::Stream(_) | ResponseBody::Chunks { .. } => false,
             ResponseBody::Streaming(slot) => slot.is_none(),
         }
     }
@@ -107,6 +121,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Chunks { len, .. } => SizeHint::with_exact(*len),
             ResponseBody::Stream(_) | ResponseBody::Streaming(_) => SizeHint::default(),
         }
     }

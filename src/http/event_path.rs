@@ -162,8 +162,8 @@ pub async fn serve(stream: TcpStream, request: Request<()>, state: Arc<AppState>
             let head = encode_head(&parts, Some(bytes.len()));
             write_all(&stream, &mut [IoSlice::new(&head), IoSlice::new(&bytes)]).await
         }
-        // The handler never returns a stream already polled.
-        ResponseBody::Streaming(_) => Ok(()),
+        // The subscribe handler never returns a stream already polled, nor chunks.
+        ResponseBody::Streaming(_) | ResponseBody::Chunks { .. } => Ok(()),
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "event stream ended with an error");

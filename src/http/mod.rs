@@ -3,6 +3,7 @@
 //! `http` owns no state beyond a request: everything shared lives in [`AppState`] (the hub, the
 //! store, the writer, the keys). Errors become status codes in one place, [`problem`].
 
+pub mod backup;
 pub mod body;
 pub mod cors;
 pub mod cursor;
