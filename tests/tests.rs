@@ -11,6 +11,7 @@ mod cluster;
 mod cors;
 mod durable;
 mod hardening;
+mod herald_js;
 mod history;
 mod jwks;
 mod lagging;

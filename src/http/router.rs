@@ -87,6 +87,8 @@ async fn dispatch(
         ("/chat/send", &Method::POST) => pages::chat_send(state, request).await,
         ("/topics", &Method::GET) => topics::list(state, &request).await,
         ("/healthz", &Method::GET) => Ok(ops::health(state)),
+        ("/herald.js" | "/herald.d.ts", &Method::GET) => pages::client_file(&request)
+            .ok_or_else(|| ApiError::NotFound(format!("no such path: {path}"))),
         ("/metrics", &Method::GET) if state.config.metrics_listen.is_none() => {
             Ok(ops::metrics(state))
         }

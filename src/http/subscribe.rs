@@ -23,6 +23,9 @@ use crate::topic::SelectorSet;
 pub const EARLIEST: &str = "earliest";
 /// The event type that announces a gap in history.
 pub const GAP_EVENT: &str = "herald-gap";
+/// The opt-in query parameter (`herald-topic=1`) that makes every event carry its canonical
+/// topic as a `topic:` field line (herald.js routes a shared connection's events with it).
+pub const TOPIC_FIELD_PARAM: &str = "herald-topic";
 
 /// Opens a subscriber's stream.
 pub async fn subscribe<B>(
@@ -86,12 +89,15 @@ pub async fn subscribe<B>(
         None
     };
 
-    let mut response = Response::new(ResponseBody::stream(EventStream::new(
-        subscription,
-        Arc::clone(&state.store),
-        Bytes::from(prelude),
-        start,
-    )));
+    let mut response = Response::new(ResponseBody::stream(
+        EventStream::new(
+            subscription,
+            Arc::clone(&state.store),
+            Bytes::from(prelude),
+            start,
+        )
+        .with_topic_field(wants_topic_field(&params)),
+    ));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -161,6 +167,12 @@ fn last_event_id(headers: &HeaderMap, params: &[(String, String)]) -> Option<Str
         .find_map(|name| query::first(params, name).filter(|value| !value.is_empty()))
         .map(str::to_owned)
     })
+}
+
+/// Whether the subscriber asked for the `topic:` field: `herald-topic` present and not `0` or
+/// `false`.
+fn wants_topic_field(params: &[(String, String)]) -> bool {
+    query::first(params, TOPIC_FIELD_PARAM).is_some_and(|value| value != "0" && value != "false")
 }
 
 /// The `herald-gap` event: the id asked for is not in history, so the client may refetch state.
