@@ -204,6 +204,8 @@ function backoff(/** @type {number} */ base, /** @type {number} */ attempt) {
  * @property {(state: string, detail?: string) => void} state
  * @property {(detail: unknown) => void} gap
  * @property {() => (string|undefined)} lastId the id to resume after
+ * @property {(id: string) => void} cursor where the hub started a stream that resumed from
+ *   nothing (its `Last-Event-ID` response header): kept unless an event came since
  */
 
 /**
@@ -231,7 +233,7 @@ class FetchStream {
     globalThis.addEventListener?.('online', this.online);
     /** @type {Promise<void>} resolves once the first response is open (or the stream ends) */
     this.opened = new Promise((resolve) => { this.markOpen = resolve; });
-    this.run();
+    queueMicrotask(() => this.run());
   }
 
   stop() {
@@ -277,6 +279,8 @@ class FetchStream {
           gapped = true;
           this.sink.gap({lastEventID: resumeFrom, oldestEventID: cursor});
         }
+        const start = cursor ?? response.headers.get('last-event-id');
+        if (!resumeFrom && start) this.sink.cursor(start);
         wasOpen = true;
         attempt = 0;
         this.sink.state('open');
@@ -496,6 +500,7 @@ class Shared {
       },
       gap: (detail) => this.publish({t: 'gap', d: detail}),
       lastId: () => this.lastId,
+      cursor: (id) => { if (this.lastId === undefined) this.lastId = id; },
     });
     this.stream = stream;
     if (old) stream.opened.then(() => old.stop());
@@ -654,6 +659,7 @@ export class Subscription extends EventTarget {
       state: (state, detail) => this.setState(state, detail),
       gap: (detail) => this.gap(detail),
       lastId: () => this.lastEventId,
+      cursor: (id) => { if (this.lastEventId === undefined) this.lastEventId = id; },
     };
   }
 

@@ -43,6 +43,7 @@ pub async fn subscribe<B>(
     state.limits.check_subscription(&topics)?;
     let access = subscriber_access(state, request.headers(), raw_query)?;
     let last_event_id = last_event_id(request.headers(), &params);
+    let topic_field = wants_topic_field(&params);
 
     let private_access = access.private_topics;
     let identity = state.hub.tracks_identities().then(|| Identity {
@@ -85,6 +86,15 @@ pub async fn subscribe<B>(
                 .or_else(|| resumed_from.map(str::to_owned))
                 .unwrap_or_else(|| EARLIEST.to_owned()),
         )
+    } else if topic_field {
+        // herald.js resumes from here if the stream breaks before its first event: the newest
+        // id it may see, or `earliest` when history was empty (never an id it may not see).
+        match bounds.newest.as_ref() {
+            None => Some(EARLIEST.to_owned()),
+            Some((seq, _)) => {
+                cursor::newest_if_visible(store, Some(*seq), private_access.as_ref()).await?
+            }
+        }
     } else {
         None
     };
@@ -96,7 +106,7 @@ pub async fn subscribe<B>(
             Bytes::from(prelude),
             start,
         )
-        .with_topic_field(wants_topic_field(&params)),
+        .with_topic_field(topic_field),
     ));
     let headers = response.headers_mut();
     headers.insert(
