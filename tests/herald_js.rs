@@ -146,3 +146,34 @@ async fn the_client_is_served_to_any_origin_with_a_versioned_cache() {
     let wrong = client().post(hub.url("/herald.js")).send().await.unwrap();
     assert_eq!(wrong.status(), 404);
 }
+
+#[tokio::test]
+async fn a_topic_field_subscriber_is_told_where_its_stream_starts() {
+    let hub = Hub::start(&[]);
+    // Empty history: everything to come is after `earliest`.
+    let first = hub
+        .subscribe("/.well-known/mercure?topic=a&herald-topic=1", &[])
+        .await;
+    assert_eq!(first.header("last-event-id"), Some("earliest"));
+    // Without the flag and without a last event id: no header, as before.
+    let plain = hub.subscribe("/.well-known/mercure?topic=a", &[]).await;
+    assert_eq!(plain.header("last-event-id"), None);
+    hub.publish_ok(&[("topic", "a"), ("data", "x"), ("id", "e1")])
+        .await;
+    let second = hub
+        .subscribe("/.well-known/mercure?topic=a&herald-topic=1", &[])
+        .await;
+    assert_eq!(second.header("last-event-id"), Some("e1"));
+    // The newest update is private: an anonymous subscriber is not told its id.
+    hub.publish_ok(&[
+        ("topic", "a"),
+        ("data", "secret"),
+        ("id", "p1"),
+        ("private", "on"),
+    ])
+    .await;
+    let third = hub
+        .subscribe("/.well-known/mercure?topic=a&herald-topic=1", &[])
+        .await;
+    assert_eq!(third.header("last-event-id"), None);
+}

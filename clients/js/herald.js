@@ -620,6 +620,8 @@ export class Subscription extends EventTarget {
     this.matches = selectorMatcher(this.selectors);
     /** @type {'connecting'|'open'|'reconnecting'|'closed'} */
     this.state = 'connecting';
+    /** @type {string|undefined} why the hub refused the subscription (problem+json `detail`) */
+    this.reason = undefined;
     this.closed = false;
     /** @type {string|undefined} */
     this.lastEventId = options.lastEventId;

@@ -115,3 +115,11 @@ test('size: herald.js is under 8 KB minified and gzipped', () => {
   console.log(`herald.js: ${source.length} B source, ${raw} B gzipped, ${minified} B stripped+gzipped`);
   assert.ok(minified < 8 * 1024, `${minified} B stripped and gzipped`);
 });
+
+test('package.json carries the hub version and names the files', () => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'clients', 'js', 'package.json'), 'utf8'));
+  const cargo = readFileSync(join(ROOT, 'Cargo.toml'), 'utf8');
+  assert.equal(pkg.version, /^version = "([^"]+)"/m.exec(cargo)[1]);
+  assert.equal(pkg.types, 'herald.d.ts');
+  assert.equal(pkg.exports['.'].default, './herald.js');
+});

@@ -368,3 +368,33 @@ test('json: a payload that is not JSON is an error event and the connection stay
     await hub.stop();
   }
 });
+
+test('retry: sets the backoff, and the browser coming back online reconnects at once', async () => {
+  let hub = await startHub(hubArgs(['--store', 'memory:']));
+  const context = await browser.newContext();
+  try {
+    const topic = 'https://example.com/online';
+    const {page} = await openTab(context, hub.url);
+    await subscribeIn(page, 'o', `${hub.url}/.well-known/mercure`, {topics: [topic]});
+    await eventually('subscribed at the hub', async () => (await topicSubscribers(hub))[topic] === 1);
+    await publish(hub, {topic, data: 'slow down', retry: '20000'});
+    await eventually('the retry event', async () => (await logOf(page, 'o')).events.length === 1);
+    await hub.stop('SIGKILL');
+    await eventually('reconnecting', () => page.evaluate(() => window.subs.o.state === 'reconnecting'));
+    hub = await startHub(hubArgs(['--store', 'memory:']), {listen: hub.addr});
+    // retry: 20000 means 10 to 20 s before the next attempt: still waiting.
+    await new Promise((done) => setTimeout(done, 2500));
+    assert.equal(await page.evaluate(() => window.subs.o.state), 'reconnecting');
+    const back = Date.now();
+    await context.setOffline(true);
+    await context.setOffline(false);
+    await eventually('open again right after `online`', () => isOpen(page, 'o'), 5000);
+    const waited = Date.now() - back;
+    assert.ok(waited < 5000, `${waited} ms`);
+    // The restarted hub kept no history (memory store): the client is told about the gap.
+    await eventually('gap after the memory store lost history', async () => (await logOf(page, 'o')).gaps.length === 1);
+  } finally {
+    await context.close();
+    await hub.stop();
+  }
+});
