@@ -261,7 +261,8 @@ class FetchStream {
           headers: sent, signal: abort.signal, cache: 'no-store',
           credentials: withCredentials ? 'include' : 'same-origin',
         });
-        if (response.status === 401 || response.status === 403) {
+        // 401, 403 and other refusals are final (as with EventSource); 408 and 429 are retried.
+        if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) {
           const detail = await problemDetail(response);
           if (!this.stopped) {
             this.stop();
@@ -281,7 +282,7 @@ class FetchStream {
         }
         const start = cursor ?? response.headers.get('last-event-id');
         if (!resumeFrom && start) this.sink.cursor(start);
-        wasOpen = true;
+        wasOpen = this.live = true;
         attempt = 0;
         this.sink.state('open');
         this.markOpen();
@@ -347,7 +348,7 @@ class NativeStream {
       const data = /** @type {MessageEvent} */ (event).data;
       try { this.sink.gap(JSON.parse(data)); } catch { this.sink.gap(data); }
     });
-    for (const type of this.types) this.listen(type);
+    for (const type of this.types) this.bind(source, type);
     source.onerror = async () => {
       if (this.stopped) return;
       if (source.readyState === EventSource.CONNECTING) {
@@ -376,9 +377,13 @@ class NativeStream {
 
   /** Named events must be listened for by name on an EventSource. */
   listen(/** @type {string} */ type) {
+    if (this.types.has(type) || ['message', 'state', 'gap', 'error'].includes(type)) return;
     this.types.add(type);
-    if (type === 'message' || type === 'state' || type === 'gap' || type === 'error') return;
-    this.source?.addEventListener(type, (event) => {
+    if (this.source) this.bind(this.source, type);
+  }
+
+  bind(/** @type {EventSource} */ source, /** @type {string} */ type) {
+    source.addEventListener(type, (event) => {
       const message = /** @type {MessageEvent} */ (event);
       this.sink.event({type, data: message.data, id: message.lastEventId, topic: undefined});
     });
@@ -503,7 +508,8 @@ class Shared {
       cursor: (id) => { if (this.lastId === undefined) this.lastId = id; },
     });
     this.stream = stream;
-    if (old) stream.opened.then(() => old.stop());
+    // The old connection stays a moment longer, for events already on their way in it.
+    if (old) stream.opened.then(() => setTimeout(() => old.stop(), 1000));
   }
 
   /** Leader: sends a message to the other tabs and handles it here. */

@@ -157,7 +157,18 @@ test('eight tabs on eight topics share one connection; the leader closes and not
     }
     assert.equal(leaders.length, 1, `exactly one leader: ${leaders}`);
     const [leader] = leaders;
+    const closedAt = Date.now();
     const closing = tabs[leader].page.close();
+    const takeover = (async () => {
+      for (;;) {
+        for (let i = 0; i < 8; i += 1) {
+          if (i !== leader && await tabs[i].page.evaluate(() => !!window.subs.s.shared?.stream?.live)) {
+            return Date.now() - closedAt;
+          }
+        }
+        await new Promise((done) => setTimeout(done, 50));
+      }
+    })();
     for (let round = 3; round < 13; round += 1) {
       for (let i = 0; i < 8; i += 1) {
         if (i === leader) continue;
@@ -166,6 +177,9 @@ test('eight tabs on eight topics share one connection; the leader closes and not
       await new Promise((done) => setTimeout(done, 100));
     }
     await closing;
+    const handover = await takeover;
+    console.log(`leader failover: a new leader's connection open after ${handover} ms`);
+    assert.ok(handover < 5000, `${handover} ms`);
     for (let i = 0; i < 8; i += 1) {
       if (i === leader) continue;
       await eventually(`tab ${i} got everything across the failover`,
