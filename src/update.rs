@@ -150,7 +150,7 @@ fn encode_topic_field(out: &mut BytesMut, topic: &str) {
     loop {
         let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
         out.extend_from_slice(b"topic: ");
-        out.extend_from_slice(rest[..end].as_bytes());
+        out.extend_from_slice(&rest.as_bytes()[..end]);
         out.extend_from_slice(b"\n");
         if end == rest.len() {
             return;
