@@ -308,6 +308,7 @@ class FetchStream {
       } catch {
         // A network error, an abort or a refused response: reconnect below.
       }
+      this.live = false;
       if (this.stopped) return;
       this.sink.state('reconnecting');
       await new Promise((resolve) => {
@@ -439,6 +440,7 @@ class Shared {
 
   /** Holds the lock until this tab has no subscription left. */
   lead() {
+    if (this.ended) return undefined;
     this.leader = true;
     this.peers.set(this.me, this.selectors());
     this.post({t: 'who'});
@@ -501,7 +503,10 @@ class Shared {
       event: (event) => { if (this.stream === stream || old) this.publish({t: 'ev', ev: event}); },
       // A replacement connection stays quiet about connecting: the old one is still open.
       state: (state, detail) => {
-        if (this.stream === stream && (state !== 'connecting' || !old)) this.publish({t: 'st', s: state, d: detail});
+        if (this.stream !== stream || (state === 'connecting' && old)) return;
+        // A new leader's first connection, after the old leader's: the tabs are reconnecting.
+        if (state === 'connecting' && this.state !== 'connecting') state = 'reconnecting';
+        this.publish({t: 'st', s: state, d: detail});
       },
       gap: (detail) => this.publish({t: 'gap', d: detail}),
       lastId: () => this.lastId,
