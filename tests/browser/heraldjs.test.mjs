@@ -412,3 +412,49 @@ test('retry: sets the backoff, and the browser coming back online reconnects at 
     await hub.stop();
   }
 });
+
+test('the union changes while updates flow: no tab misses or sees twice an update it selects', async () => {
+  const hub = await startHub(hubArgs(['--store', 'memory:']));
+  const context = await browser.newContext();
+  try {
+    const endpoint = `${hub.url}/.well-known/mercure`;
+    const a = await openTab(context, hub.url);
+    await subscribeIn(a.page, 's', endpoint, {topics: ['https://example.com/u/a']});
+    await eventually('a at the hub', async () => (await topicSubscribers(hub))['https://example.com/u/a'] === 1);
+    // Updates for `a` keep coming while other tabs join and leave (each join or leave changes
+    // the union: the leader reconnects).
+    const sentA = [];
+    let flowing = true;
+    const flow = (async () => {
+      for (let n = 0; flowing; n += 1) {
+        sentA.push(await publish(hub, {topic: 'https://example.com/u/a', data: `a${n}`}));
+        await new Promise((done) => setTimeout(done, 30));
+      }
+    })();
+    const b = await openTab(context, hub.url);
+    await subscribeIn(b.page, 's', endpoint, {topics: ['https://example.com/u/{name}']});
+    const c = await openTab(context, hub.url);
+    await subscribeIn(c.page, 's', endpoint, {topics: ['https://example.com/u/c']});
+    await eventually('the union has c', async () => (await topicSubscribers(hub))['https://example.com/u/c'] === 1);
+    const sentC = [await publish(hub, {topic: 'https://example.com/u/c', data: 'c0'})];
+    await c.page.evaluate(() => window.subs.s.close());
+    await new Promise((done) => setTimeout(done, 500));
+    await b.page.evaluate(() => window.subs.s.close());
+    await new Promise((done) => setTimeout(done, 500));
+    flowing = false;
+    await flow;
+    await eventually('a got every update', async () => (await logOf(a.page, 's')).events.length >= sentA.length);
+    await new Promise((done) => setTimeout(done, 300));
+    assert.deepEqual((await logOf(a.page, 's')).events.map((e) => e.id), sentA, 'a: all, once, in order');
+    const bIds = (await logOf(b.page, 's')).events.map((e) => e.id);
+    assert.ok(bIds.includes(sentC[0]), 'the template tab got c');
+    assert.equal(new Set(bIds).size, bIds.length, 'the template tab saw nothing twice');
+    assert.deepEqual((await logOf(c.page, 's')).events.map((e) => e.id), sentC);
+    assert.ok(sentA.length > 20, `${sentA.length} updates flowed`);
+    await eventually('one stream left', async () => await metric(hub, 'herald_subscriptions') === 1);
+    for (const {problems} of [a, b, c]) assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+    await hub.stop();
+  }
+});
