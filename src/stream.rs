@@ -69,6 +69,8 @@ pub struct EventStream {
     /// The highest sequence written (or deliberately skipped).
     last_seq: u64,
     ready: Vec<Delivery>,
+    /// Write each update's canonical topic as a `topic:` field (`herald-topic=1`).
+    topic_field: bool,
 }
 
 impl EventStream {
@@ -91,7 +93,15 @@ impl EventStream {
             phase,
             last_seq,
             ready: Vec::new(),
+            topic_field: false,
         }
+    }
+
+    /// Makes every update carry its canonical topic as a `topic:` field line (see
+    /// [`Update::frame_with_topic`]).
+    pub fn with_topic_field(mut self, topic_field: bool) -> EventStream {
+        self.topic_field = topic_field;
+        self
     }
 
     /// The next chunk to write; `None` when the stream is over.
@@ -162,7 +172,7 @@ impl EventStream {
             for update in &page {
                 self.last_seq = update.seq;
                 if subscriber.may_receive(update) {
-                    chunk.extend_from_slice(&update.frame);
+                    chunk.extend_from_slice(&frame_of(update, self.topic_field));
                     written += 1;
                     if chunk.len() >= MAX_CHUNK {
                         break;
@@ -196,7 +206,7 @@ impl EventStream {
                 Delivery::Update(update) if update.seq <= self.last_seq => continue,
                 Delivery::Update(update) => {
                     self.last_seq = update.seq;
-                    (true, frame_of(update))
+                    (true, frame_of(update, self.topic_field))
                 }
                 Delivery::Comment(comment) => (false, comment.clone()),
             };
@@ -247,6 +257,10 @@ impl EventStream {
     }
 }
 
-fn frame_of(update: &Update) -> Bytes {
-    update.frame.clone()
+fn frame_of(update: &Update, topic_field: bool) -> Bytes {
+    if topic_field {
+        update.frame_with_topic()
+    } else {
+        update.frame.clone()
+    }
 }

@@ -12,6 +12,7 @@ mod cors;
 mod deploy;
 mod durable;
 mod hardening;
+mod herald_js;
 mod history;
 mod jwks;
 mod lagging;

@@ -89,6 +89,8 @@ async fn dispatch(
         (backup::PATH, &Method::POST) => backup::backup(state, &request).await,
         (backup::PATH, _) => Err(ApiError::MethodNotAllowed { allowed: "POST" }),
         ("/healthz", &Method::GET) => Ok(ops::health(state)),
+        ("/herald.js" | "/herald.d.ts", &Method::GET) => pages::client_file(&request)
+            .ok_or_else(|| ApiError::NotFound(format!("no such path: {path}"))),
         ("/metrics", &Method::GET) if state.config.metrics_listen.is_none() => {
             Ok(ops::metrics(state))
         }
