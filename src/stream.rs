@@ -27,6 +27,9 @@ const REPLAY_PAGE: usize = 256;
 /// A replay chunk is cut at about this many bytes so one slow client cannot pin a huge buffer.
 const MAX_CHUNK: usize = 64 * 1024;
 
+/// Past this capacity an emptied `ready` list gives its buffer back.
+const KEEP_READY: usize = 16;
+
 /// Where the stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
@@ -116,8 +119,12 @@ impl EventStream {
                         return Some(chunk);
                     }
                     let mailbox = &self.subscription.subscriber().mailbox;
-                    let status =
-                        std::future::poll_fn(|cx| mailbox.poll_drain(cx, &mut self.ready)).await;
+                    // About one chunk at a time: what the mailbox still holds counts against its
+                    // byte budget, what this stream holds would not.
+                    let status = std::future::poll_fn(|cx| {
+                        mailbox.poll_drain_up_to(cx, &mut self.ready, MAX_CHUNK)
+                    })
+                    .await;
                     if let Some(chunk) = self.coalesce_ready() {
                         return Some(chunk);
                     }
@@ -225,6 +232,10 @@ impl EventStream {
             }
         }
         self.ready.drain(..taken);
+        if self.ready.is_empty() && self.ready.capacity() > KEEP_READY {
+            // A burst has drained: give its buffer back.
+            self.ready = Vec::new();
+        }
         let chunk = match joined {
             Some(buffer) => buffer.freeze(),
             None => first?,
