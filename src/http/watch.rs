@@ -4,9 +4,10 @@
 //!
 //! - **write timeout** (`--write-timeout`): hyper asks a body for its next frame only when it can
 //!   send it (HTTP/1.1: its write buffer has room, so the socket drained; HTTP/2: the stream has
-//!   flow-control window and the socket drained). A [`WatchedBody`] wraps the waker its stream
-//!   registers: when the stream is woken because data is ready, its clock starts; when hyper
-//!   polls the body, the clock stops. A clock left running for `--write-timeout` means the client
+//!   flow-control window and the socket drained). A [`WatchedBody`] runs a clock while hyper
+//!   holds data of it that has not drained: it starts when the body hands hyper a frame, and
+//!   when its stream is woken because more data is ready (the body wraps the waker its stream
+//!   registers); it stops when hyper polls the body again. A clock left running for `--write-timeout` means the client
 //!   stopped reading: the connection is dropped (closed) and `herald_write_timeouts_total`
 //!   counted. A healthy idle stream is polled at once each time it is woken (a heartbeat), so it
 //!   is never closed by this.
@@ -301,7 +302,12 @@ impl Body for WatchedBody {
         }
         let waker = Waker::from(Arc::clone(clock));
         let mut watched = Context::from_waker(&waker);
-        Pin::new(&mut this.inner).poll_frame(&mut watched)
+        let polled = Pin::new(&mut this.inner).poll_frame(&mut watched);
+        if let Poll::Ready(Some(_)) = polled {
+            // Until hyper comes back for more, this frame has not drained.
+            clock.start();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
