@@ -267,7 +267,10 @@ impl WatchedBody {
                     since: AtomicU64::new(0),
                     waker: Mutex::new(None),
                 });
-                open.0.clocks.lock().push(Arc::downgrade(&clock));
+                let mut clocks = open.0.clocks.lock();
+                clocks.retain(|clock| clock.strong_count() > 0);
+                clocks.push(Arc::downgrade(&clock));
+                drop(clocks);
                 Some(clock)
             }
         };
