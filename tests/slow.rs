@@ -290,7 +290,10 @@ async fn stalled_subscriber_is_closed_at_the_write_deadline(path: Path) {
                 None => break,
             }
         }
-        if hub.subscriptions().await == 1 {
+        // Closed and counted (history is short, so the lag policy may end the stream first:
+        // the connection must still be closed at the write deadline).
+        if hub.subscriptions().await == 1 && hub.metric("herald_write_timeouts_total").await >= 1.0
+        {
             break;
         }
         assert!(
@@ -342,6 +345,37 @@ async fn a_keep_alive_http1_subscriber_that_never_reads_is_closed_at_the_write_d
 #[tokio::test]
 async fn an_h2c_subscriber_that_never_reads_is_closed_at_the_write_deadline() {
     stalled_subscriber_is_closed_at_the_write_deadline(Path::H2c).await;
+}
+
+#[tokio::test]
+async fn a_large_answer_that_is_never_read_is_closed_at_the_write_deadline() {
+    let _heavy = HEAVY.lock().await;
+    let hub = Hub::start(&["--write-timeout", "2s", "--history-size", "200"]);
+    let payload = "j".repeat(BIG);
+    for n in 0..120 {
+        hub.publish_ok(&[
+            ("topic", "big"),
+            ("id", &format!("j{n}")),
+            ("data", &payload),
+        ])
+        .await;
+    }
+    // About 7 MB of JSON, more than the kernel's buffers take, on hyper's path; never read.
+    let mut stalled = small_buffer_connection(&hub).await;
+    stalled
+        .write_all(b"GET /topics/big/events?limit=120 HTTP/1.1\r\nHost: herald\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while hub.metric("herald_write_timeouts_total").await < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the stalled answer was never cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(closed_by_hub(&mut stalled, SOON).await, "still open");
 }
 
 #[tokio::test]
@@ -563,4 +597,38 @@ async fn an_h2c_connection_with_a_live_stream_stays_open_past_the_header_timeout
     stream.write_all(&h2::get(3, "/healthz")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(hub.subscriptions().await, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+#[test]
+fn bad_slow_consumer_limits_exit_64_with_one_line() {
+    for (args, env, mentions) in [
+        (
+            vec!["serve", "--write-timeout", "0s"],
+            vec![],
+            "--write-timeout",
+        ),
+        (
+            vec!["serve", "--queue-bytes", "lots"],
+            vec![],
+            "--queue-bytes",
+        ),
+        (
+            vec!["serve"],
+            vec![("HERALD_WRITE_TIMEOUT", "soon")],
+            "--write-timeout",
+        ),
+        (
+            vec!["serve"],
+            vec![("HERALD_QUEUE_BYTES", "0")],
+            "--queue-bytes",
+        ),
+    ] {
+        let (code, _, stderr) = crate::util::run_cli(&args, &env);
+        assert_eq!(code, 64, "{args:?} {env:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(mentions), "{stderr}");
+    }
 }

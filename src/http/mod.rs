@@ -34,7 +34,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use self::rewind::Rewind;
-use self::watch::{ConnectionWatch, Shutdown, ShutdownSignal, Verdict, WatchedBody};
+use self::watch::{ConnectionWatch, Shutdown, ShutdownSignal, Verdict, WatchedBody, WriteDeadline};
 use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -183,7 +183,7 @@ async fn serve_connection(
 /// Serves a connection with hyper (HTTP/1.1 or HTTP/2) until it closes: shut down gracefully
 /// (HTTP/2: GOAWAY) when the hub shuts down or when no request has been open for
 /// `--header-timeout`; dropped when a response has waited `--write-timeout` for the client to
-/// read (see [`watch`]).
+/// read, or a write to the socket has not gone through for that long (see [`watch`]).
 async fn serve_http<I>(
     io: I,
     started: limits::RequestStarted,
@@ -212,7 +212,8 @@ where
             })
         })
     };
-    let mut connection = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
+    let io = TokioIo::new(WriteDeadline::new(io, write_timeout));
+    let mut connection = std::pin::pin!(builder.serve_connection(io, service));
     let mut closing = false;
     loop {
         tokio::select! {

@@ -16,9 +16,16 @@
 //!   then close), as hyper already does for an idle HTTP/1.1 keep-alive connection. A connection
 //!   that carries a live stream stays open.
 //!
+//! Below hyper, [`WriteDeadline`] wraps the connection's I/O: a write or flush that the socket
+//! has not taken (no progress at all) within `--write-timeout` fails, so hyper closes the
+//! connection, also when no event stream is left to run a clock (a large response, or the end
+//! of a stream, that the client never reads).
+//!
 //! It also carries the hub-wide shutdown signal to every connection ([`Shutdown`]). This module
 //! decides when; `http::serve_http` acts (graceful shutdown or drop).
 
+use std::future::Future;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -28,6 +35,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -322,10 +330,138 @@ impl Body for WatchedBody {
     }
 }
 
+/// A connection whose writes fail with `TimedOut` (counted in `herald_write_timeouts_total`)
+/// once the socket has taken nothing for `timeout` while a write or flush was waiting. No timer
+/// exists while writes go through.
+pub struct WriteDeadline<I> {
+    io: I,
+    timeout: Duration,
+    /// Set at the first write that had to wait since the last progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    timed_out: bool,
+}
+
+impl<I> WriteDeadline<I> {
+    /// Wraps `io`.
+    pub fn new(io: I, timeout: Duration) -> WriteDeadline<I> {
+        WriteDeadline {
+            io,
+            timeout,
+            stalled: None,
+            timed_out: false,
+        }
+    }
+
+    /// What a write that returned `poll` means under the deadline.
+    fn check<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let stalled = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if stalled.as_mut().poll(cx).is_ready() {
+                    self.timed_out = true;
+                    return Poll::Ready(Err(super::body::write_timed_out()));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+
+    fn failed<T>(&self) -> Option<Poll<io::Result<T>>> {
+        self.timed_out.then(|| {
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the write timeout already passed",
+            )))
+        })
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WriteDeadline<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(failed) = this.failed() {
+            return failed;
+        }
+        let poll = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.check(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if let Some(failed) = this.failed() {
+            return failed;
+        }
+        let poll = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.check(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(failed) = this.failed() {
+            return failed;
+        }
+        let poll = Pin::new(&mut this.io).poll_flush(cx);
+        this.check(cx, poll)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.timed_out {
+            return Poll::Ready(Ok(()));
+        }
+        let poll = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.check(cx, poll)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_peer_never_takes_fails_after_the_timeout() {
+        use tokio::io::AsyncWriteExt;
+        let (peer, io) = tokio::io::duplex(1024);
+        let mut io = WriteDeadline::new(io, Duration::from_secs(2));
+        // What the peer's buffer takes goes through.
+        io.write_all(&[0; 1024]).await.unwrap();
+        let started = Instant::now();
+        let error = io.write_all(&[0; 10]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        assert!(io.flush().await.is_err(), "stays failed");
+        drop(peer);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_without_requests_is_idle_after_the_budget() {
