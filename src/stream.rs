@@ -22,8 +22,12 @@ fn deliveries() -> &'static metrics::Counter {
     COUNTER.get_or_init(|| metrics::counter!("herald_deliveries_total"))
 }
 
-/// Updates read from history per store call.
+/// Most updates read from history per store call.
 const REPLAY_PAGE: usize = 256;
+/// About how many bytes of frames one store call reads: pages shrink when updates are large, so
+/// a subscriber catching up on 60 KB updates reads a few of them per call, not 256 (15 MB, read
+/// again for every chunk).
+const REPLAY_BYTES: usize = 4 * MAX_CHUNK;
 /// A replay chunk is cut at about this many bytes so one slow client cannot pin a huge buffer.
 const MAX_CHUNK: usize = 64 * 1024;
 
@@ -72,6 +76,8 @@ pub struct EventStream {
     /// The highest sequence written (or deliberately skipped).
     last_seq: u64,
     ready: Vec<Delivery>,
+    /// Updates per history read, adapted to their size.
+    page: usize,
 }
 
 impl EventStream {
@@ -94,6 +100,8 @@ impl EventStream {
             phase,
             last_seq,
             ready: Vec::new(),
+            // Small first: the first read tells the size of the updates.
+            page: 32,
         }
     }
 
@@ -161,8 +169,13 @@ impl EventStream {
     /// `Ok(None)` once history has nothing more.
     async fn replay_page(&mut self) -> Result<Option<Bytes>, StoreError> {
         loop {
-            let page = self.store.read_after(self.last_seq, REPLAY_PAGE).await?;
-            let history_exhausted = page.len() < REPLAY_PAGE;
+            let asked = self.page;
+            let page = self.store.read_after(self.last_seq, asked).await?;
+            let history_exhausted = page.len() < asked;
+            let bytes: usize = page.iter().map(|update| update.frame.len()).sum();
+            if bytes > 0 {
+                self.page = (REPLAY_BYTES.saturating_mul(page.len()) / bytes).clamp(1, REPLAY_PAGE);
+            }
             let subscriber = Arc::clone(self.subscription.subscriber());
             let mut chunk = BytesMut::new();
             let mut written = 0;
