@@ -173,8 +173,8 @@ impl EventStream {
             let page = self.store.read_after(self.last_seq, asked).await?;
             let history_exhausted = page.len() < asked;
             let bytes: usize = page.iter().map(|update| update.frame.len()).sum();
-            if bytes > 0 {
-                self.page = (REPLAY_BYTES.saturating_mul(page.len()) / bytes).clamp(1, REPLAY_PAGE);
+            if let Some(fit) = REPLAY_BYTES.saturating_mul(page.len()).checked_div(bytes) {
+                self.page = fit.clamp(1, REPLAY_PAGE);
             }
             let subscriber = Arc::clone(self.subscription.subscriber());
             let mut chunk = BytesMut::new();
