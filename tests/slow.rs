@@ -379,6 +379,116 @@ async fn a_large_answer_that_is_never_read_is_closed_at_the_write_deadline() {
 }
 
 #[tokio::test]
+async fn a_tls_subscriber_that_never_reads_is_closed_at_the_write_deadline() {
+    let _heavy = HEAVY.lock().await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = crate::util::TempDir::new("slow-tls");
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let hub = Hub::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--write-timeout",
+        "2s",
+        "--history-size",
+        "50",
+    ]);
+    let base = format!("https://localhost:{}", hub.addr.port());
+    let https = reqwest::Client::builder()
+        .no_proxy()
+        .resolve("localhost", hub.addr)
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let metric = |name: &'static str| {
+        let (https, base) = (https.clone(), base.clone());
+        async move {
+            let text = https
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .map_or(0.0, |value| value.trim().parse::<f64>().unwrap())
+        }
+    };
+
+    // HTTP/1.1 by ALPN over TLS (always hyper's), a tiny receive buffer, never read.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let server = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tcp = small_buffer_connection(&hub).await;
+    let mut stalled = connector.connect(server, tcp).await.unwrap();
+    stalled
+        .write_all(subscribe_head("tls").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(SOON, stalled.read(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before the response head");
+        head.extend_from_slice(&buffer[..n]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+
+    let payload = "t".repeat(BIG);
+    let token = crate::util::token(&["*"], &[]);
+    let started = Instant::now();
+    let mut sent = 0;
+    while metric("herald_write_timeouts_total").await < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the stalled TLS subscriber was never closed"
+        );
+        for _ in 0..10 {
+            let response = https
+                .post(format!("{base}/.well-known/mercure"))
+                .bearer_auth(&token)
+                .form(&[("topic", "tls"), ("data", payload.as_str())])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            sent += 1;
+        }
+    }
+    eprintln!(
+        "TLS: closed after {:?} and {sent} updates",
+        started.elapsed()
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    // The hub closed it: what it had sent, then the end.
+    let closed = tokio::time::timeout(SOON, async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match stalled.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the TLS connection is still open");
+}
+
+#[tokio::test]
 async fn a_healthy_idle_stream_outlives_the_write_timeout_on_every_path() {
     let hub = Hub::start(&["--write-timeout", "1s", "--heartbeat", "300ms"]);
     // Each path, read promptly: heartbeats for three write timeouts, then an update.
