@@ -182,7 +182,7 @@ impl Server {
             None => None,
         };
 
-        let hub = Hub::new(config.queue_size);
+        let hub = Hub::with_budget(config.queue_size, config.queue_bytes);
         // A shared store feeds every node from its log (the same order everywhere); otherwise
         // the writer fans out what it commits.
         let on_commit: OnCommit = match store.spawn_feed(Arc::new(HubSink(Arc::clone(&hub)))) {

@@ -22,10 +22,17 @@ fn deliveries() -> &'static metrics::Counter {
     COUNTER.get_or_init(|| metrics::counter!("herald_deliveries_total"))
 }
 
-/// Updates read from history per store call.
+/// Most updates read from history per store call.
 const REPLAY_PAGE: usize = 256;
+/// About how many bytes of frames one store call reads: pages shrink when updates are large, so
+/// a subscriber catching up on 60 KB updates reads a few of them per call, not 256 (15 MB, read
+/// again for every chunk).
+const REPLAY_BYTES: usize = 4 * MAX_CHUNK;
 /// A replay chunk is cut at about this many bytes so one slow client cannot pin a huge buffer.
 const MAX_CHUNK: usize = 64 * 1024;
+
+/// Past this capacity an emptied `ready` list gives its buffer back.
+const KEEP_READY: usize = 16;
 
 /// Where the stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +78,8 @@ pub struct EventStream {
     ready: Vec<Delivery>,
     /// Write each update's canonical topic as a `topic:` field (`herald-topic=1`).
     topic_field: bool,
+    /// Updates per history read, adapted to their size.
+    page: usize,
 }
 
 impl EventStream {
@@ -94,6 +103,8 @@ impl EventStream {
             last_seq,
             ready: Vec::new(),
             topic_field: false,
+            // Small first: the first read tells the size of the updates.
+            page: 32,
         }
     }
 
@@ -126,8 +137,12 @@ impl EventStream {
                         return Some(chunk);
                     }
                     let mailbox = &self.subscription.subscriber().mailbox;
-                    let status =
-                        std::future::poll_fn(|cx| mailbox.poll_drain(cx, &mut self.ready)).await;
+                    // About one chunk at a time: what the mailbox still holds counts against its
+                    // byte budget, what this stream holds would not.
+                    let status = std::future::poll_fn(|cx| {
+                        mailbox.poll_drain_up_to(cx, &mut self.ready, MAX_CHUNK)
+                    })
+                    .await;
                     if let Some(chunk) = self.coalesce_ready() {
                         return Some(chunk);
                     }
@@ -164,8 +179,13 @@ impl EventStream {
     /// `Ok(None)` once history has nothing more.
     async fn replay_page(&mut self) -> Result<Option<Bytes>, StoreError> {
         loop {
-            let page = self.store.read_after(self.last_seq, REPLAY_PAGE).await?;
-            let history_exhausted = page.len() < REPLAY_PAGE;
+            let asked = self.page;
+            let page = self.store.read_after(self.last_seq, asked).await?;
+            let history_exhausted = page.len() < asked;
+            let bytes: usize = page.iter().map(|update| update.frame.len()).sum();
+            if let Some(fit) = REPLAY_BYTES.saturating_mul(page.len()).checked_div(bytes) {
+                self.page = fit.clamp(1, REPLAY_PAGE);
+            }
             let subscriber = Arc::clone(self.subscription.subscriber());
             let mut chunk = BytesMut::new();
             let mut written = 0;
@@ -235,6 +255,10 @@ impl EventStream {
             }
         }
         self.ready.drain(..taken);
+        if self.ready.is_empty() && self.ready.capacity() > KEEP_READY {
+            // A burst has drained: give its buffer back.
+            self.ready = Vec::new();
+        }
         let chunk = match joined {
             Some(buffer) => buffer.freeze(),
             None => first?,

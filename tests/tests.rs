@@ -23,6 +23,7 @@ mod ops;
 mod pages;
 mod publish;
 mod shutdown;
+mod slow;
 mod subscribe;
 mod tls;
 mod topics;

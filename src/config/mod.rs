@@ -29,6 +29,10 @@ pub const DEFAULT_MAX_TOPICS_PER_SUBSCRIPTION: usize = 100;
 pub const DEFAULT_MAX_TOPIC_LENGTH: usize = 2048;
 /// Default longest event id or type, in bytes.
 pub const DEFAULT_MAX_ID_LENGTH: usize = 256;
+/// Default bytes of frames one subscriber may have queued before it catches up from history.
+pub const DEFAULT_QUEUE_BYTES: usize = 1024 * 1024;
+/// Default time a write may wait for a client's socket to drain before the connection is closed.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a client has to send its request headers (slowloris).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default connection limit when the open-file limit cannot be read.
@@ -173,6 +177,16 @@ pub struct ServeArgs {
     /// [default: 1024]
     #[arg(long, env = "HERALD_QUEUE_SIZE", value_name = "N")]
     pub queue_size: Option<usize>,
+
+    /// Bytes of frames queued per subscriber (whichever of this and --queue-size comes first)
+    /// before it catches up from history, e.g. `1MiB` [default: 1MiB]
+    #[arg(long, env = "HERALD_QUEUE_BYTES", value_name = "SIZE")]
+    pub queue_bytes: Option<String>,
+
+    /// A connection whose socket has not taken a write within this time (a client that stopped
+    /// reading) is closed, e.g. `30s` [default: 30s]
+    #[arg(long, env = "HERALD_WRITE_TIMEOUT", value_name = "DURATION")]
+    pub write_timeout: Option<String>,
 
     /// TLS certificate chain (PEM); needs --tls-key
     #[arg(long, env = "HERALD_TLS_CERT", value_name = "PATH")]
@@ -345,6 +359,10 @@ pub struct Config {
     pub demo: bool,
     pub max_body: usize,
     pub queue_size: usize,
+    /// Bytes of frames one subscriber may have queued.
+    pub queue_bytes: usize,
+    /// Deadline for a write to a client's socket.
+    pub write_timeout: Duration,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log_format: LogFormat,
     /// Most open connections.
@@ -511,6 +529,17 @@ impl Config {
         if queue_size == 0 {
             return Err(invalid("queue-size", "0", "must be at least 1"));
         }
+        let queue_bytes = match &args.queue_bytes {
+            Some(text) => parse_size("queue-bytes", text)?,
+            None => DEFAULT_QUEUE_BYTES,
+        };
+        let write_timeout = match &args.write_timeout {
+            Some(text) => parse_duration("write-timeout", text)?,
+            None => DEFAULT_WRITE_TIMEOUT,
+        };
+        if write_timeout.is_zero() {
+            return Err(invalid("write-timeout", "0", "must be above zero"));
+        }
         let tls = match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -624,6 +653,8 @@ impl Config {
             demo: args.demo,
             max_body,
             queue_size,
+            queue_bytes,
+            write_timeout,
             tls,
             log_format,
             max_connections,
@@ -852,6 +883,8 @@ mod tests {
         assert_eq!(config.max_topic_length, 2048);
         assert_eq!(config.publish_rate, None);
         assert_eq!(config.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.queue_bytes, 1 << 20);
+        assert_eq!(config.write_timeout, Duration::from_secs(30));
         assert_eq!(default_max_connections(Some(20_000)), 19_488);
         assert_eq!(default_max_connections(Some(1024)), 992);
         assert_eq!(default_max_connections(Some(100_000)), 99_488);
@@ -885,6 +918,44 @@ mod tests {
         });
         if open_file_limit().is_some() {
             assert!(error.unwrap_err().to_string().contains("--max-connections"));
+        }
+    }
+
+    #[test]
+    fn slow_consumer_limits_parse_and_refuse_zero() {
+        let config = Config::from_args(ServeArgs {
+            queue_bytes: Some("256KiB".into()),
+            write_timeout: Some("2s".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(config.queue_bytes, 256 * 1024);
+        assert_eq!(config.write_timeout, Duration::from_secs(2));
+        for (args, flag) in [
+            (
+                ServeArgs {
+                    queue_bytes: Some("0".into()),
+                    ..ServeArgs::default()
+                },
+                "--queue-bytes",
+            ),
+            (
+                ServeArgs {
+                    write_timeout: Some("0s".into()),
+                    ..ServeArgs::default()
+                },
+                "--write-timeout",
+            ),
+            (
+                ServeArgs {
+                    write_timeout: Some("soon".into()),
+                    ..ServeArgs::default()
+                },
+                "--write-timeout",
+            ),
+        ] {
+            let error = Config::from_args(args).unwrap_err();
+            assert!(error.to_string().contains(flag), "{error}");
         }
     }
 

@@ -61,6 +61,16 @@ pub(super) fn delivered_bytes() -> &'static metrics::Counter {
     COUNTER.get_or_init(|| metrics::counter!("herald_delivered_bytes_total"))
 }
 
+/// Counts a connection closed because a write to it did not complete within `--write-timeout`
+/// (`herald_write_timeouts_total`), and returns the error that ends it.
+pub(super) fn write_timed_out() -> std::io::Error {
+    metrics::counter!("herald_write_timeouts_total").increment(1);
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the client did not take a write within --write-timeout",
+    )
+}
+
 fn next(mut stream: EventStream) -> NextChunk {
     Box::pin(async move {
         let chunk = stream.next_chunk().await;
