@@ -20,5 +20,6 @@ mod pages;
 mod publish;
 mod shutdown;
 mod subscribe;
+mod templates;
 mod tls;
 mod topics;

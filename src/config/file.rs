@@ -41,6 +41,8 @@ pub struct FileOptions {
     publish_rate: Option<String>,
     publish_burst: Option<u32>,
     header_timeout: Option<String>,
+    max_template_complexity: Option<usize>,
+    shutdown_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +116,11 @@ pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
     fill(&mut args.publish_rate, &file.publish_rate);
     fill(&mut args.publish_burst, &file.publish_burst);
     fill(&mut args.header_timeout, &file.header_timeout);
+    fill(
+        &mut args.max_template_complexity,
+        &file.max_template_complexity,
+    );
+    fill(&mut args.shutdown_timeout, &file.shutdown_timeout);
     if args.max_body.is_none() {
         args.max_body = file.max_body.as_ref().map(|size| match size {
             SizeValue::Bytes(bytes) => bytes.to_string(),
@@ -152,7 +159,8 @@ mod tests {
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:9999\"\nheartbeat = \"1s\"\ncors_origin = [\"https://a.example\"]\nanonymous = true\n\
-             max-connections-per-ip = 50\npublish_rate = \"5/s\"\nheader-timeout = \"3s\"\n",
+             max-connections-per-ip = 50\npublish_rate = \"5/s\"\nheader-timeout = \"3s\"\n\
+             max-template-complexity = 64\nshutdown_timeout = \"2s\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -168,6 +176,8 @@ mod tests {
         assert_eq!(config.max_connections_per_ip, 50);
         assert_eq!(config.publish_rate.map(|rate| rate.burst), Some(5));
         assert_eq!(config.header_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(config.max_template_complexity, 64);
+        assert_eq!(config.shutdown_timeout, std::time::Duration::from_secs(2));
 
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let error = read(&path).unwrap_err().to_string();

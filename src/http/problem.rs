@@ -56,9 +56,9 @@ impl ApiError {
                     StatusCode::TOO_MANY_REQUESTS
                 }
                 // The request itself is out of bounds: retrying it as is cannot help.
-                LimitError::TopicsPerSubscription { .. } | LimitError::TopicLength { .. } => {
-                    StatusCode::BAD_REQUEST
-                }
+                LimitError::TopicsPerSubscription { .. }
+                | LimitError::TopicLength { .. }
+                | LimitError::TemplateComplexity { .. } => StatusCode::BAD_REQUEST,
             },
         }
     }

@@ -37,6 +37,8 @@ pub async fn subscribe<B>(
         ));
     }
     state.limits.check_subscription(&topics)?;
+    let selectors = SelectorSet::parse(topics);
+    state.limits.check_templates(&selectors)?;
     let access = subscriber_access(state, request.headers(), raw_query)?;
     let last_event_id = last_event_id(request.headers(), &params);
 
@@ -46,7 +48,7 @@ pub async fn subscribe<B>(
     });
     let subscription = state
         .hub
-        .subscribe_as(SelectorSet::parse(topics), access.private_topics, identity)
+        .subscribe_as(selectors, access.private_topics, identity)
         .map_err(|error| ApiError::Unavailable(error.to_string()))?;
     if let Some(expires_at) = access.expires_at {
         subscription.expire_at(expires_at);

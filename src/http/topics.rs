@@ -43,7 +43,6 @@ pub async fn list(state: &AppState) -> Result<Response<ResponseBody>, ApiError> 
             },
         );
     }
-    let mut patterns = Vec::new();
     state.hub.for_each_subscriber(|subscriber| {
         for topic in subscriber.selectors.exact_topics() {
             topics
@@ -54,19 +53,19 @@ pub async fn list(state: &AppState) -> Result<Response<ResponseBody>, ApiError> 
                 })
                 .subscribers += 1;
         }
-        if subscriber.selectors.has_patterns() {
-            patterns.push(std::sync::Arc::clone(subscriber));
-        }
     });
-    for view in topics.values_mut() {
-        view.subscribers += patterns
-            .iter()
-            .filter(|s| !s.selects_exactly(&view.topic) && s.selectors.matches(&view.topic))
-            .count();
+    // `*` and template subscribers: counted per distinct template, off the runtime's threads.
+    let patterns = state
+        .hub
+        .pattern_subscriber_counts(topics.keys().cloned().collect())
+        .await;
+    for (view, count) in topics.values_mut().zip(patterns.counts) {
+        view.subscribers += count;
     }
     let body = serde_json::json!({
         "topics": topics.into_values().collect::<Vec<_>>(),
         "subscriptions": state.hub.subscriptions(),
+        "subscriber_counts_complete": patterns.complete,
     });
     Ok(ok("application/json", body.to_string()))
 }

@@ -226,6 +226,20 @@ impl Template {
         &self.source
     }
 
+    /// The literal text before the first expression (all of it for a literal-only template).
+    /// Every topic the template matches starts with it.
+    pub fn literal_prefix(&self) -> &str {
+        self.source.get(..self.prefix_len).unwrap_or_default()
+    }
+
+    /// The size of the compiled matcher for everything after [`Template::literal_prefix`]: one
+    /// unit per literal byte after the first expression, and a few per variable (three to eight,
+    /// plus the name's length for the `;`, `?` and `&` operators). Matching one topic costs at
+    /// most `complexity × topic length` steps, so this is what limits on templates bound.
+    pub fn complexity(&self) -> usize {
+        self.program.insts.len()
+    }
+
     /// Could `topic` be an expansion of this template for some values of its variables (each
     /// variable defined or not)? See the module documentation for the exact language.
     pub fn matches(&self, topic: &str) -> bool {
