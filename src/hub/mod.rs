@@ -104,6 +104,8 @@ pub struct Hub {
 /// Matcher steps one [`Hub::pattern_subscriber_counts`] may spend (see
 /// [`crate::topic::template::Template::complexity`]): about a tenth of a second of one core.
 pub const COUNTING_BUDGET: usize = 100_000_000;
+/// Time one [`Hub::pattern_subscriber_counts`] may take, however fast the machine.
+pub const COUNTING_TIME: Duration = Duration::from_millis(200);
 
 /// The heartbeat frame: an empty comment.
 const HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");
@@ -252,7 +254,8 @@ impl Hub {
     /// and not also exactly (add those from the exact selectors to get every subscriber). Each
     /// distinct template is matched once per topic, however many subscribers share it; the work
     /// runs on a blocking thread, one count at a time, and spends at most [`COUNTING_BUDGET`]
-    /// matcher steps: past that, `complete` is false and the counts are lower bounds.
+    /// matcher steps and [`COUNTING_TIME`]: past either, `complete` is false and the counts are
+    /// lower bounds.
     pub async fn pattern_subscriber_counts(self: &Arc<Self>, topics: Vec<String>) -> PatternCounts {
         let incomplete = |len| PatternCounts {
             counts: vec![0; len],
@@ -263,9 +266,13 @@ impl Hub {
             return incomplete(len);
         };
         let hub = Arc::clone(self);
-        tokio::task::spawn_blocking(move || hub.registry.pattern_counts(&topics, COUNTING_BUDGET))
-            .await
-            .unwrap_or_else(|_| incomplete(len))
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + COUNTING_TIME;
+            hub.registry
+                .pattern_counts(&topics, COUNTING_BUDGET, deadline)
+        })
+        .await
+        .unwrap_or_else(|_| incomplete(len))
     }
 
     /// As [`Hub::pattern_subscriber_counts`], on the calling thread, with a given budget.
@@ -274,7 +281,8 @@ impl Hub {
         topics: &[S],
         budget: usize,
     ) -> PatternCounts {
-        self.registry.pattern_counts(topics, budget)
+        let deadline = std::time::Instant::now() + Duration::from_secs(3600);
+        self.registry.pattern_counts(topics, budget, deadline)
     }
 
     /// Calls `visit` for every live subscriber.

@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -266,9 +267,14 @@ impl Registry {
     /// and not also exactly (those are counted by their exact selector). Matches once per
     /// distinct template and topic, and counts subscribers that have no other selector by
     /// number; spends at most `budget` matcher steps (see
-    /// [`crate::topic::template::Template::complexity`]), after which the remaining work is
-    /// skipped and the result says it is incomplete.
-    pub fn pattern_counts<S: AsRef<str>>(&self, topics: &[S], budget: usize) -> PatternCounts {
+    /// [`crate::topic::template::Template::complexity`]) and stops at `deadline`, after which
+    /// the remaining work is skipped and the result says it is incomplete.
+    pub fn pattern_counts<S: AsRef<str>>(
+        &self,
+        topics: &[S],
+        budget: usize,
+        deadline: Instant,
+    ) -> PatternCounts {
         let patterns = self.patterns.read();
         let mut left = budget;
         let mut complete = true;
@@ -276,6 +282,9 @@ impl Registry {
         let mut counts = Vec::with_capacity(topics.len());
         for topic in topics {
             let topic = topic.as_ref();
+            if Instant::now() >= deadline {
+                left = 0;
+            }
             counted.clear();
             let mut count = 0;
             let mut count_mixed = |list: &[Arc<Subscriber>], left: &mut usize| {
@@ -295,6 +304,9 @@ impl Registry {
             patterns
                 .templates
                 .for_each_prefix_of(topic.as_bytes(), |slot| {
+                    if Instant::now() >= deadline {
+                        left = 0;
+                    }
                     match slot.template.matches_within(topic, &mut left) {
                         Some(true) => matched.push(slot),
                         Some(false) => {}
