@@ -104,6 +104,9 @@ pub struct Hub {
 /// Matcher steps one [`Hub::pattern_subscriber_counts`] may spend (see
 /// [`crate::topic::template::Template::complexity`]): about a tenth of a second of one core.
 pub const COUNTING_BUDGET: usize = 100_000_000;
+/// Matcher steps above which a fan-out leaves the runtime's thread to others (about a
+/// millisecond).
+pub const HEAVY_FAN_OUT: usize = 1_000_000;
 /// Time one [`Hub::pattern_subscriber_counts`] may take, however fast the machine.
 pub const COUNTING_TIME: Duration = Duration::from_millis(200);
 
@@ -177,7 +180,32 @@ impl Hub {
     }
 
     /// Queues committed updates, in order, for every subscriber that may receive them.
+    ///
+    /// A fan-out whose template matching may be long (the distinct templates' complexity × the
+    /// topics' length above [`HEAVY_FAN_OUT`]) runs with [`tokio::task::block_in_place`] on a
+    /// multi-threaded runtime, so the runtime moves its other tasks to another thread meanwhile.
     pub fn fan_out(&self, updates: &[Arc<Update>]) {
+        let topic_bytes: usize = updates
+            .iter()
+            .flat_map(|update| &update.topics)
+            .map(String::len)
+            .sum();
+        let heavy = self
+            .registry
+            .template_complexity()
+            .saturating_mul(topic_bytes)
+            > HEAVY_FAN_OUT;
+        let multi_threaded = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+            runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
+        if heavy && multi_threaded {
+            tokio::task::block_in_place(|| self.fan_out_now(updates));
+        } else {
+            self.fan_out_now(updates);
+        }
+    }
+
+    fn fan_out_now(&self, updates: &[Arc<Update>]) {
         let mut queued = 0;
         for update in updates {
             let result = self.registry.fan_out(update);

@@ -77,6 +77,8 @@ struct AnySlot {
 struct Patterns {
     any: AnySlot,
     templates: PrefixIndex<TemplateSlot>,
+    /// The total complexity of the distinct templates in `templates`.
+    complexity: usize,
 }
 
 /// Every live subscriber, indexed for fan-out.
@@ -112,12 +114,16 @@ impl Registry {
     pub fn insert(&self, subscriber: Arc<Subscriber>) {
         if subscriber.selectors.has_patterns() {
             let single = subscriber.selectors.len() == 1;
-            let mut patterns = self.patterns.write();
+            let mut guard = self.patterns.write();
+            let Patterns {
+                any,
+                templates,
+                complexity,
+            } = &mut *guard;
             for selector in subscriber.selectors.iter() {
                 let list = match selector {
                     Selector::Exact(_) => continue,
                     Selector::Any => {
-                        let any = &mut patterns.any;
                         if single {
                             &mut any.single
                         } else {
@@ -125,15 +131,14 @@ impl Registry {
                         }
                     }
                     Selector::Template(template) => {
-                        let slots = patterns
-                            .templates
-                            .entry(template.literal_prefix().as_bytes());
+                        let slots = templates.entry(template.literal_prefix().as_bytes());
                         let at = match slots
                             .iter()
                             .position(|slot| Arc::ptr_eq(&slot.template, template))
                         {
                             Some(at) => at,
                             None => {
+                                *complexity += template.complexity();
                                 slots.push(TemplateSlot {
                                     template: Arc::clone(template),
                                     single: Vec::new(),
@@ -202,10 +207,12 @@ impl Registry {
                             remove_from(&mut slot.mixed, id);
                             if slot.single.is_empty() && slot.mixed.is_empty() {
                                 slots.swap_remove(at);
+                                let emptied = slots.is_empty();
+                                patterns.complexity -= template.complexity();
+                                if emptied {
+                                    patterns.templates.prune(prefix);
+                                }
                             }
-                        }
-                        if slots.is_empty() {
-                            patterns.templates.prune(prefix);
                         }
                     }
                 }
@@ -341,6 +348,12 @@ impl Registry {
     /// True when nobody is subscribed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The total complexity of the distinct URI templates of live subscribers: a fan-out of a
+    /// topic costs at most this × the topic's length in matcher steps.
+    pub fn template_complexity(&self) -> usize {
+        self.patterns.read().complexity
     }
 
     /// Distinct URI templates among live subscribers, and the nodes of their prefix index.
