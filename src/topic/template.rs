@@ -1185,6 +1185,22 @@ mod tests {
     }
 
     #[test]
+    fn complexity_counts_what_follows_the_literal_prefix() {
+        let books = template("https://example.com/books/{id}");
+        assert_eq!(books.literal_prefix(), "https://example.com/books/");
+        assert_eq!(books.complexity(), 7);
+        let users = template("https://example.com/users/{user}/books{?page}");
+        assert_eq!(users.literal_prefix(), "https://example.com/users/");
+        assert_eq!(users.complexity(), 25);
+        assert_eq!(template("/literal/only").complexity(), 1);
+        assert_eq!(template("/literal/only").literal_prefix(), "/literal/only");
+        let hostile: String = (0..250).map(|i| format!("{{+xv{i}}}")).collect();
+        assert!(hostile.len() > 1800);
+        assert_eq!(template(&hostile).literal_prefix(), "");
+        assert_eq!(template(&hostile).complexity(), 1501);
+    }
+
+    #[test]
     fn adversarial_inputs_run_in_linear_time() {
         let repeat = |piece: &str, n: usize| piece.repeat(n);
         let numbered = |pattern: &dyn Fn(usize) -> String| (0..40).map(pattern).collect::<String>();
