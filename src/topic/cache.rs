@@ -23,7 +23,7 @@ use super::template::{Template, TemplateError};
 /// Answers remembered per template; the map is cleared when it is full.
 pub const CACHE_ENTRIES: usize = 1024;
 /// Bytes of remembered answers (topic text plus overhead) in the whole process.
-pub const CACHE_BUDGET: usize = 8 * 1024 * 1024;
+pub const CACHE_BUDGET: usize = 2 * 1024 * 1024;
 /// Answers that cost fewer matcher steps than this (complexity × topic length) are not kept.
 const WORTH_CACHING: usize = 4096;
 /// Interned templates are swept of dead entries when the table grows past this.
