@@ -234,7 +234,8 @@ async fn expensive_template_subscribers_do_not_stall_the_hub() {
 
     for listing in listings {
         let (took, body) = listing.await.unwrap();
-        assert!(took < Duration::from_secs(5), "GET /topics took {took:?}");
+        // Debug build on a shared machine: bounded, not fast (before the fix it took minutes).
+        assert!(took < Duration::from_secs(15), "GET /topics took {took:?}");
         let topics = body["topics"].as_array().unwrap();
         assert!(topics.len() >= 1000, "{} topics", topics.len());
         // The ordinary template matches every long topic; what was counted is right.
