@@ -56,7 +56,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
         shutdown_timeout.saturating_sub(at.elapsed())
     });
     runtime.shutdown_timeout(left);
-    tracing::info!("stopped");
+    if shutdown_started.get().is_some() {
+        tracing::info!("stopped");
+    }
     code
 }
 
