@@ -41,6 +41,18 @@ import {parser} from '/herald.js';
     return `${HUB}?${params}`;
   }
 
+  /**
+   * Shows a shell command, one argument per line. The text (what Copy copies) is the command with
+   * ` \` line continuations; on screen each argument wraps inside its own line and the `\`
+   * stays at its right, so a narrow screen never shows a `\` alone on a line.
+   */
+  function showCommand(element, parts) {
+    element.replaceChildren(...parts.map((part, index) => Herald.el('span', {className: 'cmd-line'},
+      ...(index > 0 ? [Herald.el('span', {className: 'indent'}, '     ')] : []),
+      Herald.el('span', {className: 'arg'}, part),
+      ...(index < parts.length - 1 ? [Herald.el('span', {className: 'cont'}, ' \\\n')] : []))));
+  }
+
   function renderSubscribeCurl() {
     const parts = ['curl -N'];
     const token = subToken.value.trim();
@@ -48,7 +60,7 @@ import {parser} from '/herald.js';
     if (token) parts.push(`-H ${q(`Authorization: Bearer ${token}`)}`);
     if (lastId) parts.push(`-H ${q(`Last-Event-ID: ${lastId}`)}`);
     parts.push(q(subscribeUrl()));
-    subscribeCurl.textContent = parts.join(' \\\n     ');
+    showCommand(subscribeCurl, parts);
   }
 
   function publishForm() {
@@ -66,7 +78,7 @@ import {parser} from '/herald.js';
     const parts = [`curl -H ${token === '$TOKEN' ? '"Authorization: Bearer $TOKEN"' : q(`Authorization: Bearer ${token}`)}`];
     for (const [key, value] of publishForm()) parts.push(`--data-urlencode ${q(`${key}=${value}`)}`);
     parts.push(q(HUB));
-    publishCurl.textContent = parts.join(' \\\n     ');
+    showCommand(publishCurl, parts);
   }
 
   for (const input of [selectors, subToken, lastIdInput]) input.addEventListener('input', renderSubscribeCurl);

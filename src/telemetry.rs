@@ -101,6 +101,7 @@ fn describe() {
         "topics_per_subscription",
         "topic_length",
         "id_length",
+        "template_complexity",
         "publish_rate",
         "body",
     ] {
@@ -117,6 +118,11 @@ fn describe() {
         "herald_subscription_events_coalesced_total",
         "Subscription events not written because the subscriber left before its join was written"
     );
+    metrics::describe_counter!(
+        "herald_write_timeouts_total",
+        "Connections closed because a write waited longer than --write-timeout (a client that stopped reading)"
+    );
+    metrics::counter!("herald_write_timeouts_total").absolute(0);
     metrics::counter!("herald_subscription_events_dropped_total").absolute(0);
     metrics::counter!("herald_subscription_events_coalesced_total").absolute(0);
     // Registered without a sample, so `_count 0` and the buckets show before the first commit.

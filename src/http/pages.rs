@@ -69,13 +69,28 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// Largest body `POST /chat/send` reads (413 above).
 pub const CHAT_MAX_BODY: usize = 16 * 1024;
 
+/// Where the top bar's links to the demo pages start and end (the index drops them without
+/// `--demo`; every page shares one top bar otherwise).
+const DEMO_NAV: (&str, &str) = ("<!-- demo-nav -->", "<!-- /demo-nav -->");
+
+/// `page` without the top bar's links to the demo pages.
+fn without_demo_nav(page: &str) -> String {
+    match (page.find(DEMO_NAV.0), page.find(DEMO_NAV.1)) {
+        (Some(start), Some(end)) if start < end => {
+            format!("{}{}", &page[..start], &page[end + DEMO_NAV.1.len()..])
+        }
+        _ => page.to_owned(),
+    }
+}
+
 /// The page or asset at `path`, if there is one (the demo's only with `--demo`).
 pub fn page(state: &AppState, path: &str) -> Option<Response<ResponseBody>> {
     let demo = state.config.demo;
     let mut response = match path {
         "/" | "/index.html" => {
             let links = if demo { DEMO_ON } else { DEMO_OFF };
-            ok(HTML, INDEX.replacen(DEMO_MARKER, links, 1))
+            let page = INDEX.replacen(DEMO_MARKER, links, 1);
+            ok(HTML, if demo { page } else { without_demo_nav(&page) })
         }
         "/favicon.ico" | "/favicon.svg" => ok("image/svg+xml", FAVICON),
         "/assets/herald.css" => ok(CSS, STYLESHEET),

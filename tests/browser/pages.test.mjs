@@ -8,13 +8,30 @@ let browser;
 before(async () => { browser = await launch(); });
 after(async () => { await browser?.close(); });
 
+/** A chat name long enough to overflow a phone's line, with no place to break. */
+const LONG_NAME = 'WWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWWW'; // 40, the most allowed
+
+/** Elements that stick out past the right edge of the screen and are not inside a box that
+ * scrolls or clips (a `<pre>` scrolls sideways by design; an ellipsis clips). */
+function overflowingElements() {
+  const clipped = (node) => {
+    for (let up = node.parentElement; up; up = up.parentElement) {
+      if (['auto', 'scroll', 'hidden', 'clip'].includes(getComputedStyle(up).overflowX)) return true;
+    }
+    return false;
+  };
+  return [...document.querySelectorAll('body *')]
+    .filter((node) => node.getBoundingClientRect().right > window.innerWidth + 0.5 && !clipped(node))
+    .map((node) => `${node.tagName.toLowerCase()}${node.id ? '#' + node.id : ''}.${node.className}`);
+}
+
 /** What each page should show before its picture is taken. */
 const PAGES = {
   index: {path: '/', ready: async (page) => (await page.textContent('main')).includes('Console')},
   chat: {
     path: '/chat',
     ready: async (page) => (await page.textContent('#state')) === 'open'
-      && (await page.$$('#messages li:not(.empty)')).length >= 4,
+      && (await page.$$('#messages li:not(.empty)')).length >= 5,
   },
   clock: {
     path: '/clock',
@@ -45,7 +62,8 @@ test('every page loads with no console error, and looks right on a desktop and a
   try {
     // Something to look at: a conversation, and an update the console replays.
     const chat = [['Ada', 'Hello! Is anyone here?'], ['Bob', 'Hi Ada! The hub works.'],
-      ['Ada', 'Messages show up in every open window, live.'], ['Cy', 'And reloading replays the latest ones.']];
+      ['Ada', 'Messages show up in every open window, live.'], ['Cy', 'And reloading replays the latest ones.'],
+      [LONG_NAME, 'A long name must not push the time out of view.']];
     for (const [name, message] of chat) {
       const response = await fetch(`${hub.url}/chat/send`, {
         method: 'POST', headers: {'content-type': 'application/json'}, body: JSON.stringify({name, message}),
@@ -64,9 +82,40 @@ test('every page loads with no console error, and looks right on a desktop and a
         assert.equal(response.status(), 200, `${spec.path}`);
         await spec.prepare?.(page, hub);
         await eventually(`${name} to be ready on a ${device}`, () => spec.ready(page));
-        // No horizontal scrolling on a phone.
+        // No horizontal scrolling on a phone, and nothing sticking out.
         const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
         assert.ok(overflow <= 0, `${name} is ${overflow}px wider than the ${device} screen`);
+        assert.deepEqual(await page.evaluate(overflowingElements), [], `${name} on a ${device}`);
+        // One top bar: the same links on every page.
+        const nav = await page.$$eval('.bar nav a', (links) => links.map((link) => link.getAttribute('href')));
+        assert.deepEqual(nav, ['/chat', '/clock', '/console', '/topics', '/healthz'], `${name}'s top bar`);
+        if (name === 'chat') {
+          // Every message's time is in view, next to its name, however long the name.
+          const times = await page.$$eval('#messages li:not(.empty) .meta', (metas) => metas.map((meta) => {
+            const time = meta.querySelector('time').getBoundingClientRect();
+            const box = meta.getBoundingClientRect();
+            return {left: time.left, right: time.right, width: time.width, boxRight: box.right, screen: window.innerWidth};
+          }));
+          assert.equal(times.length, chat.length);
+          for (const time of times) {
+            assert.ok(time.width > 0 && time.left >= 0 && time.right <= Math.min(time.boxRight, time.screen) + 0.5,
+              `a chat time out of view on a ${device}: ${JSON.stringify(time)}`);
+          }
+        }
+        if (name === 'console') {
+          // A `\` continuation is never alone on a line: it sits at the right of its argument's
+          // last line.
+          const lines = await page.$$eval('.cmd-line', (rows) => rows.map((row) => {
+            const arg = row.querySelector('.arg').getBoundingClientRect();
+            const cont = row.querySelector('.cont')?.getBoundingClientRect();
+            return cont ? {argRight: arg.right, argBottom: arg.bottom, contLeft: cont.left, contBottom: cont.bottom} : null;
+          }));
+          assert.ok(lines.length >= 4, 'the curl commands are shown line by line');
+          for (const line of lines.filter(Boolean)) {
+            assert.ok(line.contLeft >= line.argRight - 0.5 && Math.abs(line.contBottom - line.argBottom) < 2,
+              `a lone \\ on a ${device}: ${JSON.stringify(line)}`);
+          }
+        }
         await page.evaluate(() => window.scrollTo(0, 0));
         await screenshot(page, `${name}-${device}`);
         assert.deepEqual(problems, [], `${name} on a ${device}`);
