@@ -5,6 +5,17 @@
 //! in between is missed; live frames whose sequence is not above the last one written are
 //! dropped, so nothing is written twice. Every frame that is ready is written in one chunk
 //! (one write for many events). This module joins the hub and the store; it knows no HTTP.
+//!
+//! # Never a silent skip
+//! History is not always one contiguous run of the log: with `--history-per-topic`, retention
+//! keeps a topic's newest updates and trims around them, so history has holes below
+//! [`crate::store::Bounds::trimmed_through`], and a replay that started before a trim may find
+//! its next updates gone. The stream knows up to which sequence its client was already told of
+//! losses (`announced`: the `herald-gap` notice, or a start that replays "whatever is kept").
+//! Whenever a replay page skips sequences above that, it asks the store whether anything after
+//! the last sequence written was trimmed; if so, it ends the stream after what it has written,
+//! so the client reconnects with its `Last-Event-ID` and is told of the gap. Catching up after
+//! a lag follows the same rule.
 
 use std::sync::Arc;
 
@@ -30,8 +41,9 @@ const MAX_CHUNK: usize = 64 * 1024;
 /// Where the stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// Replay every update with a sequence above this one, then go live.
-    ReplayAfter(u64),
+    /// Replay every update with a sequence above `after`, then go live. Updates trimmed up to
+    /// `announced` (at least `after`) are known lost to the client: skipping them is no gap.
+    ReplayAfter { after: u64, announced: u64 },
     /// Live only; updates up to this sequence were committed before the subscription.
     LiveAfter(u64),
 }
@@ -54,6 +66,16 @@ impl LagAction {
     }
 }
 
+/// What one replay step found.
+enum Replayed {
+    /// Frames for this subscriber.
+    Chunk(Bytes),
+    /// History has nothing more: go live.
+    Exhausted,
+    /// Updates after the last one written were trimmed: write what was found, then end.
+    Lost(Option<Bytes>),
+}
+
 enum Phase {
     Replay,
     Live,
@@ -68,6 +90,8 @@ pub struct EventStream {
     phase: Phase,
     /// The highest sequence written (or deliberately skipped).
     last_seq: u64,
+    /// Updates trimmed up to this sequence were announced (or accepted) as lost.
+    announced: u64,
     ready: Vec<Delivery>,
 }
 
@@ -80,9 +104,9 @@ impl EventStream {
         prelude: Bytes,
         start: Start,
     ) -> EventStream {
-        let (phase, last_seq) = match start {
-            Start::ReplayAfter(seq) => (Phase::Replay, seq),
-            Start::LiveAfter(seq) => (Phase::Live, seq),
+        let (phase, last_seq, announced) = match start {
+            Start::ReplayAfter { after, announced } => (Phase::Replay, after, announced.max(after)),
+            Start::LiveAfter(seq) => (Phase::Live, seq, seq),
         };
         EventStream {
             subscription,
@@ -90,6 +114,7 @@ impl EventStream {
             prelude: Some(prelude).filter(|bytes| !bytes.is_empty()),
             phase,
             last_seq,
+            announced,
             ready: Vec::new(),
         }
     }
@@ -103,8 +128,21 @@ impl EventStream {
             match self.phase {
                 Phase::Done => return None,
                 Phase::Replay => match self.replay_page().await {
-                    Ok(Some(chunk)) => return Some(chunk),
-                    Ok(None) => self.phase = Phase::Live,
+                    Ok(Replayed::Chunk(chunk)) => return Some(chunk),
+                    Ok(Replayed::Exhausted) => self.phase = Phase::Live,
+                    Ok(Replayed::Lost(chunk)) => {
+                        tracing::debug!(
+                            subscriber = self.subscription.subscriber().id,
+                            after = self.last_seq,
+                            "updates the client has not seen were trimmed; closing the stream"
+                        );
+                        metrics::counter!("herald_lagging_subscribers_total", "action" => "close")
+                            .increment(1);
+                        self.phase = Phase::Done;
+                        if chunk.is_some() {
+                            return chunk;
+                        }
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "history read failed; closing the stream");
                         self.phase = Phase::Done;
@@ -151,15 +189,32 @@ impl EventStream {
     }
 
     /// Reads history after `last_seq` until some frames for this subscriber are found.
-    /// `Ok(None)` once history has nothing more.
-    async fn replay_page(&mut self) -> Result<Option<Bytes>, StoreError> {
+    async fn replay_page(&mut self) -> Result<Replayed, StoreError> {
         loop {
             let page = self.store.read_after(self.last_seq, REPLAY_PAGE).await?;
             let history_exhausted = page.len() < REPLAY_PAGE;
             let subscriber = Arc::clone(self.subscription.subscriber());
             let mut chunk = BytesMut::new();
             let mut written = 0;
+            // Checked at most once per page: a check made after the page was read covers it all.
+            let mut page_checked = false;
             for update in &page {
+                let skipped_from = self.last_seq.saturating_add(1).max(self.announced + 1);
+                if update.seq > skipped_from && !page_checked {
+                    // Sequences were skipped that the client was not told about: were any of
+                    // them trimmed (or only never assigned, as between Redis stream ids)?
+                    page_checked = true;
+                    let trimmed = self.store.bounds().await?.trimmed_through;
+                    if trimmed > self.last_seq.max(self.announced) {
+                        if written > 0 {
+                            deliveries().increment(written);
+                            metrics::counter!("herald_replayed_total").increment(written);
+                        }
+                        return Ok(Replayed::Lost(
+                            Some(chunk.freeze()).filter(|chunk| !chunk.is_empty()),
+                        ));
+                    }
+                }
                 self.last_seq = update.seq;
                 if subscriber.may_receive(update) {
                     chunk.extend_from_slice(&update.frame);
@@ -172,11 +227,11 @@ impl EventStream {
             if written > 0 {
                 deliveries().increment(written);
                 metrics::counter!("herald_replayed_total").increment(written);
-                return Ok(Some(chunk.freeze()));
+                return Ok(Replayed::Chunk(chunk.freeze()));
             }
             // Nothing in this page was for this subscriber: read on, unless history ends here.
             if history_exhausted {
-                return Ok(None);
+                return Ok(Replayed::Exhausted);
             }
         }
     }
@@ -235,14 +290,15 @@ impl EventStream {
         Some(chunk)
     }
 
-    /// Catch up when history still holds everything after `last_seq`; close otherwise.
+    /// Catch up when history still holds everything after `last_seq` (nothing above it was
+    /// trimmed: with per-topic retention the oldest kept says nothing about holes); close
+    /// otherwise.
     async fn lag_action(&self) -> LagAction {
         match self.store.bounds().await {
-            Ok(bounds) => match bounds.oldest {
-                Some((oldest, _)) if oldest <= self.last_seq + 1 => LagAction::CatchUp,
-                _ => LagAction::Close,
-            },
-            Err(_) => LagAction::Close,
+            Ok(bounds) if bounds.trimmed_through <= self.last_seq.max(self.announced) => {
+                LagAction::CatchUp
+            }
+            _ => LagAction::Close,
         }
     }
 }

@@ -729,6 +729,7 @@ async fn store_contract(engine: Engine) {
     let retention = |max_events, max_age| Retention {
         max_events,
         max_age,
+        per_topic: 0,
     };
     let store = open_store(&engine, &unique_prefix("contract"), retention(3, None)).await;
     assert_eq!(store.bounds().await.unwrap().last_seq, 0);
@@ -884,6 +885,7 @@ async fn store_tallies(engine: Engine) {
     let keep = |max_events, max_age| Retention {
         max_events,
         max_age,
+        per_topic: 0,
     };
     let store = open_store(&engine, &unique_prefix("tally-mixed"), keep(100, None)).await;
     store
@@ -1004,6 +1006,7 @@ async fn redis_public_tallies_are_recounted_for_keys_an_earlier_herald_wrote() {
         Retention {
             max_events: 3,
             max_age: None,
+            per_topic: 0,
         },
     )
     .await;
@@ -1105,6 +1108,7 @@ async fn a_node_that_fell_too_far_behind_ends_its_streams_and_counts_a_gap() {
         Retention {
             max_events: 10,
             max_age: None,
+            per_topic: 0,
         },
     )
     .await;

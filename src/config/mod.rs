@@ -21,6 +21,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8088";
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// Default history size (updates kept).
 pub const DEFAULT_HISTORY_SIZE: usize = 10_000;
+/// `--history-per-topic` with `--demo` (memory: and PATH stores): the chat's last messages
+/// survive the clock's ticks. Off (0) otherwise by default: see [`ServeArgs::history_per_topic`].
+pub const DEMO_HISTORY_PER_TOPIC: usize = 10;
 /// Default per-subscriber queue (frames waiting to be written).
 pub const DEFAULT_QUEUE_SIZE: usize = 1024;
 /// Default most selectors in one subscription.
@@ -150,6 +153,15 @@ pub struct ServeArgs {
     /// Drop history older than this, e.g. `1h`, `7d` [default: keep regardless of age]
     #[arg(long, env = "HERALD_HISTORY_MAX_AGE", value_name = "DURATION")]
     pub history_max_age: Option<String>,
+
+    /// When --history-size trims, keep each topic's newest N updates as long as possible: the
+    /// oldest update that is not among the newest N of any of its topics goes first.
+    /// --history-size wins: history never holds more than it, so with more than
+    /// history-size / N busy topics the oldest goes regardless. --history-max-age removes
+    /// protected updates too. memory: and PATH stores only (refused with redis:// and nats://)
+    /// [default: 0 (off); 10 with --demo]
+    #[arg(long, env = "HERALD_HISTORY_PER_TOPIC", value_name = "N")]
+    pub history_per_topic: Option<usize>,
 
     /// Publish subscription events and serve the subscriptions API
     #[arg(long, env = "HERALD_SUBSCRIPTIONS")]
@@ -494,6 +506,20 @@ impl Config {
         if max_age.is_some_and(|age| age.is_zero()) {
             return Err(invalid("history-max-age", "0", "must be above zero"));
         }
+        let per_topic = match (args.history_per_topic, &store) {
+            (Some(0), _) => 0,
+            (Some(n), StoreSpec::Redis { .. } | StoreSpec::Nats { .. }) => {
+                return Err(invalid(
+                    "history-per-topic",
+                    &n.to_string(),
+                    "only memory: and PATH stores support it (redis:// and nats:// keep one \
+                     shared ring; leave it unset or 0)",
+                ));
+            }
+            (Some(n), _) => n,
+            (None, StoreSpec::Memory | StoreSpec::Path(_)) if args.demo => DEMO_HISTORY_PER_TOPIC,
+            (None, _) => 0,
+        };
         let max_body = match &args.max_body {
             Some(text) => parse_size("max-body", text)?,
             None => DEFAULT_MAX_BODY,
@@ -610,6 +636,7 @@ impl Config {
             retention: Retention {
                 max_events: args.history_size.unwrap_or(DEFAULT_HISTORY_SIZE),
                 max_age,
+                per_topic,
             },
             subscriptions: args.subscriptions,
             demo: args.demo,

@@ -67,6 +67,7 @@ pub fn update(topics: &[&str], id: &str, private: bool) -> Update {
 pub const MIXED: Retention = Retention {
     max_events: 100,
     max_age: None,
+    per_topic: 0,
 };
 
 /// Private and public updates on one topic, a topic only private updates used, and updates of
@@ -102,6 +103,7 @@ pub async fn mixed_updates(store: &dyn Store) {
 pub const BY_COUNT: Retention = Retention {
     max_events: 3,
     max_age: None,
+    per_topic: 0,
 };
 
 /// Trimming by count takes public updates out of both tallies, private ones out of the full
@@ -160,6 +162,7 @@ pub const AGE: Duration = Duration::from_millis(1000);
 pub const BY_AGE: Retention = Retention {
     max_events: 100,
     max_age: Some(AGE),
+    per_topic: 0,
 };
 
 /// What aged out leaves both tallies, even before the next append; an append then trims it.

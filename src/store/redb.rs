@@ -64,7 +64,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::redb::{
-    Builder, Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, Table,
+    Builder, Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, Table,
     TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 use async_trait::async_trait;
@@ -84,6 +85,10 @@ const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
 const TOPICS: TableDefinition<&str, (u64, &str)> = TableDefinition::new("topics");
 const TOPICS_PUBLIC: TableDefinition<&str, (u64, &str)> = TableDefinition::new("topics_public");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// With `--history-per-topic`: `(topic, seq)` of every kept update, per distinct topic.
+const TOPIC_SEQS: TableDefinition<(&str, u64), ()> = TableDefinition::new("topic_seqs");
+/// With `--history-per-topic`: the kept seqs no topic protects (trimmed first, oldest first).
+const UNPROTECTED: TableDefinition<u64, ()> = TableDefinition::new("unprotected");
 
 const META_SCHEMA: &str = "schema";
 const META_LAST_SEQ: &str = "last_seq";
@@ -91,6 +96,12 @@ const META_LAST_SEQ: &str = "last_seq";
 const META_PUBLIC_SEQ: &str = "public_tally_seq";
 /// The oldest seq in `log` (0: none) when `topics_public` was last written.
 const META_PUBLIC_FRONT: &str = "public_tally_front";
+/// The highest seq retention removed (absent: none, or only removals from the front).
+const META_TRIMMED: &str = "trimmed";
+/// The `per_topic` that `topic_seqs` / `unprotected` were computed for.
+const META_PROTECT_N: &str = "protect_n";
+/// `last_seq` when `topic_seqs` / `unprotected` were last written.
+const META_PROTECT_SEQ: &str = "protect_seq";
 
 /// redb's page cache. An upper bound, filled only as pages are read.
 const CACHE_BYTES: usize = 256 * 1024 * 1024;
@@ -151,7 +162,7 @@ impl RedbStore {
                 .set_check_integrity_on_open(true)
                 .create(&path)
                 .map_err(|error| classify(&path, error.into()))?;
-            prepare(&db, &path)?;
+            prepare(&db, &path, retention.per_topic)?;
             Ok(db)
         });
         let db = match opened {
@@ -294,7 +305,7 @@ fn precheck(path: &Path) -> Result<(), OpenError> {
 
 /// Checks the tables of the opened file, creating them in a new one, and brings the public
 /// tally up to date with the log.
-fn prepare(db: &Database, path: &Path) -> Result<(), OpenError> {
+fn prepare(db: &Database, path: &Path, per_topic: usize) -> Result<(), OpenError> {
     let fail = |error: ::redb::Error| classify(path, error);
     let read = db.begin_read().map_err(|e| fail(e.into()))?;
     let found = layout(&read, path)?;
@@ -336,7 +347,106 @@ fn prepare(db: &Database, path: &Path) -> Result<(), OpenError> {
             "store: built the public topic tally from the log (a file last written by an earlier herald)"
         );
     }
+    if per_topic > 0 {
+        let read = db.begin_read().map_err(|e| fail(e.into()))?;
+        let current = protection_current(&read, per_topic).map_err(fail)?;
+        drop(read);
+        if !current {
+            let records = rebuild_protection(db, path, per_topic)?;
+            tracing::info!(
+                path = %path.display(),
+                records,
+                per_topic,
+                "store: indexed the log by topic for --history-per-topic"
+            );
+        }
+    }
     Ok(())
+}
+
+/// Do `topic_seqs` and `unprotected` exist and match the log and `per_topic` (nothing appended
+/// since they were written, by a run without `--history-per-topic` or an earlier herald)?
+fn protection_current(read: &ReadTransaction, per_topic: usize) -> Result<bool, ::redb::Error> {
+    for exists in [
+        read.open_table(TOPIC_SEQS).map(|_| ()),
+        read.open_table(UNPROTECTED).map(|_| ()),
+    ] {
+        match exists {
+            Ok(()) => {}
+            Err(TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let meta = read.open_table(META)?;
+    let value = |key: &str| -> Result<Option<u64>, ::redb::Error> {
+        Ok(meta.get(key)?.map(|guard| guard.value()))
+    };
+    let last_seq = value(META_LAST_SEQ)?.unwrap_or(0);
+    Ok(value(META_PROTECT_N)? == u64::try_from(per_topic).ok()
+        && value(META_PROTECT_SEQ)? == Some(last_seq))
+}
+
+/// Rebuilds `topic_seqs` and `unprotected` from the log for `per_topic`, in one write
+/// transaction. Returns the records read.
+fn rebuild_protection(db: &Database, path: &Path, per_topic: usize) -> Result<u64, OpenError> {
+    let fail = |error: ::redb::Error| classify(path, error);
+    let mut write = db.begin_write().map_err(|e| fail(e.into()))?;
+    write
+        .set_durability(Durability::Immediate)
+        .map_err(|e| fail(e.into()))?;
+    for name in [TOPIC_SEQS.name(), UNPROTECTED.name()] {
+        let exists = write
+            .list_tables()
+            .map_err(|e| fail(e.into()))?
+            .any(|handle| handle.name() == name);
+        if exists {
+            let deleted = if name == TOPIC_SEQS.name() {
+                write.delete_table(TOPIC_SEQS)
+            } else {
+                write.delete_table(UNPROTECTED)
+            };
+            deleted.map_err(|e| fail(e.into()))?;
+        }
+    }
+    let mut records = 0;
+    {
+        let log = write.open_table(LOG).map_err(|e| fail(e.into()))?;
+        let mut seqs = write.open_table(TOPIC_SEQS).map_err(|e| fail(e.into()))?;
+        let mut unprotected = write.open_table(UNPROTECTED).map_err(|e| fail(e.into()))?;
+        // Newest first: an update is protected while one of its topics has fewer than
+        // `per_topic` newer ones.
+        let mut newer: HashMap<String, usize> = HashMap::new();
+        for entry in log.iter().map_err(|e| fail(e.into()))?.rev() {
+            let (key, value) = entry.map_err(|e| fail(e.into()))?;
+            let seq = key.value();
+            let record = parse(value.value()).ok_or_else(|| OpenError::Damaged {
+                path: path.to_path_buf(),
+                reason: format!("undecodable record at seq {seq}"),
+            })?;
+            records += 1;
+            let mut protected = false;
+            for topic in unique(&record.topics) {
+                let count = newer.entry((*topic).to_owned()).or_default();
+                protected |= *count < per_topic;
+                *count += 1;
+                seqs.insert((*topic, seq), ()).map_err(|e| fail(e.into()))?;
+            }
+            if !protected {
+                unprotected.insert(seq, ()).map_err(|e| fail(e.into()))?;
+            }
+        }
+        let mut meta = write.open_table(META).map_err(|e| fail(e.into()))?;
+        let last_seq = meta
+            .get(META_LAST_SEQ)
+            .map_err(|e| fail(e.into()))?
+            .map_or(0, |guard| guard.value());
+        meta.insert(META_PROTECT_N, u64::try_from(per_topic).unwrap_or(u64::MAX))
+            .map_err(|e| fail(e.into()))?;
+        meta.insert(META_PROTECT_SEQ, last_seq)
+            .map_err(|e| fail(e.into()))?;
+    }
+    write.commit().map_err(|e| fail(e.into()))?;
+    Ok(records)
 }
 
 /// Does `topics_public` exist and match the log as it is (nothing appended or trimmed since it
@@ -635,6 +745,19 @@ fn append_blocking(
             .map_err(backend)?
             .map_or(0, |guard| guard.value());
         let mut counts = Counts::default();
+        let mut protection = match retention.per_topic {
+            0 => None,
+            per_topic => Some(Protection {
+                seqs: txn.open_table(TOPIC_SEQS).map_err(backend)?,
+                unprotected: txn.open_table(UNPROTECTED).map_err(backend)?,
+                per_topic,
+            }),
+        };
+        let mut trimmed = meta
+            .get(META_TRIMMED)
+            .map_err(backend)?
+            .map_or(0, |guard| guard.value());
+        let trimmed_before = trimmed;
         let mut stored = Vec::with_capacity(batch.len());
         let mut record = Vec::new();
         for mut update in batch {
@@ -652,6 +775,9 @@ fn append_blocking(
                 &update.topics,
                 update.private,
             )?;
+            if let Some(protection) = &mut protection {
+                protection.push(&log, last_seq, &update.topics)?;
+            }
             stored.push(Arc::new(update));
         }
         trim(
@@ -660,10 +786,22 @@ fn append_blocking(
             (&topics, &public_topics),
             &mut counts,
             retention,
-            last_seq,
+            protection.as_mut(),
+            &mut trimmed,
         )?;
         counts.write(&mut topics, &mut public_topics)?;
         meta.insert(META_LAST_SEQ, last_seq).map_err(backend)?;
+        if trimmed != trimmed_before {
+            meta.insert(META_TRIMMED, trimmed).map_err(backend)?;
+        }
+        if protection.is_some() {
+            meta.insert(
+                META_PROTECT_N,
+                u64::try_from(retention.per_topic).unwrap_or(u64::MAX),
+            )
+            .map_err(backend)?;
+            meta.insert(META_PROTECT_SEQ, last_seq).map_err(backend)?;
+        }
         stored
     };
     mark_public_tally(&txn).map_err(backend)?;
@@ -671,37 +809,155 @@ fn append_blocking(
     Ok(stored)
 }
 
-/// Removes from the front of the log what retention no longer allows.
+/// The per-topic index of one append transaction (`--history-per-topic`).
+struct Protection<'t> {
+    seqs: Table<'t, (&'static str, u64), ()>,
+    unprotected: Table<'t, u64, ()>,
+    per_topic: usize,
+}
+
+impl Protection<'_> {
+    /// The seq of `topic`'s `nth` newest kept update (0: the newest).
+    fn nth_newest(&self, topic: &str, nth: usize) -> Result<Option<u64>, StoreError> {
+        match self
+            .seqs
+            .range((topic, 0)..=(topic, u64::MAX))
+            .map_err(backend)?
+            .rev()
+            .nth(nth)
+        {
+            Some(entry) => Ok(Some(entry.map_err(backend)?.0.value().1)),
+            None => Ok(None),
+        }
+    }
+
+    /// Is the kept update at `seq` among the newest `per_topic` kept of one of its topics?
+    fn protected(&self, log: &Table<u64, &[u8]>, seq: u64) -> Result<bool, StoreError> {
+        let Some(value) = log.get(seq).map_err(backend)? else {
+            return Ok(false);
+        };
+        let record = parse_at(seq, value.value())?;
+        for topic in unique(&record.topics) {
+            let newer = self
+                .seqs
+                .range((*topic, seq.saturating_add(1))..=(*topic, u64::MAX))
+                .map_err(backend)?
+                .take(self.per_topic)
+                .count();
+            if newer < self.per_topic {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Indexes the update just appended at `seq` (the newest of each of its topics, so
+    /// protected), and marks the one it pushes out of each topic's newest `per_topic` if no
+    /// topic protects it any more.
+    fn push<T: AsRef<str> + PartialEq>(
+        &mut self,
+        log: &Table<u64, &[u8]>,
+        seq: u64,
+        topics: &[T],
+    ) -> Result<(), StoreError> {
+        for topic in unique(topics) {
+            self.seqs
+                .insert((topic.as_ref(), seq), ())
+                .map_err(backend)?;
+        }
+        for topic in unique(topics) {
+            if let Some(pushed_out) = self.nth_newest(topic.as_ref(), self.per_topic)?
+                && !self.protected(log, pushed_out)?
+            {
+                self.unprotected.insert(pushed_out, ()).map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unindexes the update trimmed at `seq`. If it was protected, the next older update of
+    /// each of its topics enters that topic's newest `per_topic`.
+    fn remove<T: AsRef<str> + PartialEq>(
+        &mut self,
+        seq: u64,
+        topics: &[T],
+    ) -> Result<(), StoreError> {
+        let was_unprotected = self.unprotected.remove(seq).map_err(backend)?.is_some();
+        for topic in unique(topics) {
+            self.seqs
+                .remove((topic.as_ref(), seq))
+                .map_err(backend)?;
+            if !was_unprotected
+                && let Some(entered) = self.nth_newest(topic.as_ref(), self.per_topic - 1)?
+            {
+                self.unprotected.remove(entered).map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes what retention no longer allows: first what aged out (from the front), then, while
+/// the log holds more than `max_events`, the oldest update no topic protects, or the oldest.
 fn trim(
     log: &mut Table<u64, &[u8]>,
     ids: &mut Table<&str, u64>,
     tables: TallyTables<'_, '_>,
     counts: &mut Counts,
     retention: Retention,
-    last_seq: u64,
+    mut protection: Option<&mut Protection<'_>>,
+    trimmed: &mut u64,
 ) -> Result<(), StoreError> {
     let max_events = u64::try_from(retention.max_events).unwrap_or(u64::MAX);
     let cutoff = age_cutoff(retention);
     loop {
-        let (seq, too_old) = match log.first().map_err(backend)? {
+        let victim = match log.first().map_err(backend)? {
             None => break,
             Some((key, value)) => {
                 let seq = key.value();
-                (seq, expired(seq, value.value(), cutoff)?)
+                if expired(seq, value.value(), cutoff)? {
+                    Some(seq)
+                } else {
+                    None
+                }
             }
         };
-        let kept = last_seq.saturating_sub(seq).saturating_add(1);
-        if kept <= max_events && !too_old {
-            break;
-        }
-        let Some((_, value)) = log.pop_first().map_err(backend)? else {
+        let victim = match victim {
+            Some(seq) => seq,
+            None if log.len().map_err(backend)? > max_events => {
+                let unprotected = match protection.as_deref() {
+                    Some(protection) => protection
+                        .unprotected
+                        .first()
+                        .map_err(backend)?
+                        .map(|(key, _)| key.value()),
+                    None => None,
+                };
+                match unprotected {
+                    Some(seq) => seq,
+                    None => match log.first().map_err(backend)? {
+                        Some((key, _)) => key.value(),
+                        None => break,
+                    },
+                }
+            }
+            None => break,
+        };
+        let Some(value) = log.remove(victim).map_err(backend)? else {
             break;
         };
-        let record = parse_at(seq, value.value())?;
-        if ids.get(record.id).map_err(backend)?.map(|g| g.value()) == Some(seq) {
-            ids.remove(record.id).map_err(backend)?;
+        let record = parse_at(victim, value.value())?;
+        let topics: Vec<String> = record.topics.iter().map(|t| (*t).to_owned()).collect();
+        let (id, private) = (record.id.to_owned(), record.private);
+        drop(value);
+        if ids.get(id.as_str()).map_err(backend)?.map(|g| g.value()) == Some(victim) {
+            ids.remove(id.as_str()).map_err(backend)?;
         }
-        counts.remove(tables, &record.topics, record.private)?;
+        counts.remove(tables, &topics, private)?;
+        if let Some(protection) = protection.as_deref_mut() {
+            protection.remove(victim, &topics)?;
+        }
+        *trimmed = (*trimmed).max(victim);
     }
     Ok(())
 }
@@ -791,10 +1047,19 @@ fn bounds_blocking(db: &Database, retention: Retention) -> Result<Bounds, StoreE
         }
         _ => None,
     };
+    // Removals by an earlier herald (which does not record `trimmed`) were from the front.
+    let recorded = meta
+        .get(META_TRIMMED)
+        .map_err(backend)?
+        .map_or(0, |guard| guard.value());
+    let below_oldest = oldest
+        .as_ref()
+        .map_or(last_seq, |(seq, _)| seq.saturating_sub(1));
     Ok(Bounds {
         oldest,
         newest,
         last_seq,
+        trimmed_through: recorded.max(below_oldest),
     })
 }
 
@@ -953,6 +1218,7 @@ mod tests {
         Retention {
             max_events,
             max_age: None,
+            per_topic: 0,
         }
     }
 
@@ -1032,6 +1298,7 @@ mod tests {
             Retention {
                 max_events: 100,
                 max_age: Some(Duration::from_millis(50)),
+                per_topic: 0,
             },
         )
         .unwrap();
@@ -1297,6 +1564,7 @@ mod tests {
             Retention {
                 max_events: 100,
                 max_age: Some(Duration::from_millis(50)),
+                per_topic: 0,
             },
         )
         .unwrap();
