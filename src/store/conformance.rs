@@ -198,3 +198,187 @@ pub async fn age_retention(store: &dyn Store) {
         ]
     );
 }
+
+/// For [`per_topic_protection`].
+pub const BY_TOPIC: Retention = Retention {
+    max_events: 5,
+    max_age: None,
+    per_topic: 2,
+};
+
+/// The ids `store.read_after(0, ..)` returns, oldest first.
+pub async fn kept_ids(store: &dyn Store) -> Vec<String> {
+    store
+        .read_after(0, usize::MAX)
+        .await
+        .expect("read")
+        .iter()
+        .map(|update| update.id.clone())
+        .collect()
+}
+
+/// A quiet topic keeps its newest `per_topic` updates while a busy one fills history; what is
+/// trimmed around them leaves a hole that `trimmed_through` reports.
+pub async fn per_topic_protection(store: &dyn Store) {
+    for id in ["a1", "a2", "a3"] {
+        store
+            .append(vec![update(&["a"], id, false)])
+            .await
+            .expect("append");
+    }
+    for id in ["b1", "b2", "b3", "b4", "b5", "b6"] {
+        store
+            .append(vec![update(&["b"], id, id == "b5")])
+            .await
+            .expect("append");
+    }
+    // a1 (seq 1) went first (outside a's newest 2), then b1..b3 (seqs 4..6).
+    assert_eq!(kept_ids(store).await, ["a2", "a3", "b4", "b5", "b6"]);
+    assert_eq!(
+        tallies(store).await,
+        [
+            row("a", 2, "a3", 2, Some("a3")),
+            row("b", 3, "b6", 2, Some("b6")),
+        ]
+    );
+    let bounds = store.bounds().await.expect("bounds");
+    assert_eq!(bounds.oldest, Some((2, "a2".to_owned())));
+    assert_eq!(bounds.newest, Some((9, "b6".to_owned())));
+    assert_eq!((bounds.last_seq, bounds.trimmed_through), (9, 6));
+    assert_eq!(
+        store.resolve("a3").await.expect("resolve"),
+        super::ReplayFrom::After(3)
+    );
+    assert_eq!(
+        store.resolve("b3").await.expect("resolve"),
+        super::ReplayFrom::Unknown
+    );
+    let on_a: Vec<String> = store
+        .topic_events("a", 0, 10)
+        .await
+        .expect("topic events")
+        .iter()
+        .map(|update| update.id.clone())
+        .collect();
+    assert_eq!(on_a, ["a2", "a3"]);
+    // Reading after a kept update skips the hole: the stream decides, with trimmed_through.
+    let after_a3: Vec<u64> = store
+        .read_after(3, 10)
+        .await
+        .expect("read")
+        .iter()
+        .map(|update| update.seq)
+        .collect();
+    assert_eq!(after_a3, [7, 8, 9]);
+    // A batch that trims within itself: a's two are still protected.
+    store
+        .append(vec![
+            update(&["b"], "b7", false),
+            update(&["b"], "b8", false),
+        ])
+        .await
+        .expect("append");
+    assert_eq!(kept_ids(store).await, ["a2", "a3", "b6", "b7", "b8"]);
+    assert_eq!(store.bounds().await.expect("bounds").trimmed_through, 8);
+}
+
+/// For [`per_topic_limits`].
+pub const BY_TOPIC_TIGHT: Retention = Retention {
+    max_events: 4,
+    max_age: None,
+    per_topic: 1,
+};
+
+/// An update of several topics stays while it is the newest of any of them; when every kept
+/// update is protected, `max_events` still wins and the oldest goes.
+pub async fn per_topic_limits(store: &dyn Store) {
+    for (topics, id) in [
+        (&["a", "b"][..], "x"),
+        (&["a"][..], "a2"),
+        (&["c"][..], "c1"),
+        (&["c"][..], "c2"),
+        (&["c"][..], "c3"),
+    ] {
+        store
+            .append(vec![update(topics, id, false)])
+            .await
+            .expect("append");
+    }
+    // x is no longer a's newest, but still b's; c1 went.
+    assert_eq!(kept_ids(store).await, ["x", "a2", "c2", "c3"]);
+    store
+        .append(vec![update(&["b"], "b2", false)])
+        .await
+        .expect("append");
+    // Now x is the newest of none of its topics: it goes before c2.
+    assert_eq!(kept_ids(store).await, ["a2", "c2", "c3", "b2"]);
+    store
+        .append(vec![update(&["d"], "d1", false)])
+        .await
+        .expect("append");
+    assert_eq!(kept_ids(store).await, ["a2", "c3", "b2", "d1"]);
+    // Five topics, four places: every kept update is protected, the oldest goes.
+    store
+        .append(vec![update(&["e"], "e1", true)])
+        .await
+        .expect("append");
+    assert_eq!(kept_ids(store).await, ["c3", "b2", "d1", "e1"]);
+    assert_eq!(
+        tallies(store).await,
+        [
+            row("b", 1, "b2", 1, Some("b2")),
+            row("c", 1, "c3", 1, Some("c3")),
+            row("d", 1, "d1", 1, Some("d1")),
+            row("e", 1, "e1", 0, None),
+        ]
+    );
+    let bounds = store.bounds().await.expect("bounds");
+    assert_eq!((bounds.last_seq, bounds.trimmed_through), (8, 4));
+}
+
+/// For [`per_topic_age`].
+pub const BY_TOPIC_AND_AGE: Retention = Retention {
+    max_events: 100,
+    max_age: Some(AGE),
+    per_topic: 5,
+};
+
+/// Age retention removes protected updates too.
+pub async fn per_topic_age(store: &dyn Store) {
+    store
+        .append(vec![update(&["a"], "old", false)])
+        .await
+        .expect("append");
+    tokio::time::sleep(AGE * 12 / 10).await;
+    store
+        .append(vec![update(&["b"], "new", false)])
+        .await
+        .expect("append");
+    assert_eq!(kept_ids(store).await, ["new"]);
+    assert_eq!(tallies(store).await, [row("b", 1, "new", 1, Some("new"))]);
+    assert_eq!(store.bounds().await.expect("bounds").trimmed_through, 1);
+}
+
+/// The kept sequences the retention rule asks for, computed from scratch: `kept` (ascending
+/// `(seq, distinct topics)`) after an append, trimmed by count only. The reference the stores
+/// are checked against.
+pub fn rule_by_count(mut kept: Vec<(u64, Vec<String>)>, retention: Retention) -> Vec<u64> {
+    let per_topic = retention.per_topic;
+    while kept.len() > retention.max_events {
+        let protected = |index: usize| {
+            let (_, topics) = &kept[index];
+            topics.iter().any(|topic| {
+                kept[index + 1..]
+                    .iter()
+                    .filter(|(_, others)| others.contains(topic))
+                    .count()
+                    < per_topic
+            })
+        };
+        let victim = (0..kept.len())
+            .find(|&index| !protected(index))
+            .unwrap_or(0);
+        kept.remove(victim);
+    }
+    kept.into_iter().map(|(seq, _)| seq).collect()
+}

@@ -186,9 +186,7 @@ impl Ring {
                 }
                 // A protected update left this topic's newest `per_topic`: the next older one
                 // enters them.
-                if !was_unprotected
-                    && let Some(&entered) = seqs.iter().rev().nth(per_topic - 1)
-                {
+                if !was_unprotected && let Some(&entered) = seqs.iter().rev().nth(per_topic - 1) {
                     self.unprotected.remove(&entered);
                 }
             }
@@ -381,6 +379,84 @@ mod tests {
     async fn tallies_follow_retention_by_age() {
         use crate::store::conformance as scenario;
         scenario::age_retention(&MemoryStore::new(scenario::BY_AGE)).await;
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_keeps_a_quiet_topics_newest() {
+        use crate::store::conformance as scenario;
+        scenario::per_topic_protection(&MemoryStore::new(scenario::BY_TOPIC)).await;
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_stays_within_the_history_size() {
+        use crate::store::conformance as scenario;
+        scenario::per_topic_limits(&MemoryStore::new(scenario::BY_TOPIC_TIGHT)).await;
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_yields_to_age() {
+        use crate::store::conformance as scenario;
+        scenario::per_topic_age(&MemoryStore::new(scenario::BY_TOPIC_AND_AGE)).await;
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_follows_the_rule_computed_from_scratch() {
+        use crate::store::conformance as scenario;
+        for (max_events, per_topic) in [(0, 2), (1, 1), (6, 1), (6, 2), (9, 3), (20, 4)] {
+            let retention = Retention {
+                max_events,
+                max_age: None,
+                per_topic,
+            };
+            let store = MemoryStore::new(retention);
+            let mut state = 0x2545_f491_u64;
+            let mut next = move |bound: u64| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % bound
+            };
+            let topics = ["a", "b", "c", "d", "e", "f"];
+            let mut expected: Vec<(u64, Vec<String>)> = Vec::new();
+            let mut seq = 0;
+            for round in 0..200 {
+                let mut batch = Vec::new();
+                for n in 0..=next(3) {
+                    // Skewed: "a" is busy, the others quiet; some updates have two topics.
+                    let mut chosen = vec![topics[usize::try_from(next(6).min(next(6))).unwrap()]];
+                    if next(4) == 0 {
+                        chosen.push(topics[usize::try_from(next(6)).unwrap()]);
+                    }
+                    seq += 1;
+                    let mut distinct: Vec<String> = Vec::new();
+                    for topic in &chosen {
+                        if !distinct.iter().any(|t| t == topic) {
+                            distinct.push((*topic).to_owned());
+                        }
+                    }
+                    expected.push((seq, distinct));
+                    batch.push(scenario::update(
+                        &chosen,
+                        &format!("{round}-{n}"),
+                        next(2) == 0,
+                    ));
+                }
+                store.append(batch).await.unwrap();
+                let kept = scenario::rule_by_count(expected.clone(), retention);
+                expected.retain(|(seq, _)| kept.contains(seq));
+                let stored: Vec<u64> = store
+                    .read_after(0, usize::MAX)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|u| u.seq)
+                    .collect();
+                assert_eq!(
+                    stored, kept,
+                    "max {max_events}, per topic {per_topic}, round {round}"
+                );
+            }
+        }
     }
 
     #[tokio::test]

@@ -65,8 +65,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::redb::{
     Builder, Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, Table,
-    TableDefinition, TableError, TableHandle, WriteTransaction,
+    ReadableTableMetadata, Table, TableDefinition, TableError, TableHandle, WriteTransaction,
 };
 use async_trait::async_trait;
 
@@ -884,9 +883,7 @@ impl Protection<'_> {
     ) -> Result<(), StoreError> {
         let was_unprotected = self.unprotected.remove(seq).map_err(backend)?.is_some();
         for topic in unique(topics) {
-            self.seqs
-                .remove((topic.as_ref(), seq))
-                .map_err(backend)?;
+            self.seqs.remove((topic.as_ref(), seq)).map_err(backend)?;
             if !was_unprotected
                 && let Some(entered) = self.nth_newest(topic.as_ref(), self.per_topic - 1)?
             {
@@ -1327,6 +1324,7 @@ mod tests {
             store.bounds().await.unwrap(),
             Bounds {
                 last_seq: 1,
+                trimmed_through: 1,
                 ..Bounds::default()
             }
         );
@@ -1582,6 +1580,7 @@ mod tests {
             store.bounds().await.unwrap(),
             Bounds {
                 last_seq: 2,
+                trimmed_through: 2,
                 ..Bounds::default()
             }
         );
@@ -1590,10 +1589,14 @@ mod tests {
     /// Replays the same workload on the memory ring and on redb: every answer must be equal.
     #[tokio::test]
     async fn answers_exactly_like_the_memory_ring() {
-        for max_events in [0, 1, 7, 1000] {
+        for (max_events, per_topic) in [(0, 0), (1, 0), (7, 0), (1000, 0), (0, 2), (7, 1), (9, 2)] {
+            let retention = Retention {
+                per_topic,
+                ..keep(max_events)
+            };
             let dir = TempDir::new("differential");
-            let disk = open(&dir, max_events);
-            let ring = MemoryStore::new(keep(max_events));
+            let disk = RedbStore::open(dir.path(), retention).unwrap();
+            let ring = MemoryStore::new(retention);
             let mut state = 0x9e37_79b9_u64;
             let mut next = move |bound: u64| {
                 state ^= state << 13;
@@ -1655,6 +1658,83 @@ mod tests {
             assert_eq!(disk.bounds().await.unwrap(), ring.bounds().await.unwrap());
             assert_eq!(sorted_topics(&disk).await, sorted_topics(&ring).await);
         }
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_keeps_a_quiet_topics_newest() {
+        use crate::store::conformance as scenario;
+        let dir = TempDir::new("per-topic");
+        scenario::per_topic_protection(&RedbStore::open(dir.path(), scenario::BY_TOPIC).unwrap())
+            .await;
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_stays_within_the_history_size() {
+        use crate::store::conformance as scenario;
+        let dir = TempDir::new("per-topic-tight");
+        let store = RedbStore::open(dir.path(), scenario::BY_TOPIC_TIGHT).unwrap();
+        scenario::per_topic_limits(&store).await;
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_yields_to_age() {
+        use crate::store::conformance as scenario;
+        let dir = TempDir::new("per-topic-age");
+        let store = RedbStore::open(dir.path(), scenario::BY_TOPIC_AND_AGE).unwrap();
+        scenario::per_topic_age(&store).await;
+    }
+
+    /// The per-topic index is rebuilt when the file was written without it (or for another
+    /// N), and the holes, `trimmed_through` included, survive a restart.
+    #[tokio::test]
+    async fn per_topic_index_is_rebuilt_on_open_and_holes_survive_restarts() {
+        use crate::store::conformance as scenario;
+        let dir = TempDir::new("per-topic-reopen");
+        let with = |per_topic| Retention {
+            per_topic,
+            ..keep(5)
+        };
+        async fn append(store: &RedbStore, topic: &str, id: String) {
+            let update = scenario::update(&[topic], &id, false);
+            store.append(vec![update]).await.unwrap();
+        }
+        {
+            let store = RedbStore::open(dir.path(), with(2)).unwrap();
+            for n in 1..=3 {
+                append(&store, "a", format!("a{n}")).await;
+            }
+            for n in 1..=6 {
+                append(&store, "b", format!("b{n}")).await;
+            }
+            assert_eq!(
+                scenario::kept_ids(&store).await,
+                ["a2", "a3", "b4", "b5", "b6"]
+            );
+        }
+        {
+            // Same N: the hole and trimmed_through are as they were.
+            let store = RedbStore::open(dir.path(), with(2)).unwrap();
+            assert_eq!(store.bounds().await.unwrap().trimmed_through, 6);
+            // A run without per-topic retention trims the oldest (a2), and leaves the index
+            // stale.
+            drop(store);
+            let plain = RedbStore::open(dir.path(), with(0)).unwrap();
+            append(&plain, "b", "b7".into()).await;
+            assert_eq!(
+                scenario::kept_ids(&plain).await,
+                ["a3", "b4", "b5", "b6", "b7"]
+            );
+            assert_eq!(plain.bounds().await.unwrap().trimmed_through, 6);
+        }
+        // Back with N = 1: rebuilt from the log; a3 is a's newest, b4..b6 are not b's.
+        let store = RedbStore::open(dir.path(), with(1)).unwrap();
+        append(&store, "b", "b8".into()).await;
+        append(&store, "b", "b9".into()).await;
+        assert_eq!(
+            scenario::kept_ids(&store).await,
+            ["a3", "b6", "b7", "b8", "b9"]
+        );
+        assert_eq!(store.bounds().await.unwrap().trimmed_through, 8);
     }
 
     #[tokio::test]
