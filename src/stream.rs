@@ -306,3 +306,178 @@ impl EventStream {
 fn frame_of(update: &Update) -> Bytes {
     update.frame.clone()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::hub::Hub;
+    use crate::store::Retention;
+    use crate::store::memory::MemoryStore;
+    use crate::topic::SelectorSet;
+
+    fn ids_in(chunk: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(chunk)
+            .lines()
+            .filter_map(|line| {
+                line.strip_prefix("id: ")
+                    .or_else(|| line.strip_prefix("id:"))
+            })
+            .map(|id| id.trim().to_owned())
+            .collect()
+    }
+
+    async fn publish(
+        store: &MemoryStore,
+        hub: &Hub,
+        topic: &str,
+        ids: impl Iterator<Item = String>,
+    ) {
+        for id in ids {
+            let stored = store
+                .append(vec![Update::for_test(topic, &id)])
+                .await
+                .unwrap();
+            hub.fan_out(&stored);
+        }
+    }
+
+    /// Everything the stream writes until it ends, or `limit` chunks, or it waits 300 ms for
+    /// live updates; and whether it ended.
+    async fn drain(stream: &mut EventStream, limit: usize) -> (Vec<String>, bool) {
+        let mut ids = Vec::new();
+        for _ in 0..limit {
+            let next =
+                tokio::time::timeout(std::time::Duration::from_millis(300), stream.next_chunk());
+            match next.await {
+                Ok(Some(chunk)) => ids.extend(ids_in(&chunk)),
+                Ok(None) => return (ids, true),
+                Err(_) => break,
+            }
+        }
+        (ids, false)
+    }
+
+    /// History keeps chat's three while clock updates were trimmed after the subscriber's
+    /// position: the oldest kept update (chat) is older than what it missed, yet it must not
+    /// catch up as if nothing was lost (the old `oldest <= last + 1` rule would have).
+    #[tokio::test]
+    async fn a_lagging_subscriber_whose_missed_updates_were_trimmed_is_closed() {
+        let store = Arc::new(MemoryStore::new(Retention {
+            max_events: 5,
+            max_age: None,
+            per_topic: 3,
+        }));
+        let hub = Hub::new(4);
+        publish(&store, &hub, "chat", (1..=3).map(|n| format!("c{n}"))).await;
+        let subscription = hub
+            .subscribe(SelectorSet::parse(["chat", "clock"]), None)
+            .unwrap();
+        let mut stream = EventStream::new(
+            subscription,
+            Arc::clone(&store) as Arc<dyn Store>,
+            Bytes::new(),
+            Start::LiveAfter(3),
+        );
+        // 20 clock ticks: the queue (4) overflows, history keeps c1..c3 and k16..k20.
+        publish(&store, &hub, "clock", (1..=20).map(|n| format!("k{n}"))).await;
+        let bounds = store.bounds().await.unwrap();
+        assert_eq!(bounds.oldest.map(|(seq, _)| seq), Some(1));
+        assert_eq!(bounds.trimmed_through, 18);
+        let (ids, ended) = drain(&mut stream, 10).await;
+        assert!(ended, "the stream must end, not catch up: wrote {ids:?}");
+        assert_eq!(
+            ids,
+            ["k1", "k2", "k3", "k4"],
+            "what was queued, then the end"
+        );
+    }
+
+    /// A lagging subscriber that missed only what history still holds catches up.
+    #[tokio::test]
+    async fn a_lagging_subscriber_catches_up_when_nothing_it_missed_was_trimmed() {
+        let store = Arc::new(MemoryStore::new(Retention {
+            max_events: 50,
+            max_age: None,
+            per_topic: 3,
+        }));
+        let hub = Hub::new(4);
+        let subscription = hub.subscribe(SelectorSet::parse(["clock"]), None).unwrap();
+        let mut stream = EventStream::new(
+            subscription,
+            Arc::clone(&store) as Arc<dyn Store>,
+            Bytes::new(),
+            Start::LiveAfter(0),
+        );
+        publish(&store, &hub, "clock", (1..=20).map(|n| format!("k{n}"))).await;
+        let (ids, ended) = drain(&mut stream, 10).await;
+        assert!(!ended);
+        let expected: Vec<String> = (1..=20).map(|n| format!("k{n}")).collect();
+        assert_eq!(ids, expected);
+    }
+
+    /// A replay overtaken by retention (the ring moved past the next update to write while the
+    /// client was reading the first page) ends after what it wrote instead of jumping.
+    #[tokio::test]
+    async fn a_replay_overtaken_by_retention_ends_instead_of_skipping() {
+        let store = Arc::new(MemoryStore::new(Retention {
+            max_events: 600,
+            max_age: None,
+            per_topic: 3,
+        }));
+        let hub = Hub::new(1024);
+        publish(&store, &hub, "chat", (1..=3).map(|n| format!("c{n}"))).await;
+        publish(&store, &hub, "clock", (1..=300).map(|n| format!("k{n}"))).await;
+        let subscription = hub
+            .subscribe(SelectorSet::parse(["chat", "clock"]), None)
+            .unwrap();
+        let mut stream = EventStream::new(
+            subscription,
+            Arc::clone(&store) as Arc<dyn Store>,
+            Bytes::new(),
+            Start::ReplayAfter {
+                after: 3,
+                announced: 3,
+            },
+        );
+        let first = ids_in(&stream.next_chunk().await.unwrap());
+        let expected: Vec<String> = (1..=REPLAY_PAGE).map(|n| format!("k{n}")).collect();
+        assert_eq!(first, expected);
+        // 700 more: the ring moves to seq 404, so k1..k400 go, k257.. (the next ones this stream
+        // would write) among them.
+        publish(&store, &hub, "clock", (301..=1000).map(|n| format!("k{n}"))).await;
+        assert!(store.bounds().await.unwrap().trimmed_through > 259);
+        let (rest, ended) = drain(&mut stream, 10).await;
+        assert!(ended, "the stream must end: wrote {rest:?}");
+        assert!(rest.is_empty(), "nothing after the hole: {rest:?}");
+    }
+
+    /// Holes the client was told of (a gap notice, `earliest`) are no reason to end.
+    #[tokio::test]
+    async fn holes_already_announced_are_replayed_across() {
+        let store = Arc::new(MemoryStore::new(Retention {
+            max_events: 5,
+            max_age: None,
+            per_topic: 3,
+        }));
+        let hub = Hub::new(1024);
+        publish(&store, &hub, "chat", (1..=3).map(|n| format!("c{n}"))).await;
+        publish(&store, &hub, "clock", (1..=50).map(|n| format!("k{n}"))).await;
+        let trimmed = store.bounds().await.unwrap().trimmed_through;
+        let subscription = hub
+            .subscribe(SelectorSet::parse(["chat", "clock"]), None)
+            .unwrap();
+        let mut stream = EventStream::new(
+            subscription,
+            Arc::clone(&store) as Arc<dyn Store>,
+            Bytes::new(),
+            Start::ReplayAfter {
+                after: 0,
+                announced: trimmed,
+            },
+        );
+        let (ids, ended) = drain(&mut stream, 10).await;
+        assert!(!ended);
+        assert_eq!(ids, ["c1", "c2", "c3", "k46", "k47", "k48", "k49", "k50"]);
+    }
+}

@@ -217,7 +217,7 @@ pub async fn kept_ids(store: &dyn Store) -> Vec<String> {
         .collect()
 }
 
-/// A quiet topic keeps its newest `per_topic` updates while a busy one fills history; what is
+/// A quiet topic keeps its newest `per_topic` updates beside the newest `max_events`; what is
 /// trimmed around them leaves a hole that `trimmed_through` reports.
 pub async fn per_topic_protection(store: &dyn Store) {
     for id in ["a1", "a2", "a3"] {
@@ -232,25 +232,28 @@ pub async fn per_topic_protection(store: &dyn Store) {
             .await
             .expect("append");
     }
-    // a1 (seq 1) went first (outside a's newest 2), then b1..b3 (seqs 4..6).
-    assert_eq!(kept_ids(store).await, ["a2", "a3", "b4", "b5", "b6"]);
+    // The ring is b2..b6 (seqs 5..9); a2 and a3 are a's newest two; a1 and b1 went.
+    assert_eq!(
+        kept_ids(store).await,
+        ["a2", "a3", "b2", "b3", "b4", "b5", "b6"]
+    );
     assert_eq!(
         tallies(store).await,
         [
             row("a", 2, "a3", 2, Some("a3")),
-            row("b", 3, "b6", 2, Some("b6")),
+            row("b", 5, "b6", 4, Some("b6")),
         ]
     );
     let bounds = store.bounds().await.expect("bounds");
     assert_eq!(bounds.oldest, Some((2, "a2".to_owned())));
     assert_eq!(bounds.newest, Some((9, "b6".to_owned())));
-    assert_eq!((bounds.last_seq, bounds.trimmed_through), (9, 6));
+    assert_eq!((bounds.last_seq, bounds.trimmed_through), (9, 4));
     assert_eq!(
         store.resolve("a3").await.expect("resolve"),
         super::ReplayFrom::After(3)
     );
     assert_eq!(
-        store.resolve("b3").await.expect("resolve"),
+        store.resolve("b1").await.expect("resolve"),
         super::ReplayFrom::Unknown
     );
     let on_a: Vec<String> = store
@@ -262,15 +265,15 @@ pub async fn per_topic_protection(store: &dyn Store) {
         .collect();
     assert_eq!(on_a, ["a2", "a3"]);
     // Reading after a kept update skips the hole: the stream decides, with trimmed_through.
-    let after_a3: Vec<u64> = store
-        .read_after(3, 10)
+    let after_a2: Vec<u64> = store
+        .read_after(2, 3)
         .await
         .expect("read")
         .iter()
         .map(|update| update.seq)
         .collect();
-    assert_eq!(after_a3, [7, 8, 9]);
-    // A batch that trims within itself: a's two are still protected.
+    assert_eq!(after_a2, [3, 5, 6]);
+    // A batch: the ring moves to b4..b8; b2 and b3 are not b's newest two any more.
     store
         .append(vec![
             update(&["b"], "b7", false),
@@ -278,19 +281,22 @@ pub async fn per_topic_protection(store: &dyn Store) {
         ])
         .await
         .expect("append");
-    assert_eq!(kept_ids(store).await, ["a2", "a3", "b6", "b7", "b8"]);
-    assert_eq!(store.bounds().await.expect("bounds").trimmed_through, 8);
+    assert_eq!(
+        kept_ids(store).await,
+        ["a2", "a3", "b4", "b5", "b6", "b7", "b8"]
+    );
+    assert_eq!(store.bounds().await.expect("bounds").trimmed_through, 6);
 }
 
 /// For [`per_topic_limits`].
 pub const BY_TOPIC_TIGHT: Retention = Retention {
-    max_events: 4,
+    max_events: 2,
     max_age: None,
     per_topic: 1,
 };
 
-/// An update of several topics stays while it is the newest of any of them; when every kept
-/// update is protected, `max_events` still wins and the oldest goes.
+/// An update of several topics stays while it is the newest of any of them; history never
+/// holds more than twice `max_events`: past that, the oldest protected update goes.
 pub async fn per_topic_limits(store: &dyn Store) {
     for (topics, id) in [
         (&["a", "b"][..], "x"),
@@ -310,14 +316,14 @@ pub async fn per_topic_limits(store: &dyn Store) {
         .append(vec![update(&["b"], "b2", false)])
         .await
         .expect("append");
-    // Now x is the newest of none of its topics: it goes before c2.
-    assert_eq!(kept_ids(store).await, ["a2", "c2", "c3", "b2"]);
+    // Now x is the newest of none of its topics; c2 left the ring and is not c's newest.
+    assert_eq!(kept_ids(store).await, ["a2", "c3", "b2"]);
     store
         .append(vec![update(&["d"], "d1", false)])
         .await
         .expect("append");
     assert_eq!(kept_ids(store).await, ["a2", "c3", "b2", "d1"]);
-    // Five topics, four places: every kept update is protected, the oldest goes.
+    // Five topics' newest, four places: the oldest protected goes.
     store
         .append(vec![update(&["e"], "e1", true)])
         .await
@@ -360,12 +366,18 @@ pub async fn per_topic_age(store: &dyn Store) {
 }
 
 /// The kept sequences the retention rule asks for, computed from scratch: `kept` (ascending
-/// `(seq, distinct topics)`) after an append, trimmed by count only. The reference the stores
-/// are checked against.
-pub fn rule_by_count(mut kept: Vec<(u64, Vec<String>)>, retention: Retention) -> Vec<u64> {
+/// `(seq, distinct topics)`) just after an append whose newest sequence is `last_seq`, trimmed
+/// by count only. The reference the stores are checked against.
+pub fn rule_by_count(
+    mut kept: Vec<(u64, Vec<String>)>,
+    last_seq: u64,
+    retention: Retention,
+) -> Vec<u64> {
+    let max_events = retention.max_events as u64;
+    let ring_start = last_seq.saturating_sub(max_events) + 1;
     let per_topic = retention.per_topic;
-    while kept.len() > retention.max_events {
-        let protected = |index: usize| {
+    let protected: Vec<bool> = (0..kept.len())
+        .map(|index| {
             let (_, topics) = &kept[index];
             topics.iter().any(|topic| {
                 kept[index + 1..]
@@ -374,11 +386,15 @@ pub fn rule_by_count(mut kept: Vec<(u64, Vec<String>)>, retention: Retention) ->
                     .count()
                     < per_topic
             })
-        };
-        let victim = (0..kept.len())
-            .find(|&index| !protected(index))
-            .unwrap_or(0);
-        kept.remove(victim);
+        })
+        .collect();
+    let mut index = 0;
+    kept.retain(|(seq, _)| {
+        index += 1;
+        *seq >= ring_start || protected[index - 1]
+    });
+    while kept.len() > retention.max_events * 2 {
+        kept.remove(0);
     }
     kept.into_iter().map(|(seq, _)| seq).collect()
 }

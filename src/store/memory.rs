@@ -135,14 +135,28 @@ impl Ring {
                 self.remove(seq);
             }
         }
-        while self.updates.len() > self.retention.max_events {
-            let victim = self
-                .unprotected
-                .first()
-                .or_else(|| self.updates.keys().next())
-                .copied();
-            match victim {
-                Some(seq) => self.remove(seq),
+        // The newest `max_events` appended are history's ring; what is older stays only if
+        // protected, and at most `max_events` of it.
+        let max_events = u64::try_from(self.retention.max_events).unwrap_or(u64::MAX);
+        let ring_start = self.last_seq.saturating_sub(max_events).saturating_add(1);
+        if self.retention.per_topic == 0 {
+            while let Some(&seq) = self.updates.keys().next() {
+                if seq >= ring_start {
+                    break;
+                }
+                self.remove(seq);
+            }
+            return;
+        }
+        while let Some(&seq) = self.unprotected.first() {
+            if seq >= ring_start {
+                break;
+            }
+            self.remove(seq);
+        }
+        while self.updates.len() > self.retention.max_events.saturating_mul(2) {
+            match self.updates.keys().next() {
+                Some(&seq) => self.remove(seq),
                 None => break,
             }
         }
@@ -442,7 +456,7 @@ mod tests {
                     ));
                 }
                 store.append(batch).await.unwrap();
-                let kept = scenario::rule_by_count(expected.clone(), retention);
+                let kept = scenario::rule_by_count(expected.clone(), seq, retention);
                 expected.retain(|(seq, _)| kept.contains(seq));
                 let stored: Vec<u64> = store
                     .read_after(0, usize::MAX)

@@ -113,13 +113,15 @@ pub struct TopicHistory {
 ///
 /// The rule, the same in every backend that supports `per_topic`:
 /// 1. Age: every update older than `max_age` goes, protected or not.
-/// 2. Count: while more than `max_events` are kept, the oldest update that is *not protected*
-///    goes; if every kept update is protected, the oldest goes. An update is protected when it
-///    is among the newest `per_topic` kept updates of at least one of its topics.
+/// 2. Count: the newest `max_events` updates appended (the ring) stay. An older update stays only
+///    while it is *protected*: among the newest `per_topic` kept updates of at least one of its
+///    topics. When history then holds more than `2 × max_events` updates, the oldest go
+///    (protection is released oldest first).
 ///
-/// So `max_events` always wins: history never holds more, whatever the number of topics, and
-/// `per_topic` only chooses what is trimmed first. With `per_topic` 0 this is the plain ring:
-/// the oldest goes first.
+/// So `max_events` keeps its meaning (the last that many updates, whatever their topics), a
+/// quiet topic keeps its newest `per_topic` beside it, and history never holds more than twice
+/// `max_events`, however many topics a publisher creates. With `per_topic` 0 this is the plain
+/// ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     /// Keep at most this many updates (0: keep none).

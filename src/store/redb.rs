@@ -786,6 +786,7 @@ fn append_blocking(
             &mut counts,
             retention,
             protection.as_mut(),
+            last_seq,
             &mut trimmed,
         )?;
         counts.write(&mut topics, &mut public_topics)?;
@@ -894,8 +895,9 @@ impl Protection<'_> {
     }
 }
 
-/// Removes what retention no longer allows: first what aged out (from the front), then, while
-/// the log holds more than `max_events`, the oldest update no topic protects, or the oldest.
+/// Removes what retention no longer allows ([`Retention`]): what aged out (from the front), then
+/// what is older than the newest `max_events` and no topic protects, then, past `2 ×
+/// max_events`, the oldest.
 fn trim(
     log: &mut Table<u64, &[u8]>,
     ids: &mut Table<&str, u64>,
@@ -903,42 +905,36 @@ fn trim(
     counts: &mut Counts,
     retention: Retention,
     mut protection: Option<&mut Protection<'_>>,
+    last_seq: u64,
     trimmed: &mut u64,
 ) -> Result<(), StoreError> {
     let max_events = u64::try_from(retention.max_events).unwrap_or(u64::MAX);
+    let ring_start = last_seq.saturating_sub(max_events).saturating_add(1);
     let cutoff = age_cutoff(retention);
     loop {
-        let victim = match log.first().map_err(backend)? {
+        let first = match log.first().map_err(backend)? {
             None => break,
             Some((key, value)) => {
                 let seq = key.value();
-                if expired(seq, value.value(), cutoff)? {
-                    Some(seq)
-                } else {
-                    None
-                }
+                (seq, expired(seq, value.value(), cutoff)?)
             }
         };
-        let victim = match victim {
-            Some(seq) => seq,
-            None if log.len().map_err(backend)? > max_events => {
-                let unprotected = match protection.as_deref() {
-                    Some(protection) => protection
-                        .unprotected
-                        .first()
-                        .map_err(backend)?
-                        .map(|(key, _)| key.value()),
-                    None => None,
-                };
+        let victim = match (first, protection.as_deref()) {
+            // Aged out, or (without per-topic retention) older than the ring.
+            ((seq, true), _) | ((seq, false), None) if first.1 || seq < ring_start => seq,
+            (_, None) => break,
+            (_, Some(protection)) => {
+                let unprotected = protection
+                    .unprotected
+                    .first()
+                    .map_err(backend)?
+                    .map(|(key, _)| key.value());
                 match unprotected {
-                    Some(seq) => seq,
-                    None => match log.first().map_err(backend)? {
-                        Some((key, _)) => key.value(),
-                        None => break,
-                    },
+                    Some(seq) if seq < ring_start => seq,
+                    _ if log.len().map_err(backend)? > max_events.saturating_mul(2) => first.0,
+                    _ => break,
                 }
             }
-            None => break,
         };
         let Some(value) = log.remove(victim).map_err(backend)? else {
             break;
@@ -1708,33 +1704,40 @@ mod tests {
             }
             assert_eq!(
                 scenario::kept_ids(&store).await,
-                ["a2", "a3", "b4", "b5", "b6"]
+                ["a2", "a3", "b2", "b3", "b4", "b5", "b6"]
             );
         }
         {
             // Same N: the hole and trimmed_through are as they were.
             let store = RedbStore::open(dir.path(), with(2)).unwrap();
-            assert_eq!(store.bounds().await.unwrap().trimmed_through, 6);
-            // A run without per-topic retention trims the oldest (a2), and leaves the index
-            // stale.
+            assert_eq!(store.bounds().await.unwrap().trimmed_through, 4);
             drop(store);
+            // A run without per-topic retention keeps the plain ring, and leaves the index
+            // stale.
             let plain = RedbStore::open(dir.path(), with(0)).unwrap();
-            append(&plain, "b", "b7".into()).await;
+            append(&plain, "a", "a4".into()).await;
             assert_eq!(
                 scenario::kept_ids(&plain).await,
-                ["a3", "b4", "b5", "b6", "b7"]
+                ["b3", "b4", "b5", "b6", "a4"]
             );
-            assert_eq!(plain.bounds().await.unwrap().trimmed_through, 6);
+            assert_eq!(plain.bounds().await.unwrap().trimmed_through, 5);
         }
-        // Back with N = 1: rebuilt from the log; a3 is a's newest, b4..b6 are not b's.
+        // Back with N = 1: the index is rebuilt from the log, so a4 is a's newest.
         let store = RedbStore::open(dir.path(), with(1)).unwrap();
-        append(&store, "b", "b8".into()).await;
-        append(&store, "b", "b9".into()).await;
+        for n in 7..=11 {
+            append(&store, "b", format!("b{n}")).await;
+        }
         assert_eq!(
             scenario::kept_ids(&store).await,
-            ["a3", "b6", "b7", "b8", "b9"]
+            ["a4", "b7", "b8", "b9", "b10", "b11"]
         );
-        assert_eq!(store.bounds().await.unwrap().trimmed_through, 8);
+        // A stale index would not know a4, and keep it.
+        append(&store, "a", "a5".into()).await;
+        assert_eq!(
+            scenario::kept_ids(&store).await,
+            ["b8", "b9", "b10", "b11", "a5"]
+        );
+        assert_eq!(store.bounds().await.unwrap().trimmed_through, 11);
     }
 
     #[tokio::test]
