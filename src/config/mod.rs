@@ -154,12 +154,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_HISTORY_MAX_AGE", value_name = "DURATION")]
     pub history_max_age: Option<String>,
 
-    /// When --history-size trims, keep each topic's newest N updates as long as possible: the
-    /// oldest update that is not among the newest N of any of its topics goes first.
-    /// --history-size wins: history never holds more than it, so with more than
-    /// history-size / N busy topics the oldest goes regardless. --history-max-age removes
-    /// protected updates too. memory: and PATH stores only (refused with redis:// and nats://)
-    /// [default: 0 (off); 10 with --demo]
+    /// Also keep each topic's newest N updates when --history-size trims: the last
+    /// --history-size updates stay as before, and an older one stays while it is among the
+    /// newest N of one of its topics (N above --history-size counts as --history-size). Past
+    /// 2 x --history-size in all, the oldest go first: that limit wins. --history-max-age
+    /// applies to every update. memory: and PATH stores only (refused with redis:// and
+    /// nats://) [default: 0 (off); 10 with --demo]
     #[arg(long, env = "HERALD_HISTORY_PER_TOPIC", value_name = "N")]
     pub history_per_topic: Option<usize>,
 
@@ -520,6 +520,11 @@ impl Config {
             (None, StoreSpec::Memory | StoreSpec::Path(_)) if args.demo => DEMO_HISTORY_PER_TOPIC,
             (None, _) => 0,
         };
+        // The newest --history-size updates stay anyway: a topic whose newest N all fit in
+        // them needs no extra place, so with N capped there the extra places go to the topics
+        // the busy ones pushed out (the demo's chat beside its clock, even at --history-size 5).
+        let history_size = args.history_size.unwrap_or(DEFAULT_HISTORY_SIZE);
+        let per_topic = per_topic.min(history_size);
         let max_body = match &args.max_body {
             Some(text) => parse_size("max-body", text)?,
             None => DEFAULT_MAX_BODY,
@@ -634,7 +639,7 @@ impl Config {
             publish_origins: OriginPolicy::from_list(publish_origins),
             heartbeat,
             retention: Retention {
-                max_events: args.history_size.unwrap_or(DEFAULT_HISTORY_SIZE),
+                max_events: history_size,
                 max_age,
                 per_topic,
             },
@@ -795,6 +800,45 @@ mod tests {
         assert!(error.to_string().contains("--redis-prefix"), "{error}");
         let error = store("kafka://127.0.0.1/", None, None).unwrap_err();
         assert!(error.to_string().contains("--store"), "{error}");
+    }
+
+    #[test]
+    fn history_per_topic_is_off_by_default_on_with_demo_and_refused_by_shared_stores() {
+        let per_topic = |store: &str, value: Option<usize>, demo: bool| {
+            Config::from_args(ServeArgs {
+                store: Some(store.into()),
+                history_per_topic: value,
+                demo,
+                ..ServeArgs::default()
+            })
+            .map(|config| config.retention.per_topic)
+        };
+        assert_eq!(per_topic("memory:", None, false).unwrap(), 0);
+        assert_eq!(per_topic("/tmp/x", None, false).unwrap(), 0);
+        assert_eq!(
+            per_topic("memory:", None, true).unwrap(),
+            DEMO_HISTORY_PER_TOPIC
+        );
+        assert_eq!(per_topic("memory:", Some(0), true).unwrap(), 0);
+        assert_eq!(per_topic("/tmp/x", Some(3), false).unwrap(), 3);
+        // Capped at --history-size.
+        let capped = Config::from_args(ServeArgs {
+            store: Some("memory:".into()),
+            history_size: Some(5),
+            demo: true,
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(capped.retention.per_topic, 5);
+        // The demo on a shared store keeps the plain ring rather than failing.
+        assert_eq!(per_topic("redis://127.0.0.1/", None, true).unwrap(), 0);
+        assert_eq!(per_topic("nats://127.0.0.1/", Some(0), false).unwrap(), 0);
+        for store in ["redis://127.0.0.1/", "nats://127.0.0.1/"] {
+            let error = per_topic(store, Some(3), false).unwrap_err().to_string();
+            assert!(error.contains("--history-per-topic"), "{error}");
+            assert!(error.contains("memory: and PATH"), "{error}");
+            assert!(!error.contains('\n'), "one line: {error}");
+        }
     }
 
     #[test]
