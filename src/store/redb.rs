@@ -786,8 +786,7 @@ fn append_blocking(
             &mut counts,
             retention,
             protection.as_mut(),
-            last_seq,
-            &mut trimmed,
+            (last_seq, &mut trimmed),
         )?;
         counts.write(&mut topics, &mut public_topics)?;
         meta.insert(META_LAST_SEQ, last_seq).map_err(backend)?;
@@ -897,7 +896,8 @@ impl Protection<'_> {
 
 /// Removes what retention no longer allows ([`Retention`]): what aged out (from the front), then
 /// what is older than the newest `max_events` and no topic protects, then, past `2 ×
-/// max_events`, the oldest.
+/// max_events`, the oldest. `seqs`: the newest seq assigned, and the highest trimmed (raised
+/// here).
 fn trim(
     log: &mut Table<u64, &[u8]>,
     ids: &mut Table<&str, u64>,
@@ -905,9 +905,9 @@ fn trim(
     counts: &mut Counts,
     retention: Retention,
     mut protection: Option<&mut Protection<'_>>,
-    last_seq: u64,
-    trimmed: &mut u64,
+    seqs: (u64, &mut u64),
 ) -> Result<(), StoreError> {
+    let (last_seq, trimmed) = seqs;
     let max_events = u64::try_from(retention.max_events).unwrap_or(u64::MAX);
     let ring_start = last_seq.saturating_sub(max_events).saturating_add(1);
     let cutoff = age_cutoff(retention);
