@@ -1,7 +1,7 @@
-// The chat room: replays the latest messages of topic `chat`, then follows it live with a native
-// EventSource that resumes from the last message shown (no gap, no duplicate). Sends through
-// POST /chat/send. Every text goes into the page with textContent.
-'use strict';
+// The chat room: replays the latest messages of topic `chat`, then follows it live with
+// herald.js, resuming from the last message shown (no gap, no duplicate). Sends through
+// POST /chat/send. Every text goes into the page with textContent. An ES module.
+import {subscribe} from '/herald.js';
 
 (() => {
   const TOPIC = 'chat';
@@ -21,8 +21,6 @@
 
   const seen = new Set();
   let lastId = null;
-  let source = null;
-  let wasOpen = false;
 
   function storage(action, value) {
     try {
@@ -98,24 +96,23 @@
     return events;
   }
 
-  /** Follows the topic from `from` (an event id, or `earliest` when nothing was shown). */
+  function showState(state) {
+    pill.dataset.state = state;
+    pill.textContent = state;
+  }
+
+  /**
+   * Follows the topic from `from` (an event id, or `earliest` when nothing was shown). herald.js
+   * reconnects by itself with Last-Event-ID; it closes only when the hub refuses the stream.
+   */
   function follow(from) {
-    const url = `/.well-known/mercure?topic=${encodeURIComponent(TOPIC)}&lastEventID=${encodeURIComponent(from)}`;
-    source = new EventSource(url);
-    Herald.showState(pill, source, wasOpen);
-    source.onopen = () => {
-      wasOpen = true;
-      Herald.showState(pill, source, wasOpen);
-    };
-    source.onmessage = (event) => render(event.lastEventId, event.data);
-    source.onerror = () => {
-      // CONNECTING: the browser retries by itself, sending Last-Event-ID.
-      // CLOSED: the hub refused the stream (not 200): start again a little later.
-      if (Herald.showState(pill, source, wasOpen) === 'closed') {
-        source.close();
-        setTimeout(() => follow(lastId || 'earliest'), 5000);
-      }
-    };
+    const sub = subscribe('/.well-known/mercure', {topics: [TOPIC], lastEventId: from});
+    showState(sub.state);
+    sub.addEventListener('state', () => {
+      showState(sub.state);
+      if (sub.state === 'closed') system(`The hub refused the stream: ${sub.reason || 'closed'}.`);
+    });
+    sub.addEventListener('message', (event) => render(event.lastEventId, event.data));
   }
 
   async function open() {

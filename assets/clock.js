@@ -1,6 +1,7 @@
-// The clock: follows topic `clock` (published by the hub every 3 s with --demo) with a native
-// EventSource, and shows GET /topics as a table refreshed every few seconds.
-'use strict';
+// The clock: follows topic `clock` (published by the hub every 3 s with --demo) with herald.js
+// (every clock tab of a browser shares one hub connection), and shows GET /topics as a table
+// refreshed every few seconds. An ES module.
+import {subscribe} from '/herald.js';
 
 (() => {
   const REFRESH_MS = 3000;
@@ -12,16 +13,17 @@
   const totals = document.getElementById('totals');
   const refreshed = document.getElementById('refreshed');
 
-  let wasOpen = false;
-  const source = new EventSource('/.well-known/mercure?topic=clock');
-  Herald.showState(pill, source, wasOpen);
-  source.onopen = () => {
-    wasOpen = true;
-    Herald.showState(pill, source, wasOpen);
-    refresh(); // the table now counts this page among the clock's subscribers
+  const sub = subscribe('/.well-known/mercure', {topics: ['clock']});
+  const showState = () => {
+    pill.dataset.state = sub.state;
+    pill.textContent = sub.state;
   };
-  source.onerror = () => Herald.showState(pill, source, wasOpen);
-  source.onmessage = (event) => {
+  showState();
+  sub.addEventListener('state', () => {
+    showState();
+    if (sub.state === 'open') refresh(); // the table now counts this browser among the subscribers
+  });
+  sub.addEventListener('message', (event) => {
     let text;
     try {
       text = JSON.parse(event.data).message;
@@ -36,7 +38,7 @@
     time.classList.add('tick');
     caption.textContent = `${text} (UTC), received at ${Herald.clockTime(new Date())} your time`;
     tickId.textContent = `event ${event.lastEventId}`;
-  };
+  });
 
   const lastSeen = new Map();
   let busy = false;

@@ -1,8 +1,9 @@
 // The debug console. Subscribing reads the event stream with fetch (so it can send the token
 // and Last-Event-ID as headers and show every event type, which EventSource cannot), parses it
-// as the HTML standard says, and reconnects with the last id like EventSource does. Publishing
-// posts the Mercure form. Each form keeps an equivalent curl command up to date.
-'use strict';
+// with herald.js's parser (the HTML standard's rules), and reconnects with the last id like
+// EventSource does. Publishing posts the Mercure form. Each form keeps an equivalent curl
+// command up to date. An ES module.
+import {parser} from '/herald.js';
 
 (() => {
   const HUB = `${location.origin}/.well-known/mercure`;
@@ -121,48 +122,6 @@
 
   // ---- subscribing ---------------------------------------------------------------------
 
-  /** An event-stream parser (https://html.spec.whatwg.org/multipage/server-sent-events.html). */
-  function parser(onEvent, onRetry) {
-    let buffer = '';
-    let data = [];
-    let type = '';
-    let lastId = '';
-    function line(text) {
-      if (text === '') {
-        if (data.length) onEvent({type: type || 'message', data: data.join('\n'), id: lastId});
-        data = [];
-        type = '';
-        return;
-      }
-      if (text.startsWith(':')) return;
-      const colon = text.indexOf(':');
-      const field = colon < 0 ? text : text.slice(0, colon);
-      let value = colon < 0 ? '' : text.slice(colon + 1);
-      if (value.startsWith(' ')) value = value.slice(1);
-      if (field === 'data') data.push(value);
-      else if (field === 'event') type = value;
-      else if (field === 'id' && !value.includes('\0')) lastId = value;
-      else if (field === 'retry' && /^\d+$/.test(value)) onRetry(Number(value));
-    }
-    return {
-      feed(chunk) {
-        buffer += chunk;
-        let start = 0;
-        for (let i = 0; i < buffer.length; i++) {
-          const c = buffer[i];
-          if (c !== '\n' && c !== '\r') continue;
-          if (c === '\r' && i + 1 === buffer.length) break; // a \r\n may be split across chunks
-          line(buffer.slice(start, i));
-          if (c === '\r' && buffer[i + 1] === '\n') i++;
-          start = i + 1;
-        }
-        buffer = buffer.slice(start);
-      },
-      get lastId() { return lastId; },
-      set lastId(id) { lastId = id; },
-    };
-  }
-
   let session = null;
 
   function setState(state, label) {
@@ -180,8 +139,7 @@
     const url = subscribeUrl();
     const token = subToken.value.trim();
     let retry = 3000;
-    const stream = parser(showEvent, (ms) => { retry = ms; });
-    stream.lastId = lastIdInput.value.trim();
+    let lastId = lastIdInput.value.trim();
     let attempt = 0;
     while (!controller.signal.aborted) {
       setState('connecting', attempt ? 'reconnecting' : 'connecting');
@@ -189,7 +147,7 @@
       try {
         const headers = {accept: 'text/event-stream'};
         if (token) headers.authorization = `Bearer ${token}`;
-        if (stream.lastId) headers['last-event-id'] = stream.lastId;
+        if (lastId) headers['last-event-id'] = lastId;
         const response = await fetch(url, {headers, signal: controller.signal, cache: 'no-store'});
         if (!response.ok || !response.body) {
           // As EventSource: a refusal is final.
@@ -197,7 +155,9 @@
           break;
         }
         setState('open');
-        info(`connected to ${lines(selectors.value).join(', ')}` + (stream.lastId ? ` after ${stream.lastId}` : ''));
+        info(`connected to ${lines(selectors.value).join(', ')}` + (lastId ? ` after ${lastId}` : ''));
+        // A fresh parser per connection; the last id carries over, as with EventSource.
+        const stream = parser((event) => { lastId = event.id; showEvent(event); }, (ms) => { retry = ms; });
         const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
         for (;;) {
           const {value, done} = await reader.read();

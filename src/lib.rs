@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`config`]: the `serve` flags, environment and TOML file, validated into a `Config`.
 //! - [`server`]: wiring: store + writer + hub + keys + listener.
-//! - [`http`]: accept loop, routes, subscribe, publish, CORS, the SSE body, JSON views, errors.
+//! - [`http`]: accept loop, routes, subscribe, publish, CORS, the SSE body, JSON views, the
+//!   online backup endpoint, errors.
 //! - [`hub`]: subscriber registry, bounded per-subscriber queues, fan-out, heartbeat.
 //! - [`stream`]: one subscriber's stream: replay, live, catch-up, coalescing.
 //! - [`subscriptions`]: Mercure subscription events and the subscriptions API documents.

@@ -26,6 +26,34 @@ const LISTEN_BACKLOG: u32 = 4096;
 /// Most updates committed in one batch.
 const MAX_BATCH: usize = 1024;
 
+/// The file of the store directory that keeps the `--demo` development secret.
+pub const DEV_SECRET_FILE: &str = "dev-secret";
+
+/// Reads the development secret at `path`, or makes one and writes it there (owner-only).
+fn dev_secret(path: &std::path::Path) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let secret = random_secret();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    std::io::Write::write_all(&mut file, format!("{secret}\n").as_bytes())?;
+    file.sync_all()?;
+    Ok(secret)
+}
+
 /// Why the hub could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -47,6 +75,12 @@ pub enum StartError {
     /// The shared store could not be reached.
     #[error(transparent)]
     Nats(#[from] crate::store::nats::ConnectError),
+    /// The `--demo` development secret could not be read or written.
+    #[error("cannot keep the development secret in {path}: {source}")]
+    DevSecret {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// The address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -71,6 +105,8 @@ pub struct Server {
     state: Arc<AppState>,
     /// The secret made for this run when no key was configured.
     generated_secret: Option<String>,
+    /// Where that secret is kept (`--demo` with a store directory), so it survives restarts.
+    secret_file: Option<std::path::PathBuf>,
     /// TLS for every connection, when configured.
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// The separate `/metrics` listener (`--metrics-listen`).
@@ -81,6 +117,7 @@ impl Server {
     /// Validates keys, opens the store, binds the listener and starts the writer and heartbeat.
     pub async fn bind(mut config: Config) -> Result<Server, StartError> {
         let no_jwks = config.jwks.0.is_none() && config.jwks.1.is_none();
+        let mut secret_file = None;
         let generated_secret = if no_jwks
             && config.keys.publisher_key.is_none()
             && config.keys.subscriber_key.is_none()
@@ -91,9 +128,21 @@ impl Server {
                     config.keys.algorithm
                 )));
             }
-            let secret = random_secret();
+            let (secret, file) = match (&config.store, config.demo) {
+                // Only with --demo: a development secret kept beside the history it protects.
+                (StoreSpec::Path(dir), true) => {
+                    let path = dir.join(DEV_SECRET_FILE);
+                    let secret = dev_secret(&path).map_err(|source| StartError::DevSecret {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    (secret, Some(path))
+                }
+                _ => (random_secret(), None),
+            };
             config.keys.publisher_key = Some(secret.clone());
             config.keys.subscriber_key = Some(secret.clone());
+            secret_file = file;
             Some(secret)
         } else {
             None
@@ -133,7 +182,7 @@ impl Server {
             None => None,
         };
 
-        let hub = Hub::new(config.queue_size);
+        let hub = Hub::with_budget(config.queue_size, config.queue_bytes);
         // A shared store feeds every node from its log (the same order everywhere); otherwise
         // the writer fans out what it commits.
         let on_commit: OnCommit = match store.spawn_feed(Arc::new(HubSink(Arc::clone(&hub)))) {
@@ -167,6 +216,7 @@ impl Server {
             listener,
             state,
             generated_secret,
+            secret_file,
             tls,
             metrics_listener,
         })
@@ -182,7 +232,8 @@ impl Server {
         &self.state.config
     }
 
-    /// The random secret made for this run, when no key was configured.
+    /// The secret made when no key was configured: random for this run, or with `--demo` and
+    /// a store directory, the development secret kept in [`Server::secret_file`].
     pub fn generated_secret(&self) -> Option<&str> {
         self.generated_secret.as_deref()
     }
@@ -192,6 +243,11 @@ impl Server {
         self.metrics_listener
             .as_ref()
             .and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// The file that keeps the `--demo` development secret across restarts, if any.
+    pub fn secret_file(&self) -> Option<&std::path::Path> {
+        self.secret_file.as_deref()
     }
 
     /// Serves until `shutdown` completes, then ends every stream and returns within seconds.

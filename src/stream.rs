@@ -33,10 +33,17 @@ fn deliveries() -> &'static metrics::Counter {
     COUNTER.get_or_init(|| metrics::counter!("herald_deliveries_total"))
 }
 
-/// Updates read from history per store call.
+/// Most updates read from history per store call.
 const REPLAY_PAGE: usize = 256;
+/// About how many bytes of frames one store call reads: pages shrink when updates are large, so
+/// a subscriber catching up on 60 KB updates reads a few of them per call, not 256 (15 MB, read
+/// again for every chunk).
+const REPLAY_BYTES: usize = 4 * MAX_CHUNK;
 /// A replay chunk is cut at about this many bytes so one slow client cannot pin a huge buffer.
 const MAX_CHUNK: usize = 64 * 1024;
+
+/// Past this capacity an emptied `ready` list gives its buffer back.
+const KEEP_READY: usize = 16;
 
 /// Where the stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +100,10 @@ pub struct EventStream {
     /// Updates trimmed up to this sequence were announced (or accepted) as lost.
     announced: u64,
     ready: Vec<Delivery>,
+    /// Write each update's canonical topic as a `topic:` field (`herald-topic=1`).
+    topic_field: bool,
+    /// Updates per history read, adapted to their size.
+    page: usize,
 }
 
 impl EventStream {
@@ -116,7 +127,17 @@ impl EventStream {
             last_seq,
             announced,
             ready: Vec::new(),
+            topic_field: false,
+            // Small first: the first read tells the size of the updates.
+            page: 32,
         }
+    }
+
+    /// Makes every update carry its canonical topic as a `topic:` field line (see
+    /// [`Update::frame_with_topic`]).
+    pub fn with_topic_field(mut self, topic_field: bool) -> EventStream {
+        self.topic_field = topic_field;
+        self
     }
 
     /// The next chunk to write; `None` when the stream is over.
@@ -154,8 +175,12 @@ impl EventStream {
                         return Some(chunk);
                     }
                     let mailbox = &self.subscription.subscriber().mailbox;
-                    let status =
-                        std::future::poll_fn(|cx| mailbox.poll_drain(cx, &mut self.ready)).await;
+                    // About one chunk at a time: what the mailbox still holds counts against its
+                    // byte budget, what this stream holds would not.
+                    let status = std::future::poll_fn(|cx| {
+                        mailbox.poll_drain_up_to(cx, &mut self.ready, MAX_CHUNK)
+                    })
+                    .await;
                     if let Some(chunk) = self.coalesce_ready() {
                         return Some(chunk);
                     }
@@ -191,8 +216,13 @@ impl EventStream {
     /// Reads history after `last_seq` until some frames for this subscriber are found.
     async fn replay_page(&mut self) -> Result<Replayed, StoreError> {
         loop {
-            let page = self.store.read_after(self.last_seq, REPLAY_PAGE).await?;
-            let history_exhausted = page.len() < REPLAY_PAGE;
+            let asked = self.page;
+            let page = self.store.read_after(self.last_seq, asked).await?;
+            let history_exhausted = page.len() < asked;
+            let bytes: usize = page.iter().map(|update| update.frame.len()).sum();
+            if let Some(fit) = REPLAY_BYTES.saturating_mul(page.len()).checked_div(bytes) {
+                self.page = fit.clamp(1, REPLAY_PAGE);
+            }
             let subscriber = Arc::clone(self.subscription.subscriber());
             let mut chunk = BytesMut::new();
             let mut written = 0;
@@ -217,7 +247,7 @@ impl EventStream {
                 }
                 self.last_seq = update.seq;
                 if subscriber.may_receive(update) {
-                    chunk.extend_from_slice(&update.frame);
+                    chunk.extend_from_slice(&frame_of(update, self.topic_field));
                     written += 1;
                     if chunk.len() >= MAX_CHUNK {
                         break;
@@ -251,7 +281,7 @@ impl EventStream {
                 Delivery::Update(update) if update.seq <= self.last_seq => continue,
                 Delivery::Update(update) => {
                     self.last_seq = update.seq;
-                    (true, frame_of(update))
+                    (true, frame_of(update, self.topic_field))
                 }
                 Delivery::Comment(comment) => (false, comment.clone()),
             };
@@ -280,6 +310,10 @@ impl EventStream {
             }
         }
         self.ready.drain(..taken);
+        if self.ready.is_empty() && self.ready.capacity() > KEEP_READY {
+            // A burst has drained: give its buffer back.
+            self.ready = Vec::new();
+        }
         let chunk = match joined {
             Some(buffer) => buffer.freeze(),
             None => first?,
@@ -303,8 +337,12 @@ impl EventStream {
     }
 }
 
-fn frame_of(update: &Update) -> Bytes {
-    update.frame.clone()
+fn frame_of(update: &Update, topic_field: bool) -> Bytes {
+    if topic_field {
+        update.frame_with_topic()
+    } else {
+        update.frame.clone()
+    }
 }
 
 #[cfg(test)]
@@ -440,13 +478,16 @@ mod tests {
                 announced: 3,
             },
         );
+        // The first page: k1.. in order (its size is the stream's business).
         let first = ids_in(&stream.next_chunk().await.unwrap());
-        let expected: Vec<String> = (1..=REPLAY_PAGE).map(|n| format!("k{n}")).collect();
+        let expected: Vec<String> = (1..=first.len()).map(|n| format!("k{n}")).collect();
+        assert!(!first.is_empty() && first.len() < 300, "{first:?}");
         assert_eq!(first, expected);
-        // 700 more: the ring moves to seq 404, so k1..k400 go, k257.. (the next ones this stream
-        // would write) among them.
+        // 700 more: the ring moves to seq 404, so k1..k400 go, the next ones this stream would
+        // write among them.
         publish(&store, &hub, "clock", (301..=1000).map(|n| format!("k{n}"))).await;
-        assert!(store.bounds().await.unwrap().trimmed_through > 259);
+        let written_through = 3 + u64::try_from(first.len()).unwrap();
+        assert!(store.bounds().await.unwrap().trimmed_through > written_through + 1);
         let (rest, ended) = drain(&mut stream, 10).await;
         assert!(ended, "the stream must end: wrote {rest:?}");
         assert!(rest.is_empty(), "nothing after the hole: {rest:?}");

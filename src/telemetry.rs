@@ -72,6 +72,10 @@ fn describe() {
         "Queue overflows that made a subscriber lag"
     );
     metrics::describe_counter!(
+        "herald_fanout_queued_total",
+        "Updates queued for subscribers by the fan-out (one per subscriber and update)"
+    );
+    metrics::describe_counter!(
         "herald_delivered_bytes_total",
         "Bytes of event streams handed to subscriber connections (events, replay, heartbeats)"
     );
@@ -88,6 +92,8 @@ fn describe() {
     metrics::counter!("herald_publishes_total").absolute(0);
     metrics::counter!("herald_deliveries_total").absolute(0);
     metrics::counter!("herald_replayed_total").absolute(0);
+    metrics::counter!("herald_queue_overflows_total").absolute(0);
+    metrics::counter!("herald_fanout_queued_total").absolute(0);
     metrics::counter!("herald_delivered_bytes_total").absolute(0);
     for limit in [
         "connections",
@@ -113,6 +119,8 @@ fn describe() {
     );
     metrics::counter!("herald_subscription_events_dropped_total").absolute(0);
     metrics::counter!("herald_subscription_events_coalesced_total").absolute(0);
+    // Registered without a sample, so `_count 0` and the buckets show before the first commit.
+    let _ = metrics::histogram!("herald_store_commit_seconds");
 }
 
 /// Names the cluster feed's metrics and makes them appear at zero (only on clustered nodes).
@@ -129,8 +137,10 @@ pub fn describe_bus_metrics() {
     metrics::gauge!("herald_bus_lag_seconds").set(0.0);
 }
 
-/// Logs to stderr, as text or JSON; `RUST_LOG` (or `HERALD_LOG`) filters, default `info`.
+/// Logs to stderr, as text or JSON; `HERALD_LOG` (or `RUST_LOG`) filters, default `info`.
+/// Colours only when stderr is a terminal (never in files, pipes or the journal).
 pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = std::env::var("HERALD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| "info".into());
@@ -138,6 +148,7 @@ pub fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

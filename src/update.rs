@@ -5,9 +5,10 @@
 //! fields that end up on the wire (`id`, `type`, `retry`) so nothing can inject a field into the
 //! event stream. It knows nothing of HTTP, storage or subscribers.
 
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use herald_sse::{EventFields, encode_event, encoded_len, is_valid_field};
 
 /// One published update, as stored and as delivered.
@@ -31,7 +32,23 @@ pub struct Update {
     pub published_at_ms: u64,
     /// The complete SSE frame, encoded once.
     pub frame: Bytes,
+    /// The frame with a leading `topic:` field line, for subscribers that asked for it
+    /// (`herald-topic=1`): encoded on first use, then shared by all of them.
+    pub topic_frame: TopicFrame,
 }
+
+/// A lazily encoded variant of [`Update::frame`]. A cache of derived bytes: it never makes two
+/// updates unequal.
+#[derive(Debug, Clone, Default)]
+pub struct TopicFrame(OnceLock<Bytes>);
+
+impl PartialEq for TopicFrame {
+    fn eq(&self, _other: &TopicFrame) -> bool {
+        true
+    }
+}
+
+impl Eq for TopicFrame {}
 
 /// What a publisher asked for, before validation.
 #[derive(Debug, Clone, Default)]
@@ -102,12 +119,48 @@ impl Update {
             private: draft.private,
             published_at_ms: now_ms(),
             frame,
+            topic_frame: TopicFrame::default(),
         })
     }
 
     /// The canonical topic (the first one).
     pub fn topic(&self) -> &str {
         self.topics.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// The frame with the canonical topic as an extra `topic:` field line first (standard SSE
+    /// parsers ignore unknown fields). Encoded once per update, then a clone of the same bytes.
+    pub fn frame_with_topic(&self) -> Bytes {
+        self.topic_frame
+            .0
+            .get_or_init(|| {
+                let mut out = BytesMut::with_capacity(self.frame.len() + self.topic().len() + 8);
+                encode_topic_field(&mut out, self.topic());
+                out.extend_from_slice(&self.frame);
+                out.freeze()
+            })
+            .clone()
+    }
+}
+
+/// Writes `topic: …` lines: one per line of the topic (a line break cannot be written inside a
+/// field), like `data:`; a client joins them with LF.
+fn encode_topic_field(out: &mut BytesMut, topic: &str) {
+    let mut rest = topic;
+    loop {
+        let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
+        out.extend_from_slice(b"topic: ");
+        out.extend_from_slice(&rest.as_bytes()[..end]);
+        out.extend_from_slice(b"\n");
+        if end == rest.len() {
+            return;
+        }
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
     }
 }
 
@@ -161,6 +214,30 @@ mod tests {
         assert_eq!(
             &update.frame[..],
             b"id: a1\nevent: note\nretry: 500\ndata: one\ndata: two\n\n"
+        );
+    }
+
+    #[test]
+    fn the_topic_frame_adds_one_field_line_and_is_encoded_once() {
+        let update = Update::from_draft(Draft {
+            id: Some("a1".into()),
+            ..draft("https://example.com/books/1", "x")
+        })
+        .unwrap_or_else(|error| panic!("{error}"));
+        let first = update.frame_with_topic();
+        assert_eq!(
+            &first[..],
+            b"topic: https://example.com/books/1\nid: a1\ndata: x\n\n"
+        );
+        // The same bytes again, not a second encoding.
+        assert_eq!(first.as_ptr(), update.frame_with_topic().as_ptr());
+        assert_eq!(&update.frame[..], b"id: a1\ndata: x\n\n");
+        let broken =
+            Update::from_draft(draft("a\r\nb\nc\rd", "x")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            broken
+                .frame_with_topic()
+                .starts_with(b"topic: a\ntopic: b\ntopic: c\ntopic: d\nid: ")
         );
     }
 

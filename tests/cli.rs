@@ -177,7 +177,7 @@ async fn the_banner_prints_a_working_curl_pair() {
     let token = publish
         .split("Bearer ")
         .nth(1)
-        .and_then(|rest| rest.split('\'').next())
+        .and_then(|rest| rest.split(['\'', '"']).next())
         .expect("a token in the publish line");
     let subscribe_line = hub
         .banner
@@ -187,7 +187,7 @@ async fn the_banner_prints_a_working_curl_pair() {
     let sub_token = subscribe_line
         .split("Bearer ")
         .nth(1)
-        .and_then(|rest| rest.split('\'').next())
+        .and_then(|rest| rest.split(['\'', '"']).next())
         .expect("a subscriber token: the hub is not anonymous");
     let mut stream = hub
         .subscribe(

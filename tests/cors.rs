@@ -126,3 +126,59 @@ async fn star_never_comes_with_credentials_on_any_response() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_allowed_origin_may_send_the_headers_it_asks_for() {
+    let hub = Hub::start(&["--cors-origin", "https://a.example"]);
+    let asked = |origin: &'static str, headers: &'static str| {
+        client()
+            .request(reqwest::Method::OPTIONS, hub.url("/.well-known/mercure"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", headers)
+            .send()
+    };
+    let response = asked("https://a.example", "authorization, x-custom-header")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let allowed = header(&response, "access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    let names: Vec<&str> = allowed.split(',').map(str::trim).collect();
+    for needed in ["authorization", "x-custom-header", "last-event-id"] {
+        assert!(names.contains(&needed), "{allowed}");
+    }
+    assert_eq!(
+        names
+            .iter()
+            .filter(|name| **name == "authorization")
+            .count(),
+        1,
+        "{allowed}"
+    );
+    let vary = response
+        .headers()
+        .get_all("vary")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ")
+        .to_ascii_lowercase();
+    assert!(vary.contains("access-control-request-headers"), "{vary}");
+    assert!(vary.contains("origin"), "{vary}");
+    // The header really reaches the hub on the stream request itself.
+    let stream = hub
+        .subscribe(
+            "/.well-known/mercure?topic=a",
+            &[("origin", "https://a.example"), ("x-custom-header", "v")],
+        )
+        .await;
+    assert_eq!(stream.status, 200);
+    // Another origin is allowed nothing, whatever it asks for.
+    let refused = asked("https://evil.example", "x-custom-header")
+        .await
+        .unwrap();
+    assert!(header(&refused, "access-control-allow-headers").is_none());
+    assert!(header(&refused, "access-control-allow-origin").is_none());
+}

@@ -54,7 +54,15 @@ fn ids_in(raw: &[u8]) -> Vec<String> {
 
 #[tokio::test]
 async fn a_slow_subscriber_catches_up_from_history_and_misses_nothing() {
-    let hub = Hub::start(&["--queue-size", "4", "--history-size", "10000"]);
+    // The subscriber stalls for as long as publishing takes: keep --write-timeout out of the way.
+    let hub = Hub::start(&[
+        "--queue-size",
+        "4",
+        "--history-size",
+        "10000",
+        "--write-timeout",
+        "10min",
+    ]);
     let mut slow = stalled_subscriber(&hub, "flood").await;
     hub.wait_subscriptions(1).await;
     let payload = "x".repeat(16 * 1024);
@@ -94,7 +102,15 @@ async fn a_slow_subscriber_catches_up_from_history_and_misses_nothing() {
 
 #[tokio::test]
 async fn without_history_for_it_a_slow_subscriber_is_closed_and_resumes_with_a_gap() {
-    let hub = Hub::start(&["--queue-size", "4", "--history-size", "5"]);
+    // The subscriber stalls for as long as publishing takes: keep --write-timeout out of the way.
+    let hub = Hub::start(&[
+        "--queue-size",
+        "4",
+        "--history-size",
+        "5",
+        "--write-timeout",
+        "10min",
+    ]);
     let mut slow = stalled_subscriber(&hub, "flood").await;
     hub.wait_subscriptions(1).await;
     let payload = "y".repeat(16 * 1024);

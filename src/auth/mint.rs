@@ -70,6 +70,35 @@ pub fn mint_hmac(secret: &[u8], alg: Algorithm, claims: &MintClaims) -> Result<S
     .map_err(|e| KeyError::Mint(e.to_string()))
 }
 
+/// Mint an admin token (`{"herald": {"admin": true}}`, no Mercure claim) signed with `secret`,
+/// for `POST /admin/backup`. The hub accepts it when it verifies with the publisher key.
+pub fn mint_admin(
+    secret: &[u8],
+    alg: Algorithm,
+    ttl: Option<Duration>,
+) -> Result<String, KeyError> {
+    if !alg.is_hmac() {
+        return Err(KeyError::NotHmac(alg));
+    }
+    if secret.is_empty() {
+        return Err(KeyError::Mint("the secret is empty".to_owned()));
+    }
+    let exp = ttl.map(|ttl| {
+        let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+        jsonwebtoken::get_current_timestamp().saturating_add(secs)
+    });
+    let mut body = serde_json::json!({"herald": {"admin": true}});
+    if let Some(exp) = exp {
+        body["exp"] = exp.into();
+    }
+    jsonwebtoken::encode(
+        &Header::new(alg.to_jwt()),
+        &body,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| KeyError::Mint(e.to_string()))
+}
+
 /// A random 256-bit secret, as URL-safe base64 text (43 characters), for runs
 /// started without any key. Use the text's bytes as the HMAC secret.
 pub fn random_secret() -> String {
@@ -92,6 +121,33 @@ mod tests {
             algorithm: alg,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn admin_tokens_carry_the_admin_claim_and_others_do_not() {
+        let secret = random_secret();
+        let token = mint_admin(secret.as_bytes(), Algorithm::HS256, None).unwrap();
+        let claims = authorizer(&secret, Algorithm::HS256)
+            .verify_publisher(&token)
+            .unwrap();
+        assert!(claims.admin);
+        assert_eq!(claims.publish, None);
+        let plain = mint_hmac(
+            secret.as_bytes(),
+            Algorithm::HS256,
+            &MintClaims {
+                publish: vec!["*".to_owned()],
+                ..MintClaims::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            !authorizer(&secret, Algorithm::HS256)
+                .verify_publisher(&plain)
+                .unwrap()
+                .admin
+        );
+        assert!(mint_admin(b"", Algorithm::HS256, None).is_err());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use extract::{TokenSource, extract_token};
-pub use mint::{MintClaims, mint_hmac, random_secret};
+pub use mint::{MintClaims, mint_admin, mint_hmac, random_secret};
 
 /// A JWS signature algorithm. Parsing is case-insensitive (`"hs256"`);
 /// display uses the canonical JOSE spelling (`"HS256"`, `"EdDSA"`).
@@ -229,6 +229,9 @@ pub struct Claims {
     pub expires_at: Option<u64>,
     /// `sub`, when it is a string (the publish rate limit counts per subject).
     pub subject: Option<String>,
+    /// `herald.admin` is `true`: the token may use the admin endpoints (`POST /admin/backup`)
+    /// when it verifies with the publisher key.
+    pub admin: bool,
 }
 
 /// Verifies publisher and subscriber tokens. Cheap to clone (shared inside).
@@ -472,6 +475,8 @@ struct RawClaims {
     exp: Option<Value>,
     #[serde(default)]
     sub: Option<Value>,
+    #[serde(default)]
+    herald: Option<Value>,
 }
 
 impl RawClaims {
@@ -485,11 +490,18 @@ impl RawClaims {
             Some(Value::String(subject)) => Some(subject),
             _ => None,
         };
+        let admin = self
+            .herald
+            .as_ref()
+            .and_then(|herald| herald.get("admin"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let mut mercure = match self.mercure {
             None | Some(Value::Null) => {
                 return Ok(Claims {
                     expires_at,
                     subject,
+                    admin,
                     ..Claims::default()
                 });
             }
@@ -506,6 +518,7 @@ impl RawClaims {
             payload: mercure.remove("payload").filter(|v| !v.is_null()),
             expires_at,
             subject,
+            admin,
         })
     }
 }

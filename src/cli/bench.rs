@@ -102,7 +102,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Topics are PREFIX/0 .. PREFIX/K-1 (nchan: PREFIX-0 .. PREFIX-K-1) [default:
-    /// herald-bench/<random>, nchan: herald-bench-<random>]
+    /// herald-bench/<random>, nchan: herald-bench-<random>]. The updates are real: they stay in
+    /// the hub's history, and their topics in `GET /topics`, until --history-size or
+    /// --history-max-age pushes them out. Bench a hub with `--store memory:` (or a data
+    /// directory of its own) to keep them out of real history; a fixed prefix such as
+    /// `--topic-prefix bench` keeps them recognisable in /topics.
     #[arg(long, value_name = "PREFIX")]
     pub topic_prefix: Option<String>,
     /// Publishes in flight at once
@@ -722,9 +726,9 @@ fn summarize(
         },
         duplicates,
         latency_ms: Latency {
-            p50: millis(percentile(&buckets, total, 0.50)),
-            p90: millis(percentile(&buckets, total, 0.90)),
-            p99: millis(percentile(&buckets, total, 0.99)),
+            p50: millis(percentile(&buckets, total, 0.50, max_us)),
+            p90: millis(percentile(&buckets, total, 0.90, max_us)),
+            p99: millis(percentile(&buckets, total, 0.99, max_us)),
             max: millis(max_us),
         },
         rss_before_kib: summary.rss_before,
@@ -744,11 +748,20 @@ fn summarize(
     }
 }
 
+/// `1 topic`, `2 topics`.
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
 fn print_report(report: &Report) {
     println!(
-        "herald bench: {} subscribers on {} topics of {}, {} updates/s for {:.1}s, {}-byte payloads ({} process{})",
-        report.subscribers,
-        report.topics,
+        "herald bench: {} on {} of {}, {} updates/s for {:.1}s, {}-byte payloads ({} process{})",
+        plural(report.subscribers, "subscriber"),
+        plural(report.topics, "topic"),
         report.server.name(),
         report.rate,
         report.duration_secs,

@@ -1,9 +1,11 @@
-//! The `herald` command line: `serve`, `token`, and the client side: `pub`, `sub`, `bench`
+//! The `herald` command line: `serve`, `token`, and the client side: `pub`, `sub`, `bench`,
+//! `backup`
 //! (built on the `herald-client` crate, never on the hub's internals).
 //!
 //! Usage errors and bad configuration exit 64 (EX_USAGE) with one clear line on stderr;
 //! runtime failures exit 1.
 
+mod backup;
 mod bench;
 mod publish;
 mod serve;
@@ -25,10 +27,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The end of `herald serve --help`: what is not a flag.
+const SERVE_AFTER_HELP: &str = "\
+Logs go to stderr, coloured only on a terminal. HERALD_LOG (or RUST_LOG) sets the level and \
+filter: error, warn, info (the default: start-up, shutdown, and one line per refused request, \
+401/403/429/503 with its reason, at most 10 a second), debug, trace, or per module, e.g. \
+HERALD_LOG=info,herald::http=debug. --log-format json writes one JSON object per line.
+
+Boolean variables (HERALD_ANONYMOUS, HERALD_DEMO, ...) take 1/0, true/false, yes/no or on/off.";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the hub
+    #[command(after_help = SERVE_AFTER_HELP)]
     Serve(Box<crate::config::ServeArgs>),
     /// Mint a JWT for development (HS256/384/512)
     Token(token::TokenArgs),
@@ -39,6 +51,8 @@ pub enum Command {
     Sub(Box<sub::SubArgs>),
     /// Load-test a running hub (Herald, or nginx+nchan): loss, latency, memory, CPU
     Bench(Box<bench::BenchArgs>),
+    /// Save a consistent snapshot of a running hub's history (needs an admin token)
+    Backup(Box<backup::BackupArgs>),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -55,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Pub(args) => publish::run(&args),
         Command::Sub(args) => sub::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Backup(args) => backup::run(&args),
     }
 }
 
@@ -70,24 +85,169 @@ fn usage_error(error: &clap::Error) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         _ => {
-            // Everything clap says before the usage block, folded into one line.
-            let rendered = error.render().to_string();
-            let line = rendered
-                .lines()
-                .take_while(|line| !line.starts_with("Usage:"))
-                .map(str::trim)
-                .filter(|line| !line.is_empty() && !line.starts_with("tip:"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let line = line.trim_start_matches("error: ");
-            eprintln!("herald: {line} (see herald --help)");
+            let args: Vec<String> = std::env::args().collect();
+            eprintln!(
+                "herald: {}",
+                usage_line(error, &args, |name| std::env::var(name).ok())
+            );
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// A clap error in one line: what is wrong, the nearest flag or subcommand when clap found one,
+/// and the help of the subcommand concerned (`herald serve --help`, not `herald --help`). A bad
+/// value that came from the environment names the variable, not the flag. `env` reads a
+/// variable (a parameter, so tests need not change the process environment); `args` is the
+/// command line, for the subcommand when clap's error does not say.
+fn usage_line(
+    error: &clap::Error,
+    args: &[String],
+    env: impl Fn(&str) -> Option<String>,
+) -> String {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+    let text = |kind| match error.get(kind) {
+        Some(ContextValue::String(text)) => Some(text.clone()),
+        Some(ContextValue::Strings(texts)) => texts.first().cloned(),
+        Some(ContextValue::StyledStr(text)) => Some(text.to_string()),
+        _ => None,
+    };
+    // "Usage: herald serve [OPTIONS]" names the subcommand.
+    let command = text(ContextKind::Usage)
+        .and_then(|usage| {
+            let usage = usage.trim().trim_start_matches("Usage:").trim().to_owned();
+            let words: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|word| !word.starts_with(['[', '<', '-']))
+                .collect();
+            (!words.is_empty()).then(|| words.join(" "))
+        })
+        .or_else(|| {
+            let name = args.get(1)?;
+            Cli::command()
+                .find_subcommand(name)
+                .map(|sub| format!("herald {}", sub.get_name()))
+        })
+        .unwrap_or_else(|| "herald".to_owned());
+    let help = format!("see `{command} --help`");
+
+    if let (Some(flag), Some(value)) = (
+        text(ContextKind::InvalidArg),
+        text(ContextKind::InvalidValue),
+    ) {
+        let name = flag
+            .trim_start_matches('-')
+            .split([' ', '='])
+            .next()
+            .unwrap_or_default()
+            .replace('-', "_")
+            .to_uppercase();
+        let variable = format!("HERALD_{name}");
+        if env(&variable).as_deref() == Some(value.as_str()) {
+            let flag = flag.split([' ', '=']).next().unwrap_or_default();
+            let switch = Cli::command().get_subcommands().any(|sub| {
+                sub.get_arguments().any(|arg| {
+                    arg.get_long() == Some(flag.trim_start_matches('-'))
+                        && matches!(arg.get_action(), clap::ArgAction::SetTrue)
+                })
+            });
+            let reason = if switch {
+                "expected 1/0, true/false, yes/no or on/off".to_owned()
+            } else {
+                clap_reason(error)
+            };
+            return format!(
+                "invalid {variable}={value:?} (the environment form of {flag}): {reason}"
+            );
+        }
+    }
+
+    let line = clap_reason(error);
+    let suggestion =
+        text(ContextKind::SuggestedArg).or_else(|| text(ContextKind::SuggestedSubcommand));
+    match suggestion {
+        Some(suggested) => format!("{line}; did you mean `{suggested}`? ({help})"),
+        None => format!("{line} ({help})"),
+    }
+}
+
+/// Everything clap says before the usage block, folded into one line, without its tips.
+fn clap_reason(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let line = rendered
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|line| {
+            !line.is_empty()
+                && !line.starts_with("tip:")
+                && !line.starts_with("For more information")
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_owned()
 }
 
 /// Prints one line and returns the usage exit code.
 fn config_error(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("herald: {message}");
     ExitCode::from(EXIT_USAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use clap::CommandFactory;
+
+    fn line(args: &[&str], env: &[(&str, &str)]) -> String {
+        let error = Cli::try_parse_from(args).unwrap_err();
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        usage_line(&error, &args, |name| {
+            env.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    #[test]
+    fn a_typo_gets_the_nearest_flag_and_the_subcommand_help() {
+        let text = line(&["herald", "serve", "--jwt-kye", "x"], &[]);
+        assert!(text.contains("did you mean `--jwt-key`?"), "{text}");
+        assert!(text.contains("see `herald serve --help`"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+        let text = line(&["herald", "serv"], &[]);
+        assert!(text.contains("did you mean `serve`?"), "{text}");
+        assert!(text.contains("see `herald --help`"), "{text}");
+        let text = line(&["herald", "serve", "--heartbeat"], &[]);
+        assert!(text.contains("see `herald serve --help`"), "{text}");
+    }
+
+    #[test]
+    fn every_boolean_serve_flag_takes_the_usual_spellings() {
+        let command = Cli::command();
+        let serve = command.find_subcommand("serve").unwrap();
+        let mut checked = 0;
+        for arg in serve.get_arguments() {
+            if !matches!(arg.get_action(), clap::ArgAction::SetTrue) || arg.get_env().is_none() {
+                continue;
+            }
+            let accepted: Vec<String> = arg
+                .get_value_parser()
+                .possible_values()
+                .map(|values| values.map(|value| value.get_name().to_owned()).collect())
+                .unwrap_or_default();
+            for spelling in ["1", "0", "true", "false", "yes", "no", "on", "off"] {
+                assert!(
+                    accepted.iter().any(|value| value == spelling),
+                    "--{} refuses {spelling} in the environment: {accepted:?}",
+                    arg.get_id()
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 3, "{checked}");
+    }
 }

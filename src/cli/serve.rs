@@ -43,7 +43,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
     })
 }
 
-/// Where the hub listens, and a ready-to-paste subscribe/publish pair.
+/// Where the hub listens, and subscribe/publish commands that work when pasted into bash as
+/// printed (a test runs them): literal tokens when the hub made its own secret; otherwise
+/// `herald token` with the key from a variable the `keys:` line asks for (a key given by the
+/// operator is never printed).
 fn print_banner(server: &Server) {
     let Some(addr) = server.local_addr() else {
         return;
@@ -54,7 +57,20 @@ fn print_banner(server: &Server) {
     } else {
         "http"
     };
-    let base = format!("{scheme}://{}", display_addr(addr));
+    // The first line says what was bound (tests and scripts parse it); commands use an address
+    // a client can reach.
+    println!("herald listening on {scheme}://{addr}");
+    let base = format!("{scheme}://{}", reachable(addr));
+    if addr.ip().is_unspecified() {
+        let mut reach = format!("{base} (this machine)");
+        if let Some(ip) = network_ip(addr) {
+            reach.push_str(&format!(
+                ", {scheme}://{} (other machines)",
+                SocketAddr::new(ip, addr.port())
+            ));
+        }
+        println!("  reachable: {reach}");
+    }
     let per_topic = match config.retention.per_topic {
         0 => String::new(),
         n => format!(" and each topic's newest {n}"),
@@ -81,36 +97,93 @@ fn print_banner(server: &Server) {
             config.retention.max_events
         ),
     };
-    let (publisher_token, subscriber_token) = match server.generated_secret() {
-        Some(secret) => (
-            mint(secret, config, vec!["*".into()], vec![]),
-            mint(secret, config, vec![], vec!["*".into()]),
-        ),
-        None => (
-            "$HERALD_TOKEN".to_owned(),
-            "$HERALD_SUBSCRIBER_TOKEN".to_owned(),
-        ),
-    };
-    println!("herald listening on {base}");
     println!("  store:     {store}");
-    if server.generated_secret().is_some() {
-        println!("  keys:      none given: a random HS256 secret was made for this run");
-    }
-    println!("  page:      {base}/");
-    let auth_header = if config.anonymous {
-        String::new()
-    } else {
-        format!(" -H 'Authorization: Bearer {subscriber_token}'")
+    let herald = herald_command();
+    let algorithm = match config.keys.algorithm {
+        crate::auth::Algorithm::HS256 => String::new(),
+        other => format!(" --algorithm {other}"),
     };
-    println!("  subscribe: curl -N{auth_header} '{base}/.well-known/mercure?topic=demo'");
-    println!(
-        "  publish:   curl -H 'Authorization: Bearer {publisher_token}' -d topic=demo -d data=hello {base}/.well-known/mercure"
-    );
-    if server.generated_secret().is_none() {
+    let (publisher_token, subscriber_token) = match server.generated_secret() {
+        Some(secret) => {
+            match server.secret_file() {
+                Some(path) => println!(
+                    "  keys:      none given: the --demo development secret (HS256) kept in {} \
+                     (the same after a restart; delete the file for a new one)",
+                    path.display()
+                ),
+                None if config.demo => println!(
+                    "  keys:      none given: a random HS256 secret for this run (the --store \
+                     keeps no file: tokens change on restart; give --jwt-key to keep them)"
+                ),
+                None => println!(
+                    "  keys:      none given: a random HS256 secret for this run (give \
+                     --jwt-key to keep tokens valid across restarts)"
+                ),
+            }
+            (
+                mint(secret, config, vec!["*".into()], vec![]),
+                mint(secret, config, vec![], vec!["*".into()]),
+            )
+        }
+        None if config.keys.algorithm.is_hmac() && config.jwks == (None, None) => {
+            let split = config.keys.publisher_key != config.keys.subscriber_key;
+            if split {
+                println!(
+                    "  keys:      yours; for the commands below, first: export \
+                     HERALD_KEY=<your --publisher-jwt-key> HERALD_SUBSCRIBER_KEY=<your \
+                     --subscriber-jwt-key>"
+                );
+            } else {
+                println!(
+                    "  keys:      yours; for the commands below, first: export \
+                     HERALD_KEY=<your --jwt-key>"
+                );
+            }
+            let subscriber_key = if split {
+                "HERALD_SUBSCRIBER_KEY"
+            } else {
+                "HERALD_KEY"
+            };
+            (
+                format!("$({herald} token --key \"$HERALD_KEY\"{algorithm} --publish '*')"),
+                format!("$({herald} token --key \"${subscriber_key}\"{algorithm} --subscribe '*')"),
+            )
+        }
+        None => {
+            println!(
+                "  keys:      yours ({}): sign tokens with your private key; for the commands \
+                 below, first: export HERALD_TOKEN=<a publisher token> \
+                 HERALD_SUBSCRIBER_TOKEN=<a subscriber token>",
+                config.keys.algorithm
+            );
+            (
+                "$HERALD_TOKEN".to_owned(),
+                "$HERALD_SUBSCRIBER_TOKEN".to_owned(),
+            )
+        }
+    };
+    println!("  page:      {base}/");
+    if let Some(metrics) = server.metrics_addr() {
+        println!("  metrics:   http://{metrics}/metrics (only there)");
+    }
+    let subscribe_url = format!("'{base}/.well-known/mercure?topic=demo'");
+    if config.anonymous {
+        println!("  subscribe: curl -N {subscribe_url}");
+        // Anonymous subscribers get public updates only: show the token for private ones too.
+        if server.generated_secret().is_some() {
+            println!(
+                "  private:   curl -N -H \"Authorization: Bearer {subscriber_token}\" {subscribe_url}"
+            );
+            println!("             (a subscriber token, subscribe [\"*\"]: private updates too)");
+        }
+    } else {
         println!(
-            "             (mint a token with: herald token --key \"$HERALD_JWT_KEY\" --publish '*')"
+            "  subscribe: curl -N -H \"Authorization: Bearer {subscriber_token}\" {subscribe_url}"
         );
     }
+    println!(
+        "  publish:   curl -H \"Authorization: Bearer {publisher_token}\" -d topic=demo -d data=hello {base}/.well-known/mercure"
+    );
 }
 
 fn mint(secret: &str, config: &Config, publish: Vec<String>, subscribe: Vec<String>) -> String {
@@ -124,14 +197,63 @@ fn mint(secret: &str, config: &Config, publish: Vec<String>, subscribe: Vec<Stri
         .unwrap_or_else(|_| "$HERALD_TOKEN".to_owned())
 }
 
-/// `0.0.0.0` is not something to paste into curl: show loopback instead.
-fn display_addr(addr: SocketAddr) -> String {
+/// How to run this binary from a shell: `herald` when that is what `PATH` finds, else its full
+/// path (quoted for bash when needed), so a printed command works before `cargo install`.
+fn herald_command() -> String {
+    let Ok(exe) = std::env::current_exe().and_then(|exe| exe.canonicalize()) else {
+        return "herald".to_owned();
+    };
+    let on_path = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            dir.join("herald")
+                .canonicalize()
+                .is_ok_and(|found| found == exe)
+        })
+    });
+    if on_path {
+        return "herald".to_owned();
+    }
+    shell_quote(&exe.to_string_lossy())
+}
+
+/// A word bash reads back as `text`.
+fn shell_quote(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&byte));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+/// `0.0.0.0` is not something to paste into curl: loopback instead.
+fn reachable(addr: SocketAddr) -> String {
     if addr.ip().is_unspecified() {
         let loopback = if addr.is_ipv4() { "127.0.0.1" } else { "[::1]" };
         format!("{loopback}:{}", addr.port())
     } else {
         addr.to_string()
     }
+}
+
+/// The address other machines likely reach this one at: the source address the kernel would
+/// pick for an outside destination (a UDP `connect` sends no packet).
+fn network_ip(addr: SocketAddr) -> Option<std::net::IpAddr> {
+    let (bind, probe): (SocketAddr, SocketAddr) = if addr.is_ipv4() {
+        (([0, 0, 0, 0], 0).into(), ([192, 0, 2, 1], 9).into())
+    } else {
+        (
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+            (std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9).into(),
+        )
+    };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(probe).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -155,5 +277,17 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = interrupt.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_survive_bash() {
+        assert_eq!(shell_quote("/usr/bin/herald"), "/usr/bin/herald");
+        assert_eq!(shell_quote("/a b/herald"), "'/a b/herald'");
+        assert_eq!(shell_quote("/it's/herald"), r"'/it'\''s/herald'");
     }
 }

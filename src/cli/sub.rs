@@ -12,7 +12,10 @@ use herald_client::{ClientError, Event, Subscriber};
 use serde::Serialize;
 
 use super::config_error;
-use super::publish::{DEFAULT_HUB, runtime};
+use super::publish::{DEFAULT_HUB, PublisherAuth, runtime};
+
+/// Longest line printed about a reconnection.
+const MAX_RETRY_LINE: usize = 159;
 
 /// `herald sub` options.
 #[derive(Debug, Args)]
@@ -26,9 +29,8 @@ pub struct SubArgs {
     /// Resume after this event id (`earliest`: all history the hub keeps)
     #[arg(long, value_name = "ID")]
     pub last_event_id: Option<String>,
-    /// A JWT for private updates or hubs without anonymous access
-    #[arg(long, env = "HERALD_SUBSCRIBER_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    #[command(flatten)]
+    pub auth: SubscriberAuth,
     /// An extra request header, `'Name: value'` (repeatable)
     #[arg(long = "header", short = 'H', value_name = "'K: V'")]
     pub headers: Vec<String>,
@@ -38,12 +40,58 @@ pub struct SubArgs {
     /// Exit 0 after this many events
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
-    /// Exit 0 after this long, e.g. `30s`
+    /// Exit after this long, e.g. `30s`: 0 if the hub was reached, 1 if it never was
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
     /// Say nothing on stderr about reconnections
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// How a subscriber proves it may subscribe: the same flags and variables as `herald pub`.
+#[derive(Debug, Clone, Args)]
+pub struct SubscriberAuth {
+    /// A JWT for private updates or hubs without anonymous access (wins over --key);
+    /// HERALD_SUBSCRIBER_TOKEN is also read, and wins over HERALD_TOKEN
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The hub's HMAC secret (its --jwt-key): a HS256 token whose mercure.subscribe claim holds
+    /// the TOPIC selectors is minted for this run
+    #[arg(long, env = "HERALD_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+}
+
+/// The older name of the subscriber token variable, still read.
+const SUBSCRIBER_TOKEN_VARIABLE: &str = "HERALD_SUBSCRIBER_TOKEN";
+
+impl SubscriberAuth {
+    /// The token to send: `--token`; else `HERALD_SUBSCRIBER_TOKEN`, then `HERALD_TOKEN`; else
+    /// one minted from `--key` for `topics`. `env` reads a variable.
+    fn resolve(
+        &self,
+        topics: &[String],
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, String> {
+        let from_env = |name: &str| env(name).filter(|value| !value.is_empty());
+        let token = self.token.clone().filter(|token| !token.is_empty());
+        let token = match (token, from_env(SUBSCRIBER_TOKEN_VARIABLE)) {
+            // The token came from HERALD_TOKEN: the subscriber-specific variable wins.
+            (Some(token), Some(specific)) if from_env("HERALD_TOKEN") == Some(token.clone()) => {
+                Some(specific)
+            }
+            (Some(token), _) => Some(token),
+            (None, specific) => specific,
+        };
+        if token.is_some() {
+            return Ok(token);
+        }
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let minting = PublisherAuth {
+            token: None,
+            key: self.key.clone(),
+        };
+        minting.resolve(&[], &topics)
+    }
 }
 
 /// One `--json` line.
@@ -58,7 +106,8 @@ struct JsonEvent<'a> {
 }
 
 /// Subscribes until `--count`, `--timeout`, or a refusal. Exit 0 on a normal stop (count,
-/// timeout, or the hub ending the stream with 204), 1 on 401/403, 64 for bad usage.
+/// timeout once connected, or the hub ending the stream with 204); 1 on 400, 401, 403 or 404
+/// (not retried) and at `--timeout` when the hub was never reached; 64 for bad usage.
 pub fn run(args: &SubArgs) -> ExitCode {
     let timeout = match args
         .timeout
@@ -72,8 +121,16 @@ pub fn run(args: &SubArgs) -> ExitCode {
     let mut builder = Subscriber::builder(args.hub.clone())
         .topics(args.topics.iter().cloned())
         .report_reconnects(true);
-    if let Some(token) = &args.token {
-        builder = builder.token(token.clone());
+    let token = match args
+        .auth
+        .resolve(&args.topics, |name| std::env::var(name).ok())
+    {
+        Ok(token) => token,
+        Err(error) => return config_error(error),
+    };
+    let has_credentials = token.is_some();
+    if let Some(token) = token {
+        builder = builder.token(token);
     }
     if let Some(id) = &args.last_event_id {
         builder = builder.last_event_id(id.clone());
@@ -84,7 +141,7 @@ pub fn run(args: &SubArgs) -> ExitCode {
         };
         builder = builder.header(name.trim(), value.trim());
     }
-    let subscriber = match builder.build() {
+    let mut subscriber = match builder.build() {
         Ok(subscriber) => subscriber,
         Err(error) => return config_error(error),
     };
@@ -97,17 +154,31 @@ pub fn run(args: &SubArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async {
-        let receive = receive(subscriber, args, topic);
+        let receive = receive(&mut subscriber, args, topic, has_credentials);
         match timeout {
-            Some(limit) => tokio::time::timeout(limit, receive)
-                .await
-                .unwrap_or(ExitCode::SUCCESS),
+            Some(limit) => match tokio::time::timeout(limit, receive).await {
+                Ok(code) => code,
+                Err(_) if subscriber.has_connected() => ExitCode::SUCCESS,
+                Err(_) => {
+                    eprintln!(
+                        "herald: no subscription within --timeout {}: the hub never accepted a connection",
+                        args.timeout.as_deref().unwrap_or_default()
+                    );
+                    ExitCode::FAILURE
+                }
+            },
             None => receive.await,
         }
     })
 }
 
-async fn receive(mut subscriber: Subscriber, args: &SubArgs, topic: Option<&str>) -> ExitCode {
+async fn receive(
+    subscriber: &mut Subscriber,
+    args: &SubArgs,
+    topic: Option<&str>,
+    has_credentials: bool,
+) -> ExitCode {
+    let mut attempts = 0u32;
     let mut received = 0u64;
     if args.count == Some(0) {
         return ExitCode::SUCCESS;
@@ -115,6 +186,7 @@ async fn receive(mut subscriber: Subscriber, args: &SubArgs, topic: Option<&str>
     while let Some(item) = subscriber.next().await {
         match item {
             Ok(event) => {
+                attempts = 0;
                 if print(&event, args.json, topic).is_err() {
                     // stdout is gone (a closed pipe): nothing more to do.
                     return ExitCode::SUCCESS;
@@ -130,18 +202,60 @@ async fn receive(mut subscriber: Subscriber, args: &SubArgs, topic: Option<&str>
                 }
                 return ExitCode::SUCCESS;
             }
-            Err(error) if error.is_fatal() => {
-                eprintln!("herald: {error}");
+            Err(error) if error.is_fatal() || matches!(error.status(), Some(400 | 404)) => {
+                eprintln!("herald: {error}{}", hint(&error, has_credentials));
                 return ExitCode::FAILURE;
             }
             Err(error) => {
+                attempts = attempts.saturating_add(1);
                 if !args.quiet {
-                    eprintln!("herald: {error}; reconnecting");
+                    eprintln!("{}", retry_line(&error, attempts));
                 }
             }
         }
     }
     ExitCode::SUCCESS
+}
+
+/// What to do about a final refusal, said after it on the same line.
+fn hint(error: &ClientError, has_credentials: bool) -> &'static str {
+    match error.status() {
+        Some(401) if has_credentials => " (check --token, or that --key is the hub's --jwt-key)",
+        Some(401) => " (give --token or --key, or set HERALD_TOKEN or HERALD_KEY)",
+        Some(403) => {
+            " (the token's mercure.subscribe claim does not cover these topics: give --token \
+             or --key for one that does)"
+        }
+        Some(404) => " (is --hub right? give the hub's base URL or its /.well-known/mercure URL)",
+        _ => "",
+    }
+}
+
+/// One short line about a failed attempt, before the client retries with backoff.
+fn retry_line(error: &ClientError, attempt: u32) -> String {
+    let reason = match error {
+        ClientError::Connect(source) => format!("cannot reach the hub ({})", root_cause(source)),
+        ClientError::Disconnected(source) => {
+            format!("the connection was lost ({})", root_cause(source))
+        }
+        other => other.to_string(),
+    };
+    let line = format!("herald: {reason}; reconnecting with backoff (attempt {attempt})");
+    if line.chars().count() <= MAX_RETRY_LINE {
+        return line;
+    }
+    let mut short: String = line.chars().take(MAX_RETRY_LINE - 1).collect();
+    short.push('…');
+    short
+}
+
+/// The innermost cause of an error: `Connection refused (os error 111)`, not reqwest's chain.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 fn print(event: &Event, json: bool, topic: Option<&str>) -> std::io::Result<()> {

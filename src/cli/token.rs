@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::auth::{Algorithm, MintClaims, mint_hmac};
+use crate::auth::{Algorithm, MintClaims, mint_admin, mint_hmac};
 
 use super::config_error;
 
@@ -29,6 +29,10 @@ pub struct TokenArgs {
     /// JSON for the `mercure.payload` claim
     #[arg(long, value_name = "JSON")]
     pub payload: Option<String>,
+    /// An admin token instead (`herald.admin: true`, for `herald backup`); give the hub's
+    /// publisher key as --key
+    #[arg(long, conflicts_with_all = ["publish", "subscribe", "payload"])]
+    pub admin: bool,
 }
 
 /// Prints the token.
@@ -55,8 +59,11 @@ pub fn run(args: &TokenArgs) -> ExitCode {
         Ok(payload) => payload,
         Err(error) => return config_error(format!("invalid --payload JSON: {error}")),
     };
+    if args.admin {
+        return print(mint_admin(args.key.as_bytes(), algorithm, ttl));
+    }
     if args.publish.is_empty() && args.subscribe.is_empty() {
-        return config_error("give at least one --publish or --subscribe selector");
+        return config_error("give at least one --publish or --subscribe selector, or --admin");
     }
     let claims = MintClaims {
         publish: args.publish.clone(),
@@ -64,7 +71,11 @@ pub fn run(args: &TokenArgs) -> ExitCode {
         payload,
         ttl,
     };
-    match mint_hmac(args.key.as_bytes(), algorithm, &claims) {
+    print(mint_hmac(args.key.as_bytes(), algorithm, &claims))
+}
+
+fn print(minted: Result<String, crate::auth::KeyError>) -> ExitCode {
+    match minted {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS

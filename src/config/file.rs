@@ -32,6 +32,8 @@ pub struct FileOptions {
     demo: Option<bool>,
     max_body: Option<SizeValue>,
     queue_size: Option<usize>,
+    queue_bytes: Option<SizeValue>,
+    write_timeout: Option<String>,
     tls_cert: Option<std::path::PathBuf>,
     tls_key: Option<std::path::PathBuf>,
     log_format: Option<String>,
@@ -102,6 +104,7 @@ pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
     fill(&mut args.history_max_age, &file.history_max_age);
     fill(&mut args.history_per_topic, &file.history_per_topic);
     fill(&mut args.queue_size, &file.queue_size);
+    fill(&mut args.write_timeout, &file.write_timeout);
     fill(&mut args.tls_cert, &file.tls_cert);
     fill(&mut args.tls_key, &file.tls_key);
     fill(&mut args.log_format, &file.log_format);
@@ -120,11 +123,15 @@ pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
     fill(&mut args.header_timeout, &file.header_timeout);
     fill(&mut args.max_id_length, &file.max_id_length);
     fill(&mut args.metrics_listen, &file.metrics_listen);
+    let size_text = |size: &SizeValue| match size {
+        SizeValue::Bytes(bytes) => bytes.to_string(),
+        SizeValue::Text(text) => text.clone(),
+    };
     if args.max_body.is_none() {
-        args.max_body = file.max_body.as_ref().map(|size| match size {
-            SizeValue::Bytes(bytes) => bytes.to_string(),
-            SizeValue::Text(text) => text.clone(),
-        });
+        args.max_body = file.max_body.as_ref().map(size_text);
+    }
+    if args.queue_bytes.is_none() {
+        args.queue_bytes = file.queue_bytes.as_ref().map(size_text);
     }
     args.anonymous |= file.anonymous.unwrap_or(false);
     args.subscriptions |= file.subscriptions.unwrap_or(false);
@@ -158,7 +165,8 @@ mod tests {
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:9999\"\nheartbeat = \"1s\"\ncors_origin = [\"https://a.example\"]\nanonymous = true\n\
-             max-connections-per-ip = 50\npublish_rate = \"5/s\"\nheader-timeout = \"3s\"\n",
+             max-connections-per-ip = 50\npublish_rate = \"5/s\"\nheader-timeout = \"3s\"\n\
+             queue-bytes = \"64KiB\"\nwrite_timeout = \"7s\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -174,6 +182,8 @@ mod tests {
         assert_eq!(config.max_connections_per_ip, 50);
         assert_eq!(config.publish_rate.map(|rate| rate.burst), Some(5));
         assert_eq!(config.header_timeout, std::time::Duration::from_secs(3));
+        assert_eq!(config.queue_bytes, 64 * 1024);
+        assert_eq!(config.write_timeout, std::time::Duration::from_secs(7));
 
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let error = read(&path).unwrap_err().to_string();

@@ -32,6 +32,10 @@ pub const DEFAULT_MAX_TOPICS_PER_SUBSCRIPTION: usize = 100;
 pub const DEFAULT_MAX_TOPIC_LENGTH: usize = 2048;
 /// Default longest event id or type, in bytes.
 pub const DEFAULT_MAX_ID_LENGTH: usize = 256;
+/// Default bytes of frames one subscriber may have queued before it catches up from history.
+pub const DEFAULT_QUEUE_BYTES: usize = 1024 * 1024;
+/// Default time a write may wait for a client's socket to drain before the connection is closed.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a client has to send its request headers (slowloris).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default connection limit when the open-file limit cannot be read.
@@ -45,16 +49,22 @@ pub const MAX_FD_RESERVE: usize = 512;
 /// `herald serve` options. Every option is also an environment variable and a TOML key.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (HTTP/1.1 and HTTP/2 cleartext on the same port)
-    /// [default: 127.0.0.1:8088]
+    /// Address to listen on (HTTP/1.1 and HTTP/2 cleartext on the same port): `IP:PORT`,
+    /// `HOST:PORT` (e.g. `localhost:8088`), `:PORT` (every interface, like `0.0.0.0:PORT`) or
+    /// `PORT` (loopback only) [default: 127.0.0.1:8088]
     #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
     pub listen: Option<String>,
 
     /// History store: a directory for the durable embedded store (`PATH/herald.redb`, survives
     /// restarts and crashes), `memory:` (a bounded in-process ring, lost on restart), or
     /// `redis://host:port/[db]` (Redis Streams, shared by every node using the same Redis and
-    /// prefix) [default: ./herald-data]
-    #[arg(long, env = "HERALD_STORE", value_name = "PATH|memory:|redis://…")]
+    /// prefix, see --redis-prefix), or `nats://host:port/` (a NATS JetStream stream, shared by
+    /// every node using the same server and prefix, see --nats-prefix) [default: ./herald-data]
+    #[arg(
+        long,
+        env = "HERALD_STORE",
+        value_name = "PATH|memory:|redis://…|nats://…"
+    )]
     pub store: Option<String>,
 
     /// Prefix of the Redis keys (`PREFIX:log`, `PREFIX:ids`, …); nodes sharing a prefix share
@@ -118,7 +128,7 @@ pub struct ServeArgs {
     pub jwt_algorithm: Option<String>,
 
     /// Let subscribers without a token receive public updates
-    #[arg(long, env = "HERALD_ANONYMOUS")]
+    #[arg(long, env = "HERALD_ANONYMOUS", value_parser = boolish())]
     pub anonymous: bool,
 
     /// Origin allowed to subscribe and publish from a browser (repeatable, or comma-separated;
@@ -164,11 +174,11 @@ pub struct ServeArgs {
     pub history_per_topic: Option<usize>,
 
     /// Publish subscription events and serve the subscriptions API
-    #[arg(long, env = "HERALD_SUBSCRIPTIONS")]
+    #[arg(long, env = "HERALD_SUBSCRIPTIONS", value_parser = boolish())]
     pub subscriptions: bool,
 
     /// Serve the demo pages (/chat, /clock, /console); implies --anonymous
-    #[arg(long, env = "HERALD_DEMO")]
+    #[arg(long, env = "HERALD_DEMO", value_parser = boolish())]
     pub demo: bool,
 
     /// Largest accepted publish body, e.g. `1MiB`, `64KiB`, or bytes [default: 1MiB]
@@ -179,6 +189,16 @@ pub struct ServeArgs {
     /// [default: 1024]
     #[arg(long, env = "HERALD_QUEUE_SIZE", value_name = "N")]
     pub queue_size: Option<usize>,
+
+    /// Bytes of frames queued per subscriber (whichever of this and --queue-size comes first)
+    /// before it catches up from history, e.g. `1MiB` [default: 1MiB]
+    #[arg(long, env = "HERALD_QUEUE_BYTES", value_name = "SIZE")]
+    pub queue_bytes: Option<String>,
+
+    /// A connection whose socket has not taken a write within this time (a client that stopped
+    /// reading) is closed, e.g. `30s` [default: 30s]
+    #[arg(long, env = "HERALD_WRITE_TIMEOUT", value_name = "DURATION")]
+    pub write_timeout: Option<String>,
 
     /// TLS certificate chain (PEM); needs --tls-key
     #[arg(long, env = "HERALD_TLS_CERT", value_name = "PATH")]
@@ -244,6 +264,11 @@ pub struct ServeArgs {
     /// `cors-origin = ["https://a.example"]`); flags and environment win over it
     #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// Boolean flags read `1/0`, `true/false`, `yes/no`, `on/off` from the environment.
+fn boolish() -> clap::builder::BoolishValueParser {
+    clap::builder::BoolishValueParser::new()
 }
 
 /// Where history lives.
@@ -346,6 +371,10 @@ pub struct Config {
     pub demo: bool,
     pub max_body: usize,
     pub queue_size: usize,
+    /// Bytes of frames one subscriber may have queued.
+    pub queue_bytes: usize,
+    /// Deadline for a write to a client's socket.
+    pub write_timeout: Duration,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub log_format: LogFormat,
     /// Most open connections.
@@ -399,9 +428,7 @@ impl Config {
 
     fn validate(args: ServeArgs) -> Result<Config, ConfigError> {
         let listen_text = args.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-        let listen = listen_text
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("listen", listen_text, e))?;
+        let listen = parse_listen(listen_text)?;
 
         let store = match args.store.as_deref().unwrap_or(DEFAULT_STORE) {
             "memory:" | "memory" => StoreSpec::Memory,
@@ -533,6 +560,17 @@ impl Config {
         if queue_size == 0 {
             return Err(invalid("queue-size", "0", "must be at least 1"));
         }
+        let queue_bytes = match &args.queue_bytes {
+            Some(text) => parse_size("queue-bytes", text)?,
+            None => DEFAULT_QUEUE_BYTES,
+        };
+        let write_timeout = match &args.write_timeout {
+            Some(text) => parse_duration("write-timeout", text)?,
+            None => DEFAULT_WRITE_TIMEOUT,
+        };
+        if write_timeout.is_zero() {
+            return Err(invalid("write-timeout", "0", "must be above zero"));
+        }
         let tls = match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -647,6 +685,8 @@ impl Config {
             demo: args.demo,
             max_body,
             queue_size,
+            queue_bytes,
+            write_timeout,
             tls,
             log_format,
             max_connections,
@@ -659,6 +699,49 @@ impl Config {
             metrics_listen,
         })
     }
+}
+
+/// `--listen`: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (resolved now, IPv4 first, e.g.
+/// `localhost:8088`), `:PORT` (every interface, as in Go and Caddy) or `PORT` (loopback).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::{Ipv4Addr, ToSocketAddrs};
+    let trimmed = text.trim();
+    if let Ok(addr) = trimmed.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let port = |digits: &str| {
+        digits
+            .parse::<u16>()
+            .map_err(|_| invalid("listen", text, "the port must be a number from 0 to 65535"))
+    };
+    if let Some(digits) = trimmed.strip_prefix(':') {
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port(digits)?)));
+    }
+    if !trimmed.is_empty() && trimmed.bytes().all(|byte| byte.is_ascii_digit()) {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port(trimmed)?)));
+    }
+    let Some((host, digits)) = trimmed.rsplit_once(':') else {
+        return Err(invalid(
+            "listen",
+            text,
+            "expected HOST:PORT, IP:PORT, :PORT (every interface) or PORT (loopback)",
+        ));
+    };
+    let port = port(digits)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(invalid("listen", text, "expected HOST:PORT"));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|error| invalid("listen", text, format!("cannot resolve {host}: {error}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| invalid("listen", text, format!("{host} has no address")))
 }
 
 fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {
@@ -770,6 +853,28 @@ mod tests {
     }
 
     #[test]
+    fn listen_takes_the_forms_people_type() {
+        let listen = |text: &str| parse_listen(text).map(|addr| addr.to_string());
+        assert_eq!(listen("0.0.0.0:8088").unwrap(), "0.0.0.0:8088");
+        assert_eq!(listen(":8088").unwrap(), "0.0.0.0:8088");
+        assert_eq!(listen("8088").unwrap(), "127.0.0.1:8088");
+        assert_eq!(listen("localhost:8088").unwrap(), "127.0.0.1:8088");
+        assert_eq!(listen("[::1]:8088").unwrap(), "[::1]:8088");
+        for bad in [
+            "",
+            ":",
+            "99999",
+            ":http",
+            "localhost",
+            "no such host:1",
+            "a:b:c",
+        ] {
+            let error = listen(bad).unwrap_err().to_string();
+            assert!(error.contains("--listen"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
     fn cluster_stores_take_a_url_and_a_prefix() {
         let store = |store: &str, redis: Option<&str>, nats: Option<&str>| {
             Config::from_args(ServeArgs {
@@ -849,6 +954,8 @@ mod tests {
         assert_eq!(config.max_topic_length, 2048);
         assert_eq!(config.publish_rate, None);
         assert_eq!(config.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.queue_bytes, 1 << 20);
+        assert_eq!(config.write_timeout, Duration::from_secs(30));
         assert_eq!(default_max_connections(Some(20_000)), 19_488);
         assert_eq!(default_max_connections(Some(1024)), 992);
         assert_eq!(default_max_connections(Some(100_000)), 99_488);
@@ -882,6 +989,44 @@ mod tests {
         });
         if open_file_limit().is_some() {
             assert!(error.unwrap_err().to_string().contains("--max-connections"));
+        }
+    }
+
+    #[test]
+    fn slow_consumer_limits_parse_and_refuse_zero() {
+        let config = Config::from_args(ServeArgs {
+            queue_bytes: Some("256KiB".into()),
+            write_timeout: Some("2s".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(config.queue_bytes, 256 * 1024);
+        assert_eq!(config.write_timeout, Duration::from_secs(2));
+        for (args, flag) in [
+            (
+                ServeArgs {
+                    queue_bytes: Some("0".into()),
+                    ..ServeArgs::default()
+                },
+                "--queue-bytes",
+            ),
+            (
+                ServeArgs {
+                    write_timeout: Some("0s".into()),
+                    ..ServeArgs::default()
+                },
+                "--write-timeout",
+            ),
+            (
+                ServeArgs {
+                    write_timeout: Some("soon".into()),
+                    ..ServeArgs::default()
+                },
+                "--write-timeout",
+            ),
+        ] {
+            let error = Config::from_args(args).unwrap_err();
+            assert!(error.to_string().contains(flag), "{error}");
         }
     }
 

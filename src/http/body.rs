@@ -24,6 +24,12 @@ pub enum ResponseBody {
     Stream(EventStream),
     /// An event stream being polled: the future computes the next chunk; `None` once it ended.
     Streaming(Option<NextChunk>),
+    /// A body of known length read elsewhere, chunk by chunk (a backup snapshot). It ends when
+    /// the sender goes; ending short of `len` fails the response.
+    Chunks {
+        chunks: tokio::sync::mpsc::Receiver<Bytes>,
+        len: u64,
+    },
 }
 
 impl ResponseBody {
@@ -37,6 +43,11 @@ impl ResponseBody {
         ResponseBody::Full(None)
     }
 
+    /// `len` bytes sent through `chunks`.
+    pub fn chunks(chunks: tokio::sync::mpsc::Receiver<Bytes>, len: u64) -> ResponseBody {
+        ResponseBody::Chunks { chunks, len }
+    }
+
     /// A subscriber's stream.
     pub fn stream(stream: EventStream) -> ResponseBody {
         ResponseBody::Stream(stream)
@@ -48,6 +59,16 @@ impl ResponseBody {
 pub(super) fn delivered_bytes() -> &'static metrics::Counter {
     static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
     COUNTER.get_or_init(|| metrics::counter!("herald_delivered_bytes_total"))
+}
+
+/// Counts a connection closed because a write to it did not complete within `--write-timeout`
+/// (`herald_write_timeouts_total`), and returns the error that ends it.
+pub(super) fn write_timed_out() -> std::io::Error {
+    metrics::counter!("herald_write_timeouts_total").increment(1);
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "the client did not take a write within --write-timeout",
+    )
 }
 
 fn next(mut stream: EventStream) -> NextChunk {
@@ -75,6 +96,9 @@ impl Body for ResponseBody {
         match this {
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Stream(_) => Poll::Ready(None),
+            ResponseBody::Chunks { chunks, .. } => chunks
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|bytes| Ok(Frame::data(bytes)))),
             ResponseBody::Streaming(slot) => {
                 let Some(pending) = slot.as_mut() else {
                     return Poll::Ready(None);
@@ -98,7 +122,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(bytes) => bytes.is_none(),
-            ResponseBody::Stream(_) => false,
+            ResponseBody::Stream(_) | ResponseBody::Chunks { .. } => false,
             ResponseBody::Streaming(slot) => slot.is_none(),
         }
     }
@@ -107,6 +131,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Chunks { len, .. } => SizeHint::with_exact(*len),
             ResponseBody::Stream(_) | ResponseBody::Streaming(_) => SizeHint::default(),
         }
     }

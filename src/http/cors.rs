@@ -1,6 +1,8 @@
 //! CORS: an allow-list of origins. An allowed origin is echoed with credentials; `*` allows any
 //! origin without credentials (never `*` together with credentials); other origins get no CORS
-//! headers at all.
+//! headers at all. A preflight from an allowed origin is allowed the request headers it asks for
+//! (`Access-Control-Request-Headers`), so a page can send its own headers to the hub (herald.js's
+//! `headers` option); without that list, a fixed one.
 
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
@@ -20,6 +22,10 @@ pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
 pub fn preflight(policy: &OriginPolicy, request: &HeaderMap) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
+    response.headers_mut().append(
+        header::VARY,
+        HeaderValue::from_static("Access-Control-Request-Headers"),
+    );
     if decorate(policy, request, response.headers_mut()) {
         let headers = response.headers_mut();
         headers.insert(
@@ -28,7 +34,7 @@ pub fn preflight(policy: &OriginPolicy, request: &HeaderMap) -> Response<Respons
         );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(ALLOW_HEADERS),
+            allowed_headers(request.get(header::ACCESS_CONTROL_REQUEST_HEADERS)),
         );
         headers.insert(
             header::ACCESS_CONTROL_MAX_AGE,
@@ -38,8 +44,33 @@ pub fn preflight(policy: &OriginPolicy, request: &HeaderMap) -> Response<Respons
     response
 }
 
+/// The fixed list, plus every header name the preflight asks for that it lacks.
+fn allowed_headers(asked: Option<&HeaderValue>) -> HeaderValue {
+    let fixed = HeaderValue::from_static(ALLOW_HEADERS);
+    let Some(asked) = asked.and_then(|value| value.to_str().ok()) else {
+        return fixed;
+    };
+    let known: Vec<String> = ALLOW_HEADERS
+        .split(',')
+        .map(|name| name.trim().to_ascii_lowercase())
+        .collect();
+    let mut list = ALLOW_HEADERS.to_owned();
+    for name in asked.split(',').map(str::trim) {
+        let valid = !name.is_empty() && http::HeaderName::from_bytes(name.as_bytes()).is_ok();
+        if valid && !known.contains(&name.to_ascii_lowercase()) {
+            list.push_str(", ");
+            list.push_str(name);
+        }
+    }
+    HeaderValue::from_str(&list).unwrap_or(fixed)
+}
+
 /// Adds the CORS headers of an allowed origin to `response`; returns whether it was allowed.
+/// A response that already allows every origin (the browser client's files) is left as is.
 pub fn decorate(policy: &OriginPolicy, request: &HeaderMap, response: &mut HeaderMap) -> bool {
+    if response.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        return true;
+    }
     response.append(header::VARY, HeaderValue::from_static("Origin"));
     let Some(origin) = request.get(header::ORIGIN) else {
         return false;

@@ -12,7 +12,9 @@
 //!   chunk itself shared, never copied). Bytes the client sends after that head are read and
 //!   dropped (a closed connection is noticed at once); more than [`MAX_HEAD`] of them closes it.
 //!   When the stream ends, the last chunk is written and the connection closed; an error
-//!   response closes it too (`connection: close`).
+//!   response closes it too (`connection: close`). A write that the socket has not taken within
+//!   `--write-timeout` (a client that stopped reading) closes the connection with a reset and
+//!   is counted in `herald_write_timeouts_total`.
 //! - anything else (another method or path, HTTP/1.0, a body, an upgrade, the HTTP/2 preface, a
 //!   head that is malformed or larger than [`MAX_HEAD`]) goes to hyper with the bytes already
 //!   read put back in front ([`Rewind`](super::rewind::Rewind)), so hyper answers it exactly as
@@ -23,6 +25,7 @@
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, Uri, Version, header};
@@ -30,7 +33,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::body::{ResponseBody, delivered_bytes};
+use super::body::{ResponseBody, delivered_bytes, write_timed_out};
 use super::{AppState, Peer, router};
 use crate::stream::EventStream;
 
@@ -150,23 +153,30 @@ fn subscribe_request(parsed: &httparse::Request<'_, '_>) -> Option<Request<()>> 
 pub async fn serve(stream: TcpStream, request: Request<()>, state: Arc<AppState>, peer: Peer) {
     // Boxed: the handler's future is large, and only needed for a moment.
     let response = Box::pin(router::route_subscribe(&state, request, peer)).await;
+    let timeout = state.config.write_timeout;
     drop(state);
     let (parts, body) = response.into_parts();
     let result = match body {
         ResponseBody::Stream(events) => {
             let head = encode_head(&parts, None);
-            stream_events(&stream, head, events).await
+            stream_events(&stream, head, events, timeout).await
         }
         ResponseBody::Full(bytes) => {
             let bytes = bytes.unwrap_or_default();
             let head = encode_head(&parts, Some(bytes.len()));
-            write_all(&stream, &mut [IoSlice::new(&head), IoSlice::new(&bytes)]).await
+            let mut slices = [IoSlice::new(&head), IoSlice::new(&bytes)];
+            write_all(&stream, &mut slices, timeout).await
         }
-        // The handler never returns a stream already polled.
-        ResponseBody::Streaming(_) => Ok(()),
+        // The subscribe handler never returns a stream already polled, nor chunks.
+        ResponseBody::Streaming(_) | ResponseBody::Chunks { .. } => Ok(()),
     };
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "event stream ended with an error");
+        if error.kind() == io::ErrorKind::TimedOut {
+            // The client stopped reading: a reset frees what the kernel still holds for it.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+            return;
+        }
     }
     let mut stream = stream;
     let _ = stream.shutdown().await;
@@ -213,6 +223,7 @@ async fn stream_events(
     stream: &TcpStream,
     head: Vec<u8>,
     mut events: EventStream,
+    timeout: Duration,
 ) -> io::Result<()> {
     let mut head = Some(head);
     loop {
@@ -226,10 +237,11 @@ async fn stream_events(
             return write_all(
                 stream,
                 &mut [IoSlice::new(&head), IoSlice::new(b"0\r\n\r\n")],
+                timeout,
             )
             .await;
         };
-        write_chunk(stream, &head, &chunk).await?;
+        write_chunk(stream, &head, &chunk, timeout).await?;
         delivered_bytes().increment(chunk.len() as u64);
     }
 }
@@ -259,7 +271,12 @@ async fn client_gone(stream: &TcpStream) -> io::Result<()> {
 }
 
 /// One chunk of the chunked transfer coding, after `head` (may be empty), in one vectored write.
-async fn write_chunk(stream: &TcpStream, head: &[u8], chunk: &[u8]) -> io::Result<()> {
+async fn write_chunk(
+    stream: &TcpStream,
+    head: &[u8],
+    chunk: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
     let mut size = [0u8; CHUNK_SIZE_LINE];
     let size = chunk_size_line(chunk.len(), &mut size);
     write_all(
@@ -270,6 +287,7 @@ async fn write_chunk(stream: &TcpStream, head: &[u8], chunk: &[u8]) -> io::Resul
             IoSlice::new(chunk),
             IoSlice::new(b"\r\n"),
         ],
+        timeout,
     )
     .await
 }
@@ -293,15 +311,27 @@ fn chunk_size_line(mut length: usize, out: &mut [u8; CHUNK_SIZE_LINE]) -> &[u8] 
 }
 
 /// Writes every slice, trying the write before waiting for the socket to be writable (it
-/// nearly always is).
-async fn write_all(stream: &TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+/// nearly always is). Fails with `TimedOut` (counted) when the socket has not taken all of it
+/// within `timeout` of the first time it was full; no timer is set while it never is.
+async fn write_all(
+    stream: &TcpStream,
+    mut slices: &mut [IoSlice<'_>],
+    timeout: Duration,
+) -> io::Result<()> {
     // Drops leading empty slices, so that nothing left to write means no slices left.
     IoSlice::advance_slices(&mut slices, 0);
+    let mut deadline = None;
     while !slices.is_empty() {
         match stream.try_write_vectored(slices) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                match tokio::time::timeout_at(deadline, stream.writable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => return Err(write_timed_out()),
+                }
+            }
             Err(error) => return Err(error),
         }
     }

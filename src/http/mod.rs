@@ -3,6 +3,7 @@
 //! `http` owns no state beyond a request: everything shared lives in [`AppState`] (the hub, the
 //! store, the writer, the keys). Errors become status codes in one place, [`problem`].
 
+pub mod backup;
 pub mod body;
 pub mod cors;
 pub mod cursor;
@@ -19,6 +20,7 @@ pub mod subscribe;
 pub mod subscriptions;
 pub mod tls;
 pub mod topics;
+pub mod watch;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,12 +31,12 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use self::rewind::Rewind;
+use self::watch::{ConnectionWatch, Shutdown, ShutdownSignal, Verdict, WatchedBody, WriteDeadline};
 use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -78,7 +80,7 @@ pub async fn serve(
         .max_buf_size(event_path::MAX_HEAD);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let graceful = Shutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
     loop {
@@ -104,7 +106,7 @@ pub async fn serve(
                         Arc::clone(&state),
                         Arc::clone(&builder),
                         tls.clone(),
-                        graceful.watcher(),
+                        graceful.signal(),
                     ));
                 }
                 Err(error) => {
@@ -135,7 +137,7 @@ async fn serve_connection(
     state: Arc<AppState>,
     builder: Arc<ConnectionBuilder>,
     tls: Option<TlsAcceptor>,
-    watcher: Watcher,
+    watcher: ShutdownSignal,
 ) {
     metrics::gauge!("herald_connections").increment(1.0);
     let header_timeout = state.config.header_timeout;
@@ -180,27 +182,61 @@ async fn serve_connection(
     metrics::gauge!("herald_connections").decrement(1.0);
 }
 
-/// Serves a connection with hyper (HTTP/1.1 or HTTP/2) until it closes.
+/// Serves a connection with hyper (HTTP/1.1 or HTTP/2) until it closes: shut down gracefully
+/// (HTTP/2: GOAWAY) when the hub shuts down or when no request has been open for
+/// `--header-timeout`; dropped when a response has waited `--write-timeout` for the client to
+/// read, or a write to the socket has not gone through for that long (see [`watch`]).
 async fn serve_http<I>(
     io: I,
     started: limits::RequestStarted,
     peer: SocketAddr,
     state: Arc<AppState>,
     builder: &ConnectionBuilder,
-    watcher: Watcher,
+    mut shutdown: ShutdownSignal,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request| {
-        started.mark();
-        let state = Arc::clone(&state);
-        // Boxed: hyper keeps a slot the size of this future for the connection's whole life,
-        // and a request's future is large; the box lives only while the request is handled.
-        Box::pin(async move { Ok::<_, Infallible>(router::route(&state, request, peer).await) })
-    });
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    watcher.watch(connection.into_owned()).await
+    let watch = ConnectionWatch::new();
+    let write_timeout = state.config.write_timeout;
+    let idle = state.config.header_timeout;
+    let service = {
+        let watch = Arc::clone(&watch);
+        service_fn(move |request| {
+            started.mark();
+            let open = watch.open();
+            let state = Arc::clone(&state);
+            // Boxed: hyper keeps a slot the size of this future for the connection's whole
+            // life, and a request's future is large; the box lives only while it is handled.
+            Box::pin(async move {
+                let response = router::route(&state, request, peer).await;
+                Ok::<_, Infallible>(response.map(|body| WatchedBody::new(body, open)))
+            })
+        })
+    };
+    let io = TokioIo::new(WriteDeadline::new(io, write_timeout));
+    let mut connection = std::pin::pin!(builder.serve_connection(io, service));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            () = shutdown.raised(), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            verdict = watch.verdict(write_timeout, (!closing).then_some(idle)) => match verdict {
+                Verdict::Stalled => {
+                    // Dropping the connection closes the socket and every stream on it.
+                    return Err(body::write_timed_out().into());
+                }
+                Verdict::Idle => {
+                    tracing::debug!(%peer, "idle connection closed");
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            },
+        }
+    }
 }
 
 /// The peer address of a request, for logs.

@@ -5,6 +5,10 @@
 //! page is plain HTML, CSS and JS from `assets/`, needs no network, and is served with a strict
 //! Content-Security-Policy (same-origin scripts, styles and connections only).
 //!
+//! `GET /herald.js` and `GET /herald.d.ts` (the browser client, from `clients/js/`) are served
+//! to any origin (`Access-Control-Allow-Origin: *`), with an ETag made of the hub's version and
+//! a hash of the file; a URL carrying the hub's version (`?v=VERSION`) is cached for a year.
+//!
 //! `POST /chat/send` (form or JSON `{"name", "message"}`) publishes a chat message to topic
 //! `chat` through the writer, like any publisher. Senders need no token with `--demo`; without
 //! it they need a publisher token covering `chat` in the `Authorization` header or the
@@ -36,6 +40,15 @@ const COMMON_JS: &str = include_str!("../../assets/herald.js");
 const CHAT_JS: &str = include_str!("../../assets/chat.js");
 const CLOCK_JS: &str = include_str!("../../assets/clock.js");
 const CONSOLE_JS: &str = include_str!("../../assets/console.js");
+const CLIENT_JS: &str = include_str!("../../clients/js/herald.js");
+const CLIENT_DTS: &str = include_str!("../../clients/js/herald.d.ts");
+
+/// The hub's version: `?v=` of a client URL that may be cached for good.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The client files without a version in the URL: cached for an hour, then revalidated.
+const CLIENT_CACHE: &str = "public, max-age=3600";
+/// `?v=VERSION`: this URL's bytes never change.
+const CLIENT_CACHE_VERSIONED: &str = "public, max-age=31536000, immutable";
 
 /// Where the index lists the demo pages (or says how to turn them on).
 const DEMO_MARKER: &str = "<!-- demo-pages -->";
@@ -90,6 +103,63 @@ pub fn page(state: &AppState, path: &str) -> Option<Response<ResponseBody>> {
         HeaderValue::from_static("same-origin"),
     );
     Some(response)
+}
+
+/// `GET /herald.js` or `GET /herald.d.ts` (`None` for another path): the browser client, for
+/// any origin, cacheable.
+pub fn client_file<B>(request: &Request<B>) -> Option<Response<ResponseBody>> {
+    let (content_type, body) = match request.uri().path() {
+        "/herald.js" => (JS, CLIENT_JS),
+        "/herald.d.ts" => ("application/typescript; charset=utf-8", CLIENT_DTS),
+        _ => return None,
+    };
+    let etag = format!("\"{VERSION}-{:016x}\"", fnv1a(body.as_bytes()));
+    let pairs = query::pairs(request.uri().query().unwrap_or("").as_bytes());
+    let cache = if query::first(&pairs, "v") == Some(VERSION) {
+        CLIENT_CACHE_VERSIONED
+    } else {
+        CLIENT_CACHE
+    };
+    let fresh = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| {
+            tags.split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        });
+    let mut response = if fresh {
+        let mut response = Response::new(ResponseBody::empty());
+        *response.status_mut() = http::StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        ok(content_type, body)
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("cross-origin"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Some(response)
+}
+
+/// 64-bit FNV-1a: a stable fingerprint of an embedded file for its ETag.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[derive(Deserialize)]

@@ -1,9 +1,14 @@
 //! Every error our own API returns, and the ONE place that maps error kinds to status codes.
 //!
 //! Responses are `application/problem+json` (RFC 9457): `type`, `title`, `status`, `detail`.
+//! Refusals an operator should see (401, 403, 429, 503) are logged at `info` with their reason,
+//! at most [`REFUSAL_LOG_PER_SECOND`] lines a second (the rest are counted and summed up).
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
+use parking_lot::Mutex;
 use serde::Serialize;
 
 use super::body::ResponseBody;
@@ -73,6 +78,7 @@ impl ApiError {
             detail: String,
         }
         let status = self.status();
+        log_refusal(status, &self);
         let problem = Problem {
             r#type: "about:blank",
             title: status.canonical_reason().unwrap_or("Error"),
@@ -109,6 +115,62 @@ impl ApiError {
         }
         response
     }
+}
+
+/// Most refusal log lines written in one second; the others are counted, and the count is
+/// logged with the first refusal of a later second.
+pub const REFUSAL_LOG_PER_SECOND: u32 = 10;
+
+/// The current one-second window of refusal logging.
+struct RefusalWindow {
+    start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+static REFUSALS: Mutex<RefusalWindow> = Mutex::new(RefusalWindow {
+    start: None,
+    logged: 0,
+    suppressed: 0,
+});
+
+/// One `info` line per refused request (401, 403, 429, 503), rate-limited; other errors at
+/// `debug`.
+fn log_refusal(status: StatusCode, error: &ApiError) {
+    let refusal = matches!(status.as_u16(), 401 | 403 | 429 | 503);
+    if !refusal {
+        tracing::debug!(status = status.as_u16(), reason = ?error.to_string(), "request failed");
+        return;
+    }
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let earlier = {
+        let mut window = REFUSALS.lock();
+        let now = Instant::now();
+        let mut earlier = 0;
+        if window
+            .start
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1))
+        {
+            earlier = std::mem::take(&mut window.suppressed);
+            window.start = Some(now);
+            window.logged = 0;
+        }
+        if window.logged >= REFUSAL_LOG_PER_SECOND {
+            window.suppressed += 1;
+            return;
+        }
+        window.logged += 1;
+        earlier
+    };
+    if earlier > 0 {
+        tracing::info!(
+            not_logged = earlier,
+            "{earlier} more refused requests were not logged (at most {REFUSAL_LOG_PER_SECOND} a second)"
+        );
+    }
+    tracing::info!(status = status.as_u16(), reason = ?error.to_string(), "request refused");
 }
 
 impl From<AuthError> for ApiError {

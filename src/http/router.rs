@@ -5,7 +5,7 @@ use hyper::body::Incoming;
 
 use super::body::ResponseBody;
 use super::problem::ApiError;
-use super::{AppState, Peer, cors, ops, pages, publish, subscribe, subscriptions, topics};
+use super::{AppState, Peer, backup, cors, ops, pages, publish, subscribe, subscriptions, topics};
 
 /// The Mercure endpoint.
 pub const MERCURE_PATH: &str = "/.well-known/mercure";
@@ -86,7 +86,11 @@ async fn dispatch(
         ("/publish", _) => Err(ApiError::MethodNotAllowed { allowed: "POST" }),
         ("/chat/send", &Method::POST) => pages::chat_send(state, request).await,
         ("/topics", &Method::GET) => topics::list(state, &request).await,
+        (backup::PATH, &Method::POST) => backup::backup(state, &request).await,
+        (backup::PATH, _) => Err(ApiError::MethodNotAllowed { allowed: "POST" }),
         ("/healthz", &Method::GET) => Ok(ops::health(state)),
+        ("/herald.js" | "/herald.d.ts", &Method::GET) => pages::client_file(&request)
+            .ok_or_else(|| ApiError::NotFound(format!("no such path: {path}"))),
         ("/metrics", &Method::GET) if state.config.metrics_listen.is_none() => {
             Ok(ops::metrics(state))
         }

@@ -23,6 +23,9 @@ use crate::topic::SelectorSet;
 pub const EARLIEST: &str = "earliest";
 /// The event type that announces a gap in history.
 pub const GAP_EVENT: &str = "herald-gap";
+/// The opt-in query parameter (`herald-topic=1`) that makes every event carry its canonical
+/// topic as a `topic:` field line (herald.js routes a shared connection's events with it).
+pub const TOPIC_FIELD_PARAM: &str = "herald-topic";
 
 /// Opens a subscriber's stream.
 pub async fn subscribe<B>(
@@ -40,6 +43,7 @@ pub async fn subscribe<B>(
     state.limits.check_subscription(&topics)?;
     let access = subscriber_access(state, request.headers(), raw_query)?;
     let last_event_id = last_event_id(request.headers(), &params);
+    let topic_field = wants_topic_field(&params);
 
     let private_access = access.private_topics;
     let identity = state.hub.tracks_identities().then(|| Identity {
@@ -109,16 +113,28 @@ pub async fn subscribe<B>(
                 .or_else(|| resumed_from.map(str::to_owned))
                 .unwrap_or_else(|| EARLIEST.to_owned()),
         )
+    } else if topic_field {
+        // herald.js resumes from here if the stream breaks before its first event: the newest
+        // id it may see, or `earliest` when history was empty (never an id it may not see).
+        match bounds.newest.as_ref() {
+            None => Some(EARLIEST.to_owned()),
+            Some((seq, _)) => {
+                cursor::newest_if_visible(store, Some(*seq), private_access.as_ref()).await?
+            }
+        }
     } else {
         None
     };
 
-    let mut response = Response::new(ResponseBody::stream(EventStream::new(
-        subscription,
-        Arc::clone(&state.store),
-        Bytes::from(prelude),
-        start,
-    )));
+    let mut response = Response::new(ResponseBody::stream(
+        EventStream::new(
+            subscription,
+            Arc::clone(&state.store),
+            Bytes::from(prelude),
+            start,
+        )
+        .with_topic_field(topic_field),
+    ));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -188,6 +204,12 @@ fn last_event_id(headers: &HeaderMap, params: &[(String, String)]) -> Option<Str
         .find_map(|name| query::first(params, name).filter(|value| !value.is_empty()))
         .map(str::to_owned)
     })
+}
+
+/// Whether the subscriber asked for the `topic:` field: `herald-topic` present and not `0` or
+/// `false`.
+fn wants_topic_field(params: &[(String, String)]) -> bool {
+    query::first(params, TOPIC_FIELD_PARAM).is_some_and(|value| value != "0" && value != "false")
 }
 
 /// The `herald-gap` event: history no longer holds the id asked for, or trimmed updates that came

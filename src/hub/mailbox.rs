@@ -5,6 +5,12 @@
 //! then on the consumer knows it must recover the missed updates from history (or close the
 //! stream so the client reconnects with Last-Event-ID). Nothing is lost silently.
 //!
+//! The queue is bounded twice: in deliveries (`--queue-size`) and in bytes of the frames it holds
+//! (`--queue-bytes`), so a subscriber that stopped reading pins at most that many bytes of large
+//! updates, not `--queue-size` of them. One update is always accepted by an empty queue, however
+//! large (the publish body limit bounds it). The consumer drains in pieces of about a chunk
+//! ([`Mailbox::poll_drain_up_to`]), so what it holds outside the queue stays small too.
+//!
 //! One mutex per mailbox, held for a few instructions; the waker is stored inside it so a push
 //! and a drain never miss each other.
 
@@ -53,35 +59,69 @@ const KEEP_BUFFER: usize = 64;
 /// A bounded queue with a waker.
 pub struct Mailbox {
     capacity: usize,
+    max_bytes: usize,
     state: Mutex<State>,
 }
 
 struct State {
     queue: VecDeque<Delivery>,
+    /// Bytes of the update frames in `queue` (comments are not counted: one tiny heartbeat at
+    /// most, and only in an otherwise empty queue).
+    bytes: usize,
     waker: Option<Waker>,
     status: Status,
 }
 
+impl Delivery {
+    /// Bytes counted against the mailbox's byte budget.
+    fn counted_bytes(&self) -> usize {
+        match self {
+            Delivery::Update(update) => update.frame.len(),
+            Delivery::Comment(_) => 0,
+        }
+    }
+
+    /// Bytes this delivery writes.
+    fn len(&self) -> usize {
+        match self {
+            Delivery::Update(update) => update.frame.len(),
+            Delivery::Comment(comment) => comment.len(),
+        }
+    }
+}
+
 impl Mailbox {
-    /// An empty, live mailbox holding at most `capacity` deliveries.
+    /// An empty, live mailbox holding at most `capacity` deliveries, with no byte budget.
     pub fn new(capacity: usize) -> Mailbox {
+        Mailbox::with_budget(capacity, usize::MAX)
+    }
+
+    /// An empty, live mailbox holding at most `capacity` deliveries and at most `max_bytes` of
+    /// update frames (one update of any size fits in an empty queue).
+    pub fn with_budget(capacity: usize, max_bytes: usize) -> Mailbox {
         Mailbox {
             capacity: capacity.max(1),
+            max_bytes,
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                bytes: 0,
                 waker: None,
                 status: Status::Live,
             }),
         }
     }
 
-    /// Queues an update, or marks the mailbox lagging if it is full.
+    /// Queues an update, or marks the mailbox lagging if it is full (in deliveries or bytes).
     pub fn push(&self, update: &Arc<Update>) -> Pushed {
+        let size = update.frame.len();
         let (pushed, waker) = {
             let mut state = self.state.lock();
+            let fits = state.queue.len() < self.capacity
+                && (state.bytes == 0 || state.bytes.saturating_add(size) <= self.max_bytes);
             match state.status {
-                Status::Live if state.queue.len() < self.capacity => {
+                Status::Live if fits => {
                     state.queue.push_back(Delivery::Update(Arc::clone(update)));
+                    state.bytes += size;
                     (Pushed::Queued, state.waker.take())
                 }
                 Status::Live => {
@@ -135,6 +175,19 @@ impl Mailbox {
     /// Moves everything queued into `out`. Ready when something was moved or the status is not
     /// `Live`; otherwise registers the waker and returns pending.
     pub fn poll_drain(&self, cx: &mut Context<'_>, out: &mut Vec<Delivery>) -> Poll<Status> {
+        self.poll_drain_up_to(cx, out, usize::MAX)
+    }
+
+    /// Moves queued deliveries into `out` until about `max_bytes` were moved (at least one).
+    /// While some remain queued the status reported is `Live`: `Lagging` and `Closed` are only
+    /// reported once the queue is empty, so the consumer acts on them after writing everything.
+    /// Pending (with the waker registered) when nothing is queued and the mailbox is live.
+    pub fn poll_drain_up_to(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Delivery>,
+        max_bytes: usize,
+    ) -> Poll<Status> {
         let mut state = self.state.lock();
         if state.queue.is_empty() {
             if state.status == Status::Live {
@@ -146,7 +199,19 @@ impl Mailbox {
             }
             return Poll::Ready(state.status);
         }
-        out.extend(state.queue.drain(..));
+        let mut moved = 0usize;
+        while moved < max_bytes {
+            let Some(delivery) = state.queue.pop_front() else {
+                break;
+            };
+            moved = moved.saturating_add(delivery.len());
+            state.bytes -= delivery.counted_bytes();
+            out.push(delivery);
+        }
+        if !state.queue.is_empty() {
+            return Poll::Ready(Status::Live);
+        }
+        state.bytes = 0;
         if state.queue.capacity() > KEEP_BUFFER {
             state.queue = VecDeque::new();
         }
@@ -202,6 +267,42 @@ mod tests {
         mailbox.resume();
         assert_eq!(drain(&mailbox), (Poll::Pending, 0));
         assert_eq!(mailbox.push(&update), Pushed::Queued);
+    }
+
+    fn sized(bytes: usize) -> Arc<Update> {
+        Arc::new(
+            Update::from_draft(Draft {
+                topics: vec!["t".into()],
+                data: "d".repeat(bytes),
+                ..Draft::default()
+            })
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_byte_budget_switches_to_lagging_before_the_count_does() {
+        let big = sized(40_000);
+        let frame = big.frame.len();
+        let mailbox = Mailbox::with_budget(1024, 100_000);
+        assert_eq!(mailbox.push(&big), Pushed::Queued);
+        assert_eq!(mailbox.push(&big), Pushed::Queued);
+        assert_eq!(mailbox.push(&big), Pushed::Overflowed);
+        assert_eq!(mailbox.len(), 2);
+        assert_eq!(mailbox.state.lock().bytes, 2 * frame);
+        // Drained one piece at a time: the rest stays queued and the lag is reported last.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        let poll = mailbox.poll_drain_up_to(&mut cx, &mut out, 1);
+        assert_eq!((poll, out.len()), (Poll::Ready(Status::Live), 1));
+        let poll = mailbox.poll_drain_up_to(&mut cx, &mut out, 1);
+        assert_eq!((poll, out.len()), (Poll::Ready(Status::Lagging), 2));
+        assert_eq!(mailbox.state.lock().bytes, 0);
+        mailbox.resume();
+        // An empty queue takes one update larger than the whole budget.
+        let huge = sized(150_000);
+        assert_eq!(mailbox.push(&huge), Pushed::Queued);
+        assert_eq!(mailbox.push(&sized(10)), Pushed::Overflowed);
     }
 
     #[test]

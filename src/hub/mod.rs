@@ -76,6 +76,7 @@ pub struct Hub {
     registry: Registry,
     next_id: AtomicU64,
     queue_capacity: usize,
+    queue_bytes: usize,
     closing: AtomicBool,
     expiring: ExpiryQueue,
     lifecycle: std::sync::OnceLock<Lifecycle>,
@@ -88,10 +89,17 @@ const HEARTBEAT: Bytes = Bytes::from_static(herald_sse::EMPTY_COMMENT);
 impl Hub {
     /// A hub whose subscribers each queue at most `queue_capacity` frames.
     pub fn new(queue_capacity: usize) -> Arc<Hub> {
+        Hub::with_budget(queue_capacity, usize::MAX)
+    }
+
+    /// A hub whose subscribers each queue at most `queue_capacity` frames and `queue_bytes` bytes
+    /// of frames (`--queue-size`, `--queue-bytes`).
+    pub fn with_budget(queue_capacity: usize, queue_bytes: usize) -> Arc<Hub> {
         Arc::new(Hub {
             registry: Registry::default(),
             next_id: AtomicU64::new(1),
             queue_capacity,
+            queue_bytes,
             closing: AtomicBool::new(false),
             expiring: ExpiryQueue::default(),
             lifecycle: std::sync::OnceLock::new(),
@@ -131,7 +139,7 @@ impl Hub {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             selectors,
             private_access,
-            mailbox: Mailbox::new(self.queue_capacity),
+            mailbox: Mailbox::with_budget(self.queue_capacity, self.queue_bytes),
             identity: identity.map(Box::new),
         });
         self.registry.insert(Arc::clone(&subscriber));

@@ -132,6 +132,34 @@ pub struct Retention {
     pub per_topic: usize,
 }
 
+/// A consistent copy of everything a store keeps, taken while the hub runs (`POST /admin/backup`):
+/// a complete redb file of the same schema, opened for reading and already unlinked from the
+/// disk, so nothing is left behind once it has been sent.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The copy, positioned at its start.
+    pub file: std::fs::File,
+    /// Its size.
+    pub bytes: u64,
+    /// Updates it holds.
+    pub records: u64,
+    /// The newest sequence ever assigned when it was taken.
+    pub last_seq: u64,
+    /// The id of the newest update it holds.
+    pub newest_id: Option<String>,
+}
+
+/// Why no snapshot was made.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// This backend keeps no file of its own (memory) or lives in another engine (Redis, NATS),
+    /// which has its own backup tools.
+    #[error("this store cannot be snapshotted by herald")]
+    Unsupported,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Where a shared store's feed hands what it reads (the wiring connects it to the hub).
 pub trait FeedSink: Send + Sync + 'static {
     /// Updates appended by any node, in the global order, each once.
@@ -168,6 +196,12 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Arc<Update>>, StoreError>;
+
+    /// Writes a consistent copy of everything kept (one read transaction) into a new file and
+    /// hands it over. Only the redb store can; the others answer [`SnapshotError::Unsupported`].
+    async fn snapshot(&self) -> Result<Snapshot, SnapshotError> {
+        Err(SnapshotError::Unsupported)
+    }
 
     /// For a store shared by several nodes: starts the task that hands `sink` every update
     /// appended by any node (this one included), in the global order, each once. The writer's

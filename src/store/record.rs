@@ -166,6 +166,7 @@ impl Record<'_> {
             private: self.private,
             published_at_ms: self.published_at_ms,
             frame: Bytes::copy_from_slice(self.frame),
+            topic_frame: crate::update::TopicFrame::default(),
         }
     }
 }

@@ -55,8 +55,16 @@
 //! (bounded by retention), so damage is reported at start-up rather than found by a read; after a
 //! crash, the same pass is redb's recovery.
 //!
+//! # Snapshots (online backup)
+//! [`Store::snapshot`] copies every table, as one read transaction sees them, into a new redb
+//! file beside the store (`herald.redb.backup-<pid>-<n>`), commits it with fsync, opens it and
+//! unlinks it at once: the caller streams the open file, and nothing stays on disk. Appends go
+//! on meanwhile (a read transaction never blocks a commit); the copy is the store exactly as of
+//! one commit, so it opens like any store file, tallies included. [`inspect`] reads such a file
+//! without writing to it (`herald backup` checks what it received).
+//!
 //! This module knows nothing of HTTP, subscribers or the writer; it must not touch any file in
-//! the directory other than `herald.redb`.
+//! the directory other than `herald.redb` and its own short-lived snapshot files.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -64,13 +72,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::redb::{
-    Builder, Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, Table, TableDefinition, TableError, TableHandle, WriteTransaction,
+    Builder, Database, Durability, Key, ReadTransaction, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, Table, TableDefinition, TableError, TableHandle, Value,
+    WriteTransaction,
 };
 use async_trait::async_trait;
 
 use super::record::{Record, encode, parse, published_at};
-use super::{Bounds, ReplayFrom, Retention, Store, StoreError, TopicHistory};
+use super::{
+    Bounds, ReplayFrom, Retention, Snapshot, SnapshotError, Store, StoreError, TopicHistory,
+};
 use crate::update::{Update, now_ms};
 
 /// The file inside the store directory.
@@ -956,6 +967,127 @@ fn trim(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Snapshots
+
+/// Distinguishes the snapshot files of one process.
+static SNAPSHOTS: AtomicU64 = AtomicU64::new(0);
+
+/// What a store file holds, as [`inspect`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Updates in the log.
+    pub records: u64,
+    /// The newest sequence ever assigned.
+    pub last_seq: u64,
+    /// The id of the newest update in the log.
+    pub newest_id: Option<String>,
+}
+
+/// Copies every entry of one table from `read` into `write`; returns how many.
+fn copy_table<K: Key + 'static, V: Value + 'static>(
+    read: &ReadTransaction,
+    write: &WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<u64, ::redb::Error> {
+    let source = read.open_table(table)?;
+    let mut target = write.open_table(table)?;
+    let mut copied = 0;
+    for entry in source.iter()? {
+        let (key, value) = entry?;
+        target.insert(key.value(), value.value())?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
+/// The summary of what `read` sees.
+fn summarize(read: &ReadTransaction) -> Result<Summary, StoreError> {
+    let log = read.open_table(LOG).map_err(backend)?;
+    let records = log.len().map_err(backend)?;
+    let newest_id = match log.last().map_err(backend)? {
+        Some((key, value)) => Some(parse_at(key.value(), value.value())?.id.to_owned()),
+        None => None,
+    };
+    let last_seq = read
+        .open_table(META)
+        .map_err(backend)?
+        .get(META_LAST_SEQ)
+        .map_err(backend)?
+        .map_or(0, |guard| guard.value());
+    Ok(Summary {
+        records,
+        last_seq,
+        newest_id,
+    })
+}
+
+fn snapshot_blocking(db: &Database, store_file: &Path) -> Result<Snapshot, StoreError> {
+    let read = db.begin_read().map_err(backend)?;
+    let n = SNAPSHOTS.fetch_add(1, Ordering::Relaxed);
+    let mut name = store_file.as_os_str().to_owned();
+    name.push(format!(".backup-{}-{n}", std::process::id()));
+    let copy_path = PathBuf::from(name);
+    let made = (|| -> Result<Snapshot, StoreError> {
+        let copy = Builder::new().create(&copy_path).map_err(backend)?;
+        let mut write = copy.begin_write().map_err(backend)?;
+        write
+            .set_durability(Durability::Immediate)
+            .map_err(backend)?;
+        copy_table(&read, &write, LOG).map_err(backend)?;
+        copy_table(&read, &write, IDS).map_err(backend)?;
+        copy_table(&read, &write, TOPICS).map_err(backend)?;
+        copy_table(&read, &write, TOPICS_PUBLIC).map_err(backend)?;
+        copy_table(&read, &write, META).map_err(backend)?;
+        write.commit().map_err(backend)?;
+        drop(copy);
+        let summary = summarize(&read)?;
+        let file = std::fs::File::open(&copy_path)
+            .map_err(|error| StoreError::Backend(format!("snapshot: {error}")))?;
+        let bytes = file
+            .metadata()
+            .map_err(|error| StoreError::Backend(format!("snapshot: {error}")))?
+            .len();
+        Ok(Snapshot {
+            file,
+            bytes,
+            records: summary.records,
+            last_seq: summary.last_seq,
+            newest_id: summary.newest_id,
+        })
+    })();
+    // Opened (or failed): the path goes either way; an open file outlives its name.
+    let _ = std::fs::remove_file(&copy_path);
+    made
+}
+
+/// Reads a store file (a snapshot) without writing to it: refuses what [`RedbStore::open`]
+/// would refuse (damaged, foreign, another schema), and summarizes the rest.
+pub fn inspect(path: &Path) -> Result<Summary, OpenError> {
+    let looked = std::panic::catch_unwind(|| -> Result<Summary, OpenError> {
+        let db = Builder::new()
+            .open_read_only(path)
+            .map_err(|error| classify(path, error.into()))?;
+        let read = db.begin_read().map_err(|e| classify(path, e.into()))?;
+        if layout(&read, path)? != Layout::Complete {
+            return Err(OpenError::Foreign {
+                path: path.to_path_buf(),
+                reason: "herald's tables are missing".into(),
+            });
+        }
+        summarize(&read).map_err(|error| OpenError::Damaged {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })
+    });
+    looked.unwrap_or_else(|_| {
+        Err(OpenError::Damaged {
+            path: path.to_path_buf(),
+            reason: "redb could not read it".into(),
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reads
 
 /// Up to `limit` updates with `seq > after` for which `wanted` holds, skipping the aged-out
@@ -1135,6 +1267,13 @@ impl Store for RedbStore {
 
     async fn bounds(&self) -> Result<Bounds, StoreError> {
         self.blocking(bounds_blocking).await
+    }
+
+    async fn snapshot(&self) -> Result<Snapshot, SnapshotError> {
+        let path = self.path.clone();
+        Ok(self
+            .blocking(move |db, _| snapshot_blocking(db, &path))
+            .await?)
     }
 
     async fn topics(&self) -> Result<Vec<TopicHistory>, StoreError> {
@@ -1808,6 +1947,86 @@ mod tests {
         assert_eq!(next[0].seq, 4);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_snapshot_taken_during_appends_opens_as_a_store_of_one_commit() {
+        let dir = TempDir::new("snapshot-src");
+        let store = Arc::new(open(&dir, 100_000));
+        for n in 0..50 {
+            store
+                .append(vec![
+                    update("a", &format!("a{n}")),
+                    update("b", &format!("b{n}")),
+                ])
+                .await
+                .unwrap();
+        }
+        // Appends go on while the snapshot is taken.
+        let appender = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for n in 0..200 {
+                    store
+                        .append(vec![update("c", &format!("c{n}"))])
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        let snapshot = store.snapshot().await.unwrap();
+        appender.await.unwrap();
+        assert!(snapshot.records >= 100, "{snapshot:?}");
+        assert_eq!(snapshot.records, snapshot.last_seq, "nothing trimmed yet");
+        // The snapshot's file is already unlinked: only herald.redb is in the directory.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(FILE_NAME)]);
+
+        let restored = TempDir::new("snapshot-dst");
+        std::fs::create_dir_all(restored.path()).unwrap();
+        let mut copy = std::fs::File::create(restored.file()).unwrap();
+        let mut source = snapshot.file;
+        let copied = std::io::copy(&mut source, &mut copy).unwrap();
+        assert_eq!(copied, snapshot.bytes);
+        drop(copy);
+        let summary = inspect(&restored.file()).unwrap();
+        assert_eq!(summary.records, snapshot.records);
+        assert_eq!(summary.newest_id, snapshot.newest_id);
+
+        let reopened = open(&restored, 100_000);
+        let replayed = reopened.read_after(0, 10_000).await.unwrap();
+        let original = store.read_after(0, 10_000).await.unwrap();
+        let cut = usize::try_from(snapshot.records).unwrap();
+        assert_eq!(ids(&replayed), ids(&original[..cut]), "a prefix, in order");
+        assert_eq!(
+            replayed.last().map(|u| u.id.clone()),
+            snapshot.newest_id.clone()
+        );
+        // The tallies came along and match the copied log.
+        for tally in sorted_topics(&reopened).await {
+            let carried = replayed
+                .iter()
+                .filter(|u| u.topics.contains(&tally.topic))
+                .count();
+            assert_eq!(tally.events, carried as u64, "{tally:?}");
+        }
+        // And the copy takes appends, continuing the sequence.
+        let next = reopened.append(vec![update("d", "d0")]).await.unwrap();
+        assert_eq!(next[0].seq, snapshot.last_seq + 1);
+    }
+
+    #[test]
+    fn inspect_refuses_what_is_not_a_store() {
+        let dir = TempDir::new("inspect-foreign");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        std::fs::write(dir.file(), b"not a database at all").unwrap();
+        assert!(matches!(
+            inspect(&dir.file()),
+            Err(OpenError::Foreign { .. } | OpenError::Damaged { .. })
+        ));
+    }
+
     #[tokio::test]
     async fn the_last_sequence_survives_trimming_everything() {
         let dir = TempDir::new("last-seq");
@@ -1876,6 +2095,49 @@ mod tests {
             sizes[1] <= sizes[0] * 2,
             "the file grows with the stream: {sizes:?}"
         );
+    }
+
+    /// The figure docs/DEPLOY.md quotes: file bytes per kept update, for a typical small update
+    /// (a 100-byte JSON body, one URL topic, a generated `urn:uuid` id), at the default
+    /// `--history-size` of 10,000, when full and in the steady state of an endless stream.
+    #[tokio::test]
+    async fn disk_use_per_small_update() {
+        let dir = TempDir::new("per-update");
+        let kept = 10_000;
+        let store = open(&dir, kept);
+        let draft = |n: usize| {
+            let body =
+                format!(r#"{{"id":{n},"title":"A book title of some length","price":12.5}}"#);
+            Update::from_draft(Draft {
+                topics: vec![format!("https://example.com/books/{}", n % 100)],
+                data: format!("{body:<100}"),
+                ..Draft::default()
+            })
+            .unwrap()
+        };
+        let mut sizes = Vec::new();
+        let mut n = 0;
+        for checkpoint in [kept, 3 * kept] {
+            while n < checkpoint {
+                store
+                    .append((n..n + 500).map(draft).collect())
+                    .await
+                    .unwrap();
+                n += 500;
+            }
+            sizes.push(std::fs::metadata(dir.file()).unwrap().len());
+        }
+        let frame = draft(0).frame.len();
+        let per_update: Vec<u64> = sizes.iter().map(|size| size / kept as u64).collect();
+        eprintln!(
+            "SSE frame {frame} B; file {} B when full ({} B per update), {} B after {} appends ({} B per kept update)",
+            sizes[0],
+            per_update[0],
+            sizes[1],
+            3 * kept,
+            per_update[1]
+        );
+        assert!(per_update[1] < 2048, "{per_update:?}");
     }
 
     // --- Refusing files -------------------------------------------------------------------------

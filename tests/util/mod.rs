@@ -303,7 +303,7 @@ pub struct Stream {
 }
 
 impl Stream {
-    fn new(response: reqwest::Response) -> Stream {
+    pub fn new(response: reqwest::Response) -> Stream {
         Stream {
             status: response.status().as_u16(),
             headers: response.headers().clone(),

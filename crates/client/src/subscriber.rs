@@ -5,6 +5,7 @@
 //! shared with the [`Subscriber`] handle is the last event id, behind a mutex.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -189,6 +190,7 @@ impl SubscriberBuilder {
                 })?,
         };
         let last_event_id = Arc::new(Mutex::new(self.last_event_id.clone()));
+        let connected = Arc::new(AtomicBool::new(false));
         let state = State {
             client,
             url,
@@ -201,10 +203,12 @@ impl SubscriberBuilder {
             attempted: false,
             done: false,
             shared_id: Arc::clone(&last_event_id),
+            connected: Arc::clone(&connected),
         };
         Ok(Subscriber {
             inner: futures_util::stream::unfold(state, State::next).boxed(),
             last_event_id,
+            connected,
         })
     }
 }
@@ -237,6 +241,7 @@ impl SubscriberBuilder {
 pub struct Subscriber {
     inner: BoxStream<'static, Result<Event, ClientError>>,
     last_event_id: Arc<Mutex<Option<String>>>,
+    connected: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -265,6 +270,12 @@ impl Subscriber {
             report_reconnects: false,
             client: None,
         }
+    }
+
+    /// True once the hub has accepted a connection (answered 200 with an event stream), even if
+    /// no event has arrived yet.
+    pub fn has_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
     }
 
     /// The id of the last event received (what the next reconnection sends as
@@ -309,6 +320,8 @@ struct State {
     attempted: bool,
     done: bool,
     shared_id: Arc<Mutex<Option<String>>>,
+    /// Set on the first accepted connection ([`Subscriber::has_connected`]).
+    connected: Arc<AtomicBool>,
 }
 
 type Step = Option<(Result<Event, ClientError>, State)>;
@@ -341,6 +354,7 @@ impl State {
             match self.connect().await {
                 Ok(body) => {
                     self.body = Some(body);
+                    self.connected.store(true, Ordering::Relaxed);
                     self.backoff.reset();
                 }
                 Err(error) if error.is_fatal() => {
