@@ -9,6 +9,14 @@
 //! - `exact_distinct_topics/N`: N subscribers each on its own topic, one update reaching one of
 //!   them. The exact-topic index makes this flat in N.
 //! - `star/1000`: 1,000 `*` subscribers (no index: every pattern subscriber is scanned).
+//! - `template_shared/1000`: 1,000 subscribers of one URI template, one update matching it.
+//! - `template_distinct/1000`: 1,000 subscribers each on its own template
+//!   (`https://example.com/rooms/{i}/{msg}`), one update reaching one of them: the literal-prefix
+//!   index makes this flat in N.
+//! - `template_hostile/50`: 50 subscribers, each with 8 distinct templates that all start with an
+//!   expression (no literal prefix to index), 304 complexity units in all (a little above the
+//!   default limit of 256), and 1 KiB topics none of them matches, all different so no answer
+//!   cache helps: the worst case the limits allow, 50 times.
 //! - `exact_one_topic_with_drain/10000`: as the first, but the drain is timed too (the consumer
 //!   side of the mailbox: lock, move the queue out, release).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -148,5 +156,86 @@ fn star(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, exact_one_topic, exact_distinct_topics, star);
+fn templates(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout");
+    group.sample_size(20);
+
+    let subscribers = 1_000;
+    let hub = Hub::new(CAPACITY);
+    let subscriptions = subscribe_all(
+        &hub,
+        std::iter::repeat_n("https://example.com/books/{id}", subscribers),
+    );
+    let batch = [update("https://example.com/books/42")];
+    hub.fan_out(&batch);
+    assert_eq!(drain(&subscriptions, &mut Vec::new()), subscribers);
+    group.throughput(Throughput::Elements(subscribers as u64));
+    group.bench_function(BenchmarkId::new("template_shared", subscribers), |b| {
+        b.iter_custom(|iters| timed_fan_out(&hub, &subscriptions, &batch, subscribers, iters));
+    });
+    drop(subscriptions);
+
+    let hub = Hub::new(CAPACITY);
+    let subscriptions = subscribe_all(
+        &hub,
+        (0..subscribers).map(|i| format!("https://example.com/rooms/{i}/{{msg}}")),
+    );
+    let batch = [update(&format!(
+        "https://example.com/rooms/{}/hello",
+        subscribers / 2
+    ))];
+    hub.fan_out(&batch);
+    assert_eq!(drain(&subscriptions, &mut Vec::new()), 1);
+    let receiver = &subscriptions[subscribers / 2..=subscribers / 2];
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(BenchmarkId::new("template_distinct", subscribers), |b| {
+        b.iter_custom(|iters| timed_fan_out(&hub, receiver, &batch, 1, iters));
+    });
+    drop(subscriptions);
+
+    // Eight templates per subscriber, 38 complexity units each, all different, none with a
+    // literal prefix; the topics match none of them.
+    let hostile = 50;
+    let hub = Hub::new(CAPACITY);
+    let subscriptions: Vec<Subscription> = (0..hostile)
+        .map(|s| {
+            let selectors: Vec<String> = (0..8)
+                .map(|t| {
+                    (0..6)
+                        .map(|v| format!("{{+s{s}t{t}v{v}}}"))
+                        .collect::<String>()
+                        + "!"
+                })
+                .collect();
+            hub.subscribe(SelectorSet::parse(&selectors), None).unwrap()
+        })
+        .collect();
+    // Distinct topics, more than any answer cache holds, so every fan-out runs the matchers.
+    let batches: Vec<[Arc<Update>; 1]> = (0..4096)
+        .map(|n| [update(&format!("{n}/{}", "a/".repeat(510)))])
+        .collect();
+    hub.fan_out(&batches[0]);
+    assert_eq!(drain(&subscriptions, &mut Vec::new()), 0);
+    group.throughput(Throughput::Elements(hostile as u64));
+    group.bench_function(BenchmarkId::new("template_hostile", hostile), |b| {
+        let mut next = 0;
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                hub.fan_out(black_box(&batches[next % batches.len()]));
+                next += 1;
+            }
+            start.elapsed()
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    exact_one_topic,
+    exact_distinct_topics,
+    star,
+    templates
+);
 criterion_main!(benches);

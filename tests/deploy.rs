@@ -197,26 +197,43 @@ impl Drop for Proxy {
     }
 }
 
-/// Waits until something accepts connections on `port`.
-fn wait_port(port: u16, child: &mut Child, log: &Path) {
+/// Waits until something accepts connections on `port`. `Err` with the proxy's log when it
+/// exited first (its free port was taken meanwhile by another test, most often).
+fn wait_port(port: u16, child: &mut Child, log: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+            return Ok(());
         }
         if let Some(status) = child.try_wait().unwrap() {
-            panic!(
+            return Err(format!(
                 "the proxy exited ({status}): {}",
                 std::fs::read_to_string(log).unwrap_or_default()
-            );
+            ));
         }
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("the proxy did not listen on {port}");
 }
 
+/// Starts a proxy with `start` (on a fresh free port each time), three tries at most.
+fn start_proxy(start: impl Fn() -> Result<Proxy, String>) -> Proxy {
+    let mut errors = Vec::new();
+    for _ in 0..3 {
+        match start() {
+            Ok(proxy) => return proxy,
+            Err(error) => errors.push(error),
+        }
+    }
+    panic!("the proxy did not start: {errors:#?}");
+}
+
 /// nginx (Debian's, /usr/sbin/nginx) with contrib/nginx/herald.conf, in front of `hub`.
 fn nginx(hub: &Hub) -> Proxy {
+    start_proxy(|| try_nginx(hub))
+}
+
+fn try_nginx(hub: &Hub) -> Result<Proxy, String> {
     let dir = TempDir::new("nginx");
     let port = free_port();
     let site = read("contrib/nginx/herald.conf");
@@ -248,16 +265,20 @@ fn nginx(hub: &Hub) -> Proxy {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("nginx must be installed (/usr/sbin/nginx, Debian's nginx)");
-    wait_port(port, &mut child, &log);
-    Proxy {
+    wait_port(port, &mut child, &log)?;
+    Ok(Proxy {
         child,
         base: format!("http://127.0.0.1:{port}"),
         _dir: dir,
-    }
+    })
 }
 
 /// Caddy (Debian's) with contrib/caddy/Caddyfile, plain HTTP on a loopback port.
 fn caddy(hub: &Hub) -> Proxy {
+    start_proxy(|| try_caddy(hub))
+}
+
+fn try_caddy(hub: &Hub) -> Result<Proxy, String> {
     let dir = TempDir::new("caddy");
     let port = free_port();
     let site = read("contrib/caddy/Caddyfile");
@@ -292,12 +313,12 @@ fn caddy(hub: &Hub) -> Proxy {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("caddy must be installed (Debian's caddy; scripts/test installs it)");
-    wait_port(port, &mut child, &log);
-    Proxy {
+    wait_port(port, &mut child, &log)?;
+    Ok(Proxy {
         child,
         base: format!("http://127.0.0.1:{port}"),
         _dir: dir,
-    }
+    })
 }
 
 /// Subscribe through the proxy, publish through it, each event arrives at once; a resume with

@@ -25,5 +25,6 @@ mod publish;
 mod shutdown;
 mod slow;
 mod subscribe;
+mod templates;
 mod tls;
 mod topics;

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use crate::auth::{MintClaims, mint_hmac};
 use crate::config::{Config, ServeArgs, StoreSpec};
@@ -17,6 +18,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Err(error) => return config_error(error),
     };
     telemetry::init_tracing(config.log_format);
+    let shutdown_timeout = config.shutdown_timeout;
+    let shutdown_started = std::sync::Arc::new(std::sync::OnceLock::new());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -27,7 +30,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let started = std::sync::Arc::clone(&shutdown_started);
+    let code = runtime.block_on(async {
         let server = match Server::bind(config).await {
             Ok(server) => server,
             Err(error) if error.is_config() => return config_error(error),
@@ -37,10 +41,40 @@ pub fn run(args: ServeArgs) -> ExitCode {
             }
         };
         print_banner(&server);
-        server.run(shutdown_signal()).await;
-        tracing::info!("stopped");
+        server
+            .run(async {
+                shutdown_signal().await;
+                let _ = started.set(Instant::now());
+                exit_after(shutdown_timeout);
+            })
+            .await;
         ExitCode::SUCCESS
-    })
+    });
+    // Whatever is still running (a task that does not yield, a blocking call) gets what is left
+    // of the timeout, then is abandoned: the process exits when this function returns.
+    let left = shutdown_started.get().map_or(Duration::ZERO, |at| {
+        shutdown_timeout.saturating_sub(at.elapsed())
+    });
+    runtime.shutdown_timeout(left);
+    if shutdown_started.get().is_some() {
+        tracing::info!("stopped");
+    }
+    code
+}
+
+/// Ends the process `timeout` from now, from a thread of its own, in case the graceful path
+/// (which normally finishes first) is held up by work that does not stop.
+fn exit_after(timeout: Duration) {
+    let watchdog = std::thread::Builder::new()
+        .name("herald-shutdown".into())
+        .spawn(move || {
+            std::thread::sleep(timeout);
+            tracing::warn!("shutdown did not finish within {timeout:?}: exiting now");
+            std::process::exit(0);
+        });
+    if let Err(error) = watchdog {
+        tracing::warn!(%error, "cannot start the shutdown watchdog");
+    }
 }
 
 /// Where the hub listens, and subscribe/publish commands that work when pasted into bash as

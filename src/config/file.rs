@@ -46,6 +46,8 @@ pub struct FileOptions {
     header_timeout: Option<String>,
     max_id_length: Option<usize>,
     metrics_listen: Option<String>,
+    max_template_complexity: Option<usize>,
+    shutdown_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -127,6 +129,11 @@ pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
         SizeValue::Bytes(bytes) => bytes.to_string(),
         SizeValue::Text(text) => text.clone(),
     };
+    fill(
+        &mut args.max_template_complexity,
+        &file.max_template_complexity,
+    );
+    fill(&mut args.shutdown_timeout, &file.shutdown_timeout);
     if args.max_body.is_none() {
         args.max_body = file.max_body.as_ref().map(size_text);
     }
@@ -166,7 +173,7 @@ mod tests {
             &path,
             "listen = \"127.0.0.1:9999\"\nheartbeat = \"1s\"\ncors_origin = [\"https://a.example\"]\nanonymous = true\n\
              max-connections-per-ip = 50\npublish_rate = \"5/s\"\nheader-timeout = \"3s\"\n\
-             queue-bytes = \"64KiB\"\nwrite_timeout = \"7s\"\n",
+             queue-bytes = \"64KiB\"\nwrite_timeout = \"7s\"\nmax-template-complexity = 64\nshutdown_timeout = \"2s\"\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -184,6 +191,8 @@ mod tests {
         assert_eq!(config.header_timeout, std::time::Duration::from_secs(3));
         assert_eq!(config.queue_bytes, 64 * 1024);
         assert_eq!(config.write_timeout, std::time::Duration::from_secs(7));
+        assert_eq!(config.max_template_complexity, 64);
+        assert_eq!(config.shutdown_timeout, std::time::Duration::from_secs(2));
 
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();
         let error = read(&path).unwrap_err().to_string();

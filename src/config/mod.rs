@@ -38,6 +38,11 @@ pub const DEFAULT_QUEUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a client has to send its request headers (slowloris).
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default total complexity of the URI templates of one subscription (see
+/// `topic::template::Template::complexity`): room for about ten ordinary templates.
+pub const DEFAULT_MAX_TEMPLATE_COMPLEXITY: usize = 256;
+/// Default time shutdown may take before the process exits anyway.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default connection limit when the open-file limit cannot be read.
 pub const FALLBACK_MAX_CONNECTIONS: usize = 10_000;
 /// File descriptors always kept free below the open-file limit: the listener, the store, and
@@ -259,6 +264,17 @@ pub struct ServeArgs {
     /// the main port, open to anyone who reaches it [default: none]
     #[arg(long, env = "HERALD_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Most total complexity of the URI templates of one subscription (400 above): one unit per
+    /// literal byte after a template's first expression, 3 to 8 per variable; matching one topic
+    /// costs at most complexity × topic length steps [default: 256]
+    #[arg(long, env = "HERALD_MAX_TEMPLATE_COMPLEXITY", value_name = "N")]
+    pub max_template_complexity: Option<usize>,
+
+    /// Longest a shutdown (SIGTERM, SIGINT) may take: streams are ended and connections given
+    /// this long to close, then the process exits whatever is still running, e.g. `5s`
+    /// [default: 5s]
+    #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<String>,
 
     /// TOML file with any of these options as keys (`listen = "0.0.0.0:8088"`,
     /// `cors-origin = ["https://a.example"]`); flags and environment win over it
@@ -391,6 +407,10 @@ pub struct Config {
     pub max_id_length: usize,
     /// Where `/metrics` is served instead of the main port; `None`: on the main port.
     pub metrics_listen: Option<SocketAddr>,
+    /// Most total complexity of one subscription's URI templates.
+    pub max_template_complexity: usize,
+    /// Longest a shutdown may take before the process exits anyway.
+    pub shutdown_timeout: Duration,
 }
 
 /// A configuration problem, said in one line.
@@ -647,6 +667,23 @@ impl Config {
                 "must differ from --listen",
             ));
         }
+        let max_template_complexity = args
+            .max_template_complexity
+            .unwrap_or(DEFAULT_MAX_TEMPLATE_COMPLEXITY);
+        if max_template_complexity == 0 {
+            return Err(invalid(
+                "max-template-complexity",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        let shutdown_timeout = match &args.shutdown_timeout {
+            Some(text) => parse_duration("shutdown-timeout", text)?,
+            None => DEFAULT_SHUTDOWN_TIMEOUT,
+        };
+        if shutdown_timeout.is_zero() {
+            return Err(invalid("shutdown-timeout", "0", "must be above zero"));
+        }
         let log_format = match args.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -697,6 +734,8 @@ impl Config {
             header_timeout,
             max_id_length,
             metrics_listen,
+            max_template_complexity,
+            shutdown_timeout,
         })
     }
 }
@@ -956,6 +995,8 @@ mod tests {
         assert_eq!(config.header_timeout, Duration::from_secs(10));
         assert_eq!(config.queue_bytes, 1 << 20);
         assert_eq!(config.write_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_template_complexity, 256);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(default_max_connections(Some(20_000)), 19_488);
         assert_eq!(default_max_connections(Some(1024)), 992);
         assert_eq!(default_max_connections(Some(100_000)), 99_488);

@@ -1,6 +1,7 @@
 //! Limits that keep one client, or many, from exhausting the hub: open connections in total and
 //! per client address, a deadline for a new connection's first request, topics per subscription,
-//! the length of one topic, and the publish rate per token.
+//! the length of one topic, the complexity of a subscription's URI templates, and the publish
+//! rate per token.
 //!
 //! This module counts and decides; it never chooses a status code: every refusal is a
 //! [`LimitError`], which `problem.rs` maps to 503, 429 or 400 by kind, and each one is counted in
@@ -34,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::problem::ApiError;
 use crate::config::{Config, PublishRate};
+use crate::topic::SelectorSet;
 use crate::update::Draft;
 
 /// Seconds a client refused for the hub-wide connection limit is asked to wait.
@@ -67,6 +69,12 @@ pub enum LimitError {
         limit: usize,
         length: usize,
     },
+    #[error(
+        "the URI templates of a subscription may have a total complexity of at most {limit} \
+         (--max-template-complexity: one unit per literal byte after a template's first \
+         expression, 3 to 8 per variable); these have {complexity}"
+    )]
+    TemplateComplexity { limit: usize, complexity: usize },
     #[error("this token publishes faster than {rate}; retry in {retry_after} s")]
     PublishRate { rate: String, retry_after: u64 },
 }
@@ -80,6 +88,7 @@ impl LimitError {
             LimitError::TopicsPerSubscription { .. } => "topics_per_subscription",
             LimitError::TopicLength { .. } => "topic_length",
             LimitError::FieldLength { .. } => "id_length",
+            LimitError::TemplateComplexity { .. } => "template_complexity",
             LimitError::PublishRate { .. } => "publish_rate",
         }
     }
@@ -93,6 +102,7 @@ impl LimitError {
             LimitError::TopicsPerSubscription { .. }
             | LimitError::TopicLength { .. }
             | LimitError::FieldLength { .. } => None,
+            LimitError::TemplateComplexity { .. } => None,
         }
     }
 
@@ -117,6 +127,7 @@ pub struct Limits {
     max_topics: usize,
     max_topic_length: usize,
     max_id_length: usize,
+    max_template_complexity: usize,
 }
 
 impl Limits {
@@ -131,6 +142,7 @@ impl Limits {
             max_topics: config.max_topics_per_subscription,
             max_topic_length: config.max_topic_length,
             max_id_length: config.max_id_length,
+            max_template_complexity: config.max_template_complexity,
         }
     }
 
@@ -144,6 +156,20 @@ impl Limits {
             .counted());
         }
         self.check_topic_lengths(selectors)
+    }
+
+    /// A subscription's URI templates: their total complexity (the size of their matchers,
+    /// which bounds the cost of matching one topic) within the limit.
+    pub fn check_templates(&self, selectors: &SelectorSet) -> Result<(), LimitError> {
+        let complexity = selectors.template_complexity();
+        if complexity > self.max_template_complexity {
+            return Err(LimitError::TemplateComplexity {
+                limit: self.max_template_complexity,
+                complexity,
+            }
+            .counted());
+        }
+        Ok(())
     }
 
     /// No topic (of an update, or a selector) longer than the limit.

@@ -55,16 +55,14 @@ pub struct AppState {
     pub limits: limits::Limits,
 }
 
-/// How long shutdown waits for connections to finish their responses.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// A TLS handshake that has not finished within this time is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type ConnectionBuilder = auto::Builder<TokioExecutor>;
 
-/// Accepts connections until `shutdown` completes, then ends every stream and waits (bounded)
-/// for connections to close. With `tls` every connection is TLS (ALPN `h2` or `http/1.1`);
+/// Accepts connections until `shutdown` completes, then ends every stream and waits for
+/// connections to close, at most nine tenths of `--shutdown-timeout` (the caller exits the
+/// process at the full timeout whatever is still running). With `tls` every connection is TLS (ALPN `h2` or `http/1.1`);
 /// without it HTTP/1.1 and h2c (prior knowledge) share the port.
 pub async fn serve(
     listener: TcpListener,
@@ -121,11 +119,12 @@ pub async fn serve(
     drop(listener);
     tracing::info!("shutting down: ending every stream");
     state.hub.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    let grace = state.config.shutdown_timeout.mul_f64(0.9);
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}; dropping them");
+        tracing::warn!("some connections did not close within {grace:?}; dropping them");
     }
 }
 

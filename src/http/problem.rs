@@ -64,6 +64,7 @@ impl ApiError {
                 LimitError::TopicsPerSubscription { .. }
                 | LimitError::TopicLength { .. }
                 | LimitError::FieldLength { .. } => StatusCode::BAD_REQUEST,
+                LimitError::TemplateComplexity { .. } => StatusCode::BAD_REQUEST,
             },
         }
     }

@@ -41,6 +41,8 @@ pub async fn subscribe<B>(
         ));
     }
     state.limits.check_subscription(&topics)?;
+    let selectors = SelectorSet::parse(topics);
+    state.limits.check_templates(&selectors)?;
     let access = subscriber_access(state, request.headers(), raw_query)?;
     let last_event_id = last_event_id(request.headers(), &params);
     let topic_field = wants_topic_field(&params);
@@ -52,7 +54,7 @@ pub async fn subscribe<B>(
     });
     let subscription = state
         .hub
-        .subscribe_as(SelectorSet::parse(topics), private_access.clone(), identity)
+        .subscribe_as(selectors, private_access.clone(), identity)
         .map_err(|error| ApiError::Unavailable(error.to_string()))?;
     if let Some(expires_at) = access.expires_at {
         subscription.expire_at(expires_at);

@@ -71,7 +71,6 @@ pub async fn list<B>(
         may_see_private_topic(claim, topic)
             || !may_see_private_topic(subscriber.private_access.as_ref(), topic)
     };
-    let mut patterns = Vec::new();
     state.hub.for_each_subscriber(|subscriber| {
         for topic in subscriber.selectors.exact_topics() {
             if !counts_for(subscriber, topic) {
@@ -85,23 +84,20 @@ pub async fn list<B>(
                 })
                 .subscribers += 1;
         }
-        if subscriber.selectors.has_patterns() {
-            patterns.push(std::sync::Arc::clone(subscriber));
-        }
     });
-    for view in topics.values_mut() {
-        view.subscribers += patterns
-            .iter()
-            .filter(|s| {
-                !s.selects_exactly(&view.topic)
-                    && s.selectors.matches(&view.topic)
-                    && counts_for(s, &view.topic)
-            })
-            .count();
+    // `*` and template subscribers: counted per distinct template, off the runtime's threads,
+    // on the topics already listed for this caller (a count there reveals no topic name).
+    let patterns = state
+        .hub
+        .pattern_subscriber_counts(topics.keys().cloned().collect())
+        .await;
+    for (view, count) in topics.values_mut().zip(patterns.counts) {
+        view.subscribers += count;
     }
     let body = serde_json::json!({
         "topics": topics.into_values().collect::<Vec<_>>(),
         "subscriptions": state.hub.subscriptions(),
+        "subscriber_counts_complete": patterns.complete,
     });
     Ok(ok("application/json", body.to_string()))
 }

@@ -10,6 +10,8 @@ pub mod expiry;
 pub mod mailbox;
 pub mod registry;
 
+pub use registry::PatternCounts;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -36,6 +38,9 @@ pub struct Subscriber {
     /// Who this is, for subscription events and the subscriptions API (only kept when those
     /// are on, so a plain subscriber costs nothing extra).
     pub identity: Option<Box<Identity>>,
+    /// The number of the last fan-out that reached this subscriber (see [`registry`]): how a
+    /// fan-out delivers once to a subscriber it reaches through several selectors.
+    reached: AtomicU64,
 }
 
 /// A subscriber's public identity (Mercure subscriptions).
@@ -56,6 +61,15 @@ impl Subscriber {
     pub fn may_receive(&self, update: &Update) -> bool {
         self.selectors.matches_any(&update.topics)
             && crate::visibility::may_see(self.private_access.as_ref(), update)
+    }
+
+    /// As [`Subscriber::may_receive`], for an update already known to match the selectors.
+    pub fn may_receive_selected(&self, update: &Update) -> bool {
+        !update.private
+            || self
+                .private_access
+                .as_ref()
+                .is_some_and(|claim| claim.matches_any(&update.topics))
     }
 
     /// True when one of the subscriber's selectors is exactly `topic`.
@@ -80,7 +94,18 @@ pub struct Hub {
     closing: AtomicBool,
     expiring: ExpiryQueue,
     lifecycle: std::sync::OnceLock<Lifecycle>,
+    /// One pattern count ([`Hub::pattern_subscriber_counts`]) at a time.
+    counting: tokio::sync::Semaphore,
 }
+
+/// Matcher steps one [`Hub::pattern_subscriber_counts`] may spend (see
+/// [`crate::topic::template::Template::complexity`]): about a tenth of a second of one core.
+pub const COUNTING_BUDGET: usize = 100_000_000;
+/// Matcher steps above which a fan-out leaves the runtime's thread to others (about a
+/// millisecond).
+pub const HEAVY_FAN_OUT: usize = 1_000_000;
+/// Time one [`Hub::pattern_subscriber_counts`] may take, however fast the machine.
+pub const COUNTING_TIME: Duration = Duration::from_millis(200);
 
 /// The heartbeat frame: an empty comment line alone (`:\n`), no blank line, so clients that
 /// dispatch on every blank line (`@microsoft/fetch-event-source`) see no empty message.
@@ -103,6 +128,7 @@ impl Hub {
             closing: AtomicBool::new(false),
             expiring: ExpiryQueue::default(),
             lifecycle: std::sync::OnceLock::new(),
+            counting: tokio::sync::Semaphore::new(1),
         })
     }
 
@@ -141,6 +167,7 @@ impl Hub {
             private_access,
             mailbox: Mailbox::with_budget(self.queue_capacity, self.queue_bytes),
             identity: identity.map(Box::new),
+            reached: AtomicU64::new(0),
         });
         self.registry.insert(Arc::clone(&subscriber));
         metrics::gauge!("herald_subscriptions").increment(1.0);
@@ -158,7 +185,32 @@ impl Hub {
     }
 
     /// Queues committed updates, in order, for every subscriber that may receive them.
+    ///
+    /// A fan-out whose template matching may be long (the distinct templates' complexity × the
+    /// topics' length above [`HEAVY_FAN_OUT`]) runs with [`tokio::task::block_in_place`] on a
+    /// multi-threaded runtime, so the runtime moves its other tasks to another thread meanwhile.
     pub fn fan_out(&self, updates: &[Arc<Update>]) {
+        let topic_bytes: usize = updates
+            .iter()
+            .flat_map(|update| &update.topics)
+            .map(String::len)
+            .sum();
+        let heavy = self
+            .registry
+            .template_complexity()
+            .saturating_mul(topic_bytes)
+            > HEAVY_FAN_OUT;
+        let multi_threaded = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+            runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
+        if heavy && multi_threaded {
+            tokio::task::block_in_place(|| self.fan_out_now(updates));
+        } else {
+            self.fan_out_now(updates);
+        }
+    }
+
+    fn fan_out_now(&self, updates: &[Arc<Update>]) {
         let mut queued = 0;
         for update in updates {
             let result = self.registry.fan_out(update);
@@ -229,6 +281,41 @@ impl Hub {
     /// Number of live subscriptions.
     pub fn subscriptions(&self) -> usize {
         self.registry.len()
+    }
+
+    /// For each of `topics`, the live subscribers that select it through `*` or a URI template
+    /// and not also exactly (add those from the exact selectors to get every subscriber). Each
+    /// distinct template is matched once per topic, however many subscribers share it; the work
+    /// runs on a blocking thread, one count at a time, and spends at most [`COUNTING_BUDGET`]
+    /// matcher steps and [`COUNTING_TIME`]: past either, `complete` is false and the counts are
+    /// lower bounds.
+    pub async fn pattern_subscriber_counts(self: &Arc<Self>, topics: Vec<String>) -> PatternCounts {
+        let incomplete = |len| PatternCounts {
+            counts: vec![0; len],
+            complete: false,
+        };
+        let len = topics.len();
+        let Ok(_permit) = self.counting.acquire().await else {
+            return incomplete(len);
+        };
+        let hub = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + COUNTING_TIME;
+            hub.registry
+                .pattern_counts(&topics, COUNTING_BUDGET, deadline)
+        })
+        .await
+        .unwrap_or_else(|_| incomplete(len))
+    }
+
+    /// As [`Hub::pattern_subscriber_counts`], on the calling thread, with a given budget.
+    pub fn pattern_subscriber_counts_now<S: AsRef<str>>(
+        &self,
+        topics: &[S],
+        budget: usize,
+    ) -> PatternCounts {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3600);
+        self.registry.pattern_counts(topics, budget, deadline)
     }
 
     /// Calls `visit` for every live subscriber.
@@ -382,6 +469,106 @@ mod tests {
             "gone subscribers are skipped"
         );
         assert!(hub.expiring.is_empty());
+    }
+
+    #[test]
+    fn template_subscribers_get_each_update_once_through_any_number_of_selectors() {
+        let hub = Hub::new(16);
+        let books = hub
+            .subscribe(SelectorSet::parse(["https://e.com/books/{id}"]), None)
+            .unwrap();
+        let twice = hub
+            .subscribe(
+                SelectorSet::parse([
+                    "https://e.com/books/{id}",
+                    "https://e.com/{+any}",
+                    "https://e.com/books/1",
+                    "*",
+                ]),
+                None,
+            )
+            .unwrap();
+        let users = hub
+            .subscribe(SelectorSet::parse(["https://e.com/users/{id}"]), None)
+            .unwrap();
+        let unprefixed = hub.subscribe(SelectorSet::parse(["{+x}/1"]), None).unwrap();
+        hub.fan_out(&[
+            update(&["https://e.com/books/1"], false),
+            update(&["https://e.com/books/2", "https://e.com/books/1"], false),
+            update(&["https://e.com/users/7"], false),
+        ]);
+        assert_eq!(
+            received(&books),
+            ["https://e.com/books/1", "https://e.com/books/2"]
+        );
+        assert_eq!(
+            received(&twice),
+            [
+                "https://e.com/books/1",
+                "https://e.com/books/2",
+                "https://e.com/users/7"
+            ]
+        );
+        assert_eq!(received(&users), ["https://e.com/users/7"]);
+        assert_eq!(
+            received(&unprefixed),
+            ["https://e.com/books/1", "https://e.com/books/2"]
+        );
+    }
+
+    #[test]
+    fn subscribers_of_one_template_share_one_slot_and_leave_nothing_behind() {
+        let hub = Hub::new(4);
+        let many: Vec<_> = (0..1000)
+            .map(|_| {
+                hub.subscribe(SelectorSet::parse(["https://e.com/rooms/{id}"]), None)
+                    .unwrap()
+            })
+            .collect();
+        let distinct: Vec<_> = (0..50)
+            .map(|n| {
+                hub.subscribe(
+                    SelectorSet::parse([format!("https://e.com/r{n}/{{id}}")]),
+                    None,
+                )
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(hub.registry.template_stats().0, 51);
+        drop(many);
+        drop(distinct);
+        assert_eq!(hub.registry.template_stats(), (0, 1));
+    }
+
+    #[test]
+    fn pattern_counts_are_per_distinct_template_and_bounded_by_the_budget() {
+        let hub = Hub::new(4);
+        let _subscriptions: Vec<_> = [
+            vec!["https://e.com/books/{id}"],
+            vec!["https://e.com/books/{id}"],
+            vec!["https://e.com/books/{id}", "https://e.com/books/1"],
+            vec!["https://e.com/books/{id}", "{+all}"],
+            vec!["*"],
+            vec!["*", "https://e.com/books/2"],
+            vec!["https://e.com/books/1"],
+        ]
+        .into_iter()
+        .map(|selectors| hub.subscribe(SelectorSet::parse(selectors), None).unwrap())
+        .collect();
+        let topics = ["https://e.com/books/1", "https://e.com/books/2", "other"];
+        let counts = hub.pattern_subscriber_counts_now(&topics, usize::MAX);
+        assert!(counts.complete);
+        // Those that also select the topic exactly are counted elsewhere (with exact selectors).
+        assert_eq!(counts.counts, [5, 5, 3]);
+        let starved = hub.pattern_subscriber_counts_now(&topics, 10);
+        assert!(!starved.complete);
+        assert!(
+            starved
+                .counts
+                .iter()
+                .zip(&counts.counts)
+                .all(|(s, c)| s <= c)
+        );
     }
 
     #[test]

@@ -2,19 +2,35 @@
 //!
 //! Subscribers are spread over shards by id, so registering and removing touch one shard's lock
 //! while a fan-out holds every shard only for reading. Inside a shard, subscribers with exact
-//! topics are found through a hash index; only `*` and template subscribers are scanned.
+//! topics are found through a hash index. Pattern subscribers are filed once for the whole hub:
+//! `*` subscribers in a list, URI-template subscribers by distinct template (subscribers of the
+//! same template text share one compiled matcher and one slot), and the templates in a
+//! [`PrefixIndex`] by their literal prefix. A topic therefore runs the matcher of each distinct
+//! template whose prefix it starts with, once, however many subscribers share that template.
+//!
+//! Fan-outs are serialized, and each stamps the subscribers it reaches with its own number, so a
+//! subscriber reached through several selectors or topics gets the update once without any
+//! per-fan-out allocation.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use super::Subscriber;
 use super::mailbox::Pushed;
+use crate::topic::Selector;
+use crate::topic::cache::CachedTemplate;
+use crate::topic::prefix::PrefixIndex;
 use crate::update::Update;
 
 /// Number of shards: a power of two comfortably above the core count.
 const SHARDS: usize = 32;
+/// Budget units charged for counting one subscriber that has several selectors (a hash-set
+/// insert), in [`Registry::pattern_counts`].
+const MIXED_VISIT_COST: usize = 16;
 
 /// What one fan-out did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -25,23 +41,67 @@ pub struct FanOut {
     pub overflowed: u64,
 }
 
+/// Pattern subscribers per topic, as counted by [`Registry::pattern_counts`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PatternCounts {
+    /// For each topic asked about: live subscribers that select it through `*` or a URI
+    /// template and not also exactly.
+    pub counts: Vec<usize>,
+    /// False when the work budget ran out: the counts are then lower bounds.
+    pub complete: bool,
+}
+
 #[derive(Default)]
 struct Shard {
     by_id: HashMap<u64, Arc<Subscriber>>,
     by_topic: HashMap<Arc<str>, Vec<Arc<Subscriber>>>,
-    patterns: Vec<Arc<Subscriber>>,
+}
+
+/// The subscribers of one distinct template.
+struct TemplateSlot {
+    template: Arc<CachedTemplate>,
+    /// Subscribers whose only selector is this template.
+    single: Vec<Arc<Subscriber>>,
+    /// Subscribers with other selectors too.
+    mixed: Vec<Arc<Subscriber>>,
+}
+
+/// `*` subscribers, split like a [`TemplateSlot`].
+#[derive(Default)]
+struct AnySlot {
+    single: Vec<Arc<Subscriber>>,
+    mixed: Vec<Arc<Subscriber>>,
+}
+
+#[derive(Default)]
+struct Patterns {
+    any: AnySlot,
+    templates: PrefixIndex<TemplateSlot>,
+    /// The total complexity of the distinct templates in `templates`.
+    complexity: usize,
 }
 
 /// Every live subscriber, indexed for fan-out.
 pub struct Registry {
     shards: Box<[RwLock<Shard>]>,
+    patterns: RwLock<Patterns>,
+    /// Held for a whole fan-out; the number of the last one.
+    fanning: Mutex<u64>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
         Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            patterns: RwLock::default(),
+            fanning: Mutex::new(0),
         }
+    }
+}
+
+fn remove_from(list: &mut Vec<Arc<Subscriber>>, id: u64) {
+    if let Some(at) = list.iter().position(|other| other.id == id) {
+        list.swap_remove(at);
     }
 }
 
@@ -52,6 +112,52 @@ impl Registry {
 
     /// Adds a subscriber to the indexes.
     pub fn insert(&self, subscriber: Arc<Subscriber>) {
+        if subscriber.selectors.has_patterns() {
+            let single = subscriber.selectors.len() == 1;
+            let mut guard = self.patterns.write();
+            let Patterns {
+                any,
+                templates,
+                complexity,
+            } = &mut *guard;
+            for selector in subscriber.selectors.iter() {
+                let list = match selector {
+                    Selector::Exact(_) => continue,
+                    Selector::Any => {
+                        if single {
+                            &mut any.single
+                        } else {
+                            &mut any.mixed
+                        }
+                    }
+                    Selector::Template(template) => {
+                        let slots = templates.entry(template.literal_prefix().as_bytes());
+                        let at = match slots
+                            .iter()
+                            .position(|slot| Arc::ptr_eq(&slot.template, template))
+                        {
+                            Some(at) => at,
+                            None => {
+                                *complexity += template.complexity();
+                                slots.push(TemplateSlot {
+                                    template: Arc::clone(template),
+                                    single: Vec::new(),
+                                    mixed: Vec::new(),
+                                });
+                                slots.len() - 1
+                            }
+                        };
+                        let slot = &mut slots[at];
+                        if single {
+                            &mut slot.single
+                        } else {
+                            &mut slot.mixed
+                        }
+                    }
+                };
+                list.push(Arc::clone(&subscriber));
+            }
+        }
         let mut shard = self.shard(subscriber.id).write();
         for topic in subscriber.selectors.exact_topics() {
             shard
@@ -60,35 +166,73 @@ impl Registry {
                 .or_default()
                 .push(Arc::clone(&subscriber));
         }
-        if subscriber.selectors.has_patterns() {
-            shard.patterns.push(Arc::clone(&subscriber));
-        }
         shard.by_id.insert(subscriber.id, subscriber);
     }
 
     /// Removes a subscriber; returns it if it was registered.
     pub fn remove(&self, id: u64) -> Option<Arc<Subscriber>> {
-        let mut shard = self.shard(id).write();
-        let subscriber = shard.by_id.remove(&id)?;
-        for topic in subscriber.selectors.exact_topics() {
-            if let Some(list) = shard.by_topic.get_mut(topic) {
-                list.retain(|other| other.id != id);
-                if list.is_empty() {
-                    shard.by_topic.remove(topic);
+        let subscriber = {
+            let mut shard = self.shard(id).write();
+            let subscriber = shard.by_id.remove(&id)?;
+            for topic in subscriber.selectors.exact_topics() {
+                if let Some(list) = shard.by_topic.get_mut(topic) {
+                    list.retain(|other| other.id != id);
+                    if list.is_empty() {
+                        shard.by_topic.remove(topic);
+                    }
                 }
             }
-        }
+            subscriber
+        };
         if subscriber.selectors.has_patterns() {
-            shard.patterns.retain(|other| other.id != id);
+            let mut patterns = self.patterns.write();
+            for selector in subscriber.selectors.iter() {
+                match selector {
+                    Selector::Exact(_) => {}
+                    Selector::Any => {
+                        remove_from(&mut patterns.any.single, id);
+                        remove_from(&mut patterns.any.mixed, id);
+                    }
+                    Selector::Template(template) => {
+                        let prefix = template.literal_prefix().as_bytes();
+                        let Some(slots) = patterns.templates.get_mut(prefix) else {
+                            continue;
+                        };
+                        if let Some(at) = slots
+                            .iter()
+                            .position(|slot| Arc::ptr_eq(&slot.template, template))
+                        {
+                            let slot = &mut slots[at];
+                            remove_from(&mut slot.single, id);
+                            remove_from(&mut slot.mixed, id);
+                            if slot.single.is_empty() && slot.mixed.is_empty() {
+                                slots.swap_remove(at);
+                                let emptied = slots.is_empty();
+                                patterns.complexity -= template.complexity();
+                                if emptied {
+                                    patterns.templates.prune(prefix);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
         Some(subscriber)
     }
 
     /// Queues `update` for every subscriber that may receive it, each exactly once.
     pub fn fan_out(&self, update: &Arc<Update>) -> FanOut {
+        let mut fanning = self.fanning.lock();
+        *fanning += 1;
+        let stamp = *fanning;
         let mut result = FanOut::default();
         let mut deliver = |subscriber: &Subscriber| {
-            if !subscriber.may_receive(update) {
+            // Reached already by this fan-out (through another selector or topic).
+            if subscriber.reached.swap(stamp, Ordering::Relaxed) == stamp {
+                return;
+            }
+            if !subscriber.may_receive_selected(update) {
                 return;
             }
             match subscriber.mailbox.push(update) {
@@ -97,38 +241,93 @@ impl Registry {
                 Pushed::Ignored => {}
             }
         };
-        match update.topics.as_slice() {
-            [topic] => {
-                for shard in self.shards.iter() {
-                    let shard = shard.read();
-                    if let Some(list) = shard.by_topic.get(topic.as_str()) {
-                        list.iter().for_each(|subscriber| deliver(subscriber));
-                    }
-                    for subscriber in &shard.patterns {
-                        // Already served through the index when it also selects the topic exactly.
-                        if !subscriber.selects_exactly(topic) {
-                            deliver(subscriber);
-                        }
-                    }
-                }
-            }
-            topics => {
-                let mut served = HashSet::new();
-                for shard in self.shards.iter() {
-                    let shard = shard.read();
-                    let indexed = topics
-                        .iter()
-                        .filter_map(|topic| shard.by_topic.get(topic.as_str()))
-                        .flatten();
-                    for subscriber in indexed.chain(shard.patterns.iter()) {
-                        if served.insert(subscriber.id) {
-                            deliver(subscriber);
-                        }
-                    }
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            for topic in &update.topics {
+                if let Some(list) = shard.by_topic.get(topic.as_str()) {
+                    list.iter().for_each(|subscriber| deliver(subscriber));
                 }
             }
         }
+        let patterns = self.patterns.read();
+        let any = &patterns.any;
+        any.single
+            .iter()
+            .chain(&any.mixed)
+            .for_each(|subscriber| deliver(subscriber));
+        for topic in &update.topics {
+            patterns
+                .templates
+                .for_each_prefix_of(topic.as_bytes(), |slot| {
+                    if slot.template.matches(topic) {
+                        slot.single
+                            .iter()
+                            .chain(&slot.mixed)
+                            .for_each(|subscriber| deliver(subscriber));
+                    }
+                });
+        }
         result
+    }
+
+    /// For each of `topics`, the live subscribers that select it through `*` or a URI template
+    /// and not also exactly (those are counted by their exact selector). Matches once per
+    /// distinct template and topic, and counts subscribers that have no other selector by
+    /// number; spends at most `budget` matcher steps (see
+    /// [`crate::topic::template::Template::complexity`]) and stops at `deadline`, after which
+    /// the remaining work is skipped and the result says it is incomplete.
+    pub fn pattern_counts<S: AsRef<str>>(
+        &self,
+        topics: &[S],
+        budget: usize,
+        deadline: Instant,
+    ) -> PatternCounts {
+        let patterns = self.patterns.read();
+        let mut left = budget;
+        let mut complete = true;
+        let mut counted: HashSet<u64> = HashSet::new();
+        let mut counts = Vec::with_capacity(topics.len());
+        for topic in topics {
+            let topic = topic.as_ref();
+            if Instant::now() >= deadline {
+                left = 0;
+            }
+            counted.clear();
+            let mut count = 0;
+            let mut count_mixed = |list: &[Arc<Subscriber>], left: &mut usize| {
+                for subscriber in list {
+                    if *left < MIXED_VISIT_COST {
+                        return false;
+                    }
+                    *left -= MIXED_VISIT_COST;
+                    if !subscriber.selects_exactly(topic) && counted.insert(subscriber.id) {
+                        count += 1;
+                    }
+                }
+                true
+            };
+            complete &= count_mixed(&patterns.any.mixed, &mut left);
+            let mut matched: Vec<&TemplateSlot> = Vec::new();
+            patterns
+                .templates
+                .for_each_prefix_of(topic.as_bytes(), |slot| {
+                    if Instant::now() >= deadline {
+                        left = 0;
+                    }
+                    match slot.template.matches_within(topic, &mut left) {
+                        Some(true) => matched.push(slot),
+                        Some(false) => {}
+                        None => complete = false,
+                    }
+                });
+            for slot in &matched {
+                complete &= count_mixed(&slot.mixed, &mut left);
+            }
+            count += patterns.any.single.len();
+            count += matched.iter().map(|slot| slot.single.len()).sum::<usize>();
+            counts.push(count);
+        }
+        PatternCounts { counts, complete }
     }
 
     /// Calls `visit` for every live subscriber (heartbeats, shutdown, counting).
@@ -149,5 +348,19 @@ impl Registry {
     /// True when nobody is subscribed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The total complexity of the distinct URI templates of live subscribers: a fan-out of a
+    /// topic costs at most this × the topic's length in matcher steps.
+    pub fn template_complexity(&self) -> usize {
+        self.patterns.read().complexity
+    }
+
+    /// Distinct URI templates among live subscribers, and the nodes of their prefix index.
+    pub fn template_stats(&self) -> (usize, usize) {
+        let patterns = self.patterns.read();
+        let mut templates = 0;
+        patterns.templates.for_each(|_| templates += 1);
+        (templates, patterns.templates.node_count())
     }
 }

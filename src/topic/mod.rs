@@ -1,12 +1,14 @@
 //! Topic selectors: exact topics, `*`, and RFC 6570 URI templates, compiled once into matchers.
 //!
-//! Pure code: no I/O, no hub state. Templates are interned and their answers cached
-//! ([`cache`]), so many subscribers of one template cost one match per topic. A [`Selector`] is parsed from what a subscriber puts in
+//! Pure code: no I/O, no hub state. Templates are interned and their expensive answers cached
+//! ([`cache`]), so many subscribers of one template cost one match per topic, and the hub files
+//! templates by literal prefix ([`prefix`]) so a topic only runs the templates that could match. A [`Selector`] is parsed from what a subscriber puts in
 //! `topic=` or what a token lists in `mercure.publish` / `mercure.subscribe`. A [`SelectorSet`] is
 //! the compiled list of one subscription or one token claim; it answers "does any of these
 //! selectors match any of the update's topics" without allocating.
 
 pub mod cache;
+pub mod prefix;
 pub mod template;
 
 use std::sync::Arc;
@@ -120,6 +122,18 @@ impl SelectorSet {
         self.selectors
             .iter()
             .any(|selector| selector.as_exact().is_none())
+    }
+
+    /// The total complexity of the URI templates among the selectors (see
+    /// [`template::Template::complexity`]): what `--max-template-complexity` bounds.
+    pub fn template_complexity(&self) -> usize {
+        self.selectors
+            .iter()
+            .map(|selector| match selector {
+                Selector::Template(template) => template.complexity(),
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Number of selectors.

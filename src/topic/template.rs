@@ -226,6 +226,20 @@ impl Template {
         &self.source
     }
 
+    /// The literal text before the first expression (all of it for a literal-only template).
+    /// Every topic the template matches starts with it.
+    pub fn literal_prefix(&self) -> &str {
+        self.source.get(..self.prefix_len).unwrap_or_default()
+    }
+
+    /// The size of the compiled matcher for everything after [`Template::literal_prefix`]: one
+    /// unit per literal byte after the first expression, and a few per variable (three to eight,
+    /// plus the name's length for the `;`, `?` and `&` operators). Matching one topic costs at
+    /// most `complexity × topic length` steps, so this is what limits on templates bound.
+    pub fn complexity(&self) -> usize {
+        self.program.insts.len()
+    }
+
     /// Could `topic` be an expansion of this template for some values of its variables (each
     /// variable defined or not)? See the module documentation for the exact language.
     pub fn matches(&self, topic: &str) -> bool {
@@ -1168,6 +1182,22 @@ mod tests {
         assert!(looks_like_template("{"));
         assert!(!looks_like_template("/books/1"));
         assert!(!looks_like_template("}"));
+    }
+
+    #[test]
+    fn complexity_counts_what_follows_the_literal_prefix() {
+        let books = template("https://example.com/books/{id}");
+        assert_eq!(books.literal_prefix(), "https://example.com/books/");
+        assert_eq!(books.complexity(), 7);
+        let users = template("https://example.com/users/{user}/books{?page}");
+        assert_eq!(users.literal_prefix(), "https://example.com/users/");
+        assert_eq!(users.complexity(), 25);
+        assert_eq!(template("/literal/only").complexity(), 1);
+        assert_eq!(template("/literal/only").literal_prefix(), "/literal/only");
+        let hostile: String = (0..250).map(|i| format!("{{+xv{i}}}")).collect();
+        assert!(hostile.len() > 1800);
+        assert_eq!(template(&hostile).literal_prefix(), "");
+        assert_eq!(template(&hostile).complexity(), 1501);
     }
 
     #[test]
