@@ -753,6 +753,12 @@ async fn store_contract(engine: Engine) {
     assert_eq!(bounds.oldest, Some((seqs[1], "2".to_owned())));
     assert_eq!(bounds.newest, Some((seqs[3], "4".to_owned())));
     assert_eq!(bounds.last_seq, seqs[3]);
+    // What the streams' gap decisions read: 1 was trimmed, nothing after it (a reader that
+    // wrote 1 missed nothing; one that wrote nothing did).
+    assert!(
+        (seqs[0]..seqs[1]).contains(&bounds.trimmed_through),
+        "{bounds:?} {seqs:?}"
+    );
     // Reads start at the oldest kept, whatever position is asked for before it.
     let all = store.read_after(0, 10).await.unwrap();
     assert_eq!(
