@@ -92,6 +92,7 @@ fn append(c: &mut Criterion) {
             Retention {
                 max_events: 10_000,
                 max_age: None,
+                per_topic: 0,
             },
         )
         .unwrap(),
@@ -135,6 +136,7 @@ fn replay(c: &mut Criterion) {
     let retention = Retention {
         max_events: REPLAY_EVENTS,
         max_age: None,
+        per_topic: 0,
     };
     rt.block_on(async {
         let store = RedbStore::open(&dir.0, retention).unwrap();

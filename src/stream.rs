@@ -5,6 +5,17 @@
 //! in between is missed; live frames whose sequence is not above the last one written are
 //! dropped, so nothing is written twice. Every frame that is ready is written in one chunk
 //! (one write for many events). This module joins the hub and the store; it knows no HTTP.
+//!
+//! # Never a silent skip
+//! History is not always one contiguous run of the log: with `--history-per-topic`, retention
+//! keeps a topic's newest updates and trims around them, so history has holes below
+//! [`crate::store::Bounds::trimmed_through`], and a replay that started before a trim may find
+//! its next updates gone. The stream knows up to which sequence its client was already told of
+//! losses (`announced`: the `herald-gap` notice, or a start that replays "whatever is kept").
+//! Whenever a replay page skips sequences above that, it asks the store whether anything after
+//! the last sequence written was trimmed; if so, it ends the stream after what it has written,
+//! so the client reconnects with its `Last-Event-ID` and is told of the gap. Catching up after
+//! a lag follows the same rule.
 
 use std::sync::Arc;
 
@@ -37,8 +48,9 @@ const KEEP_READY: usize = 16;
 /// Where the stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
-    /// Replay every update with a sequence above this one, then go live.
-    ReplayAfter(u64),
+    /// Replay every update with a sequence above `after`, then go live. Updates trimmed up to
+    /// `announced` (at least `after`) are known lost to the client: skipping them is no gap.
+    ReplayAfter { after: u64, announced: u64 },
     /// Live only; updates up to this sequence were committed before the subscription.
     LiveAfter(u64),
 }
@@ -61,6 +73,16 @@ impl LagAction {
     }
 }
 
+/// What one replay step found.
+enum Replayed {
+    /// Frames for this subscriber.
+    Chunk(Bytes),
+    /// History has nothing more: go live.
+    Exhausted,
+    /// Updates after the last one written were trimmed: write what was found, then end.
+    Lost(Option<Bytes>),
+}
+
 enum Phase {
     Replay,
     Live,
@@ -75,6 +97,8 @@ pub struct EventStream {
     phase: Phase,
     /// The highest sequence written (or deliberately skipped).
     last_seq: u64,
+    /// Updates trimmed up to this sequence were announced (or accepted) as lost.
+    announced: u64,
     ready: Vec<Delivery>,
     /// Write each update's canonical topic as a `topic:` field (`herald-topic=1`).
     topic_field: bool,
@@ -91,9 +115,9 @@ impl EventStream {
         prelude: Bytes,
         start: Start,
     ) -> EventStream {
-        let (phase, last_seq) = match start {
-            Start::ReplayAfter(seq) => (Phase::Replay, seq),
-            Start::LiveAfter(seq) => (Phase::Live, seq),
+        let (phase, last_seq, announced) = match start {
+            Start::ReplayAfter { after, announced } => (Phase::Replay, after, announced.max(after)),
+            Start::LiveAfter(seq) => (Phase::Live, seq, seq),
         };
         EventStream {
             subscription,
@@ -101,6 +125,7 @@ impl EventStream {
             prelude: Some(prelude).filter(|bytes| !bytes.is_empty()),
             phase,
             last_seq,
+            announced,
             ready: Vec::new(),
             topic_field: false,
             // Small first: the first read tells the size of the updates.
@@ -124,8 +149,21 @@ impl EventStream {
             match self.phase {
                 Phase::Done => return None,
                 Phase::Replay => match self.replay_page().await {
-                    Ok(Some(chunk)) => return Some(chunk),
-                    Ok(None) => self.phase = Phase::Live,
+                    Ok(Replayed::Chunk(chunk)) => return Some(chunk),
+                    Ok(Replayed::Exhausted) => self.phase = Phase::Live,
+                    Ok(Replayed::Lost(chunk)) => {
+                        tracing::debug!(
+                            subscriber = self.subscription.subscriber().id,
+                            after = self.last_seq,
+                            "updates the client has not seen were trimmed; closing the stream"
+                        );
+                        metrics::counter!("herald_lagging_subscribers_total", "action" => "close")
+                            .increment(1);
+                        self.phase = Phase::Done;
+                        if chunk.is_some() {
+                            return chunk;
+                        }
+                    }
                     Err(error) => {
                         tracing::warn!(%error, "history read failed; closing the stream");
                         self.phase = Phase::Done;
@@ -176,8 +214,7 @@ impl EventStream {
     }
 
     /// Reads history after `last_seq` until some frames for this subscriber are found.
-    /// `Ok(None)` once history has nothing more.
-    async fn replay_page(&mut self) -> Result<Option<Bytes>, StoreError> {
+    async fn replay_page(&mut self) -> Result<Replayed, StoreError> {
         loop {
             let asked = self.page;
             let page = self.store.read_after(self.last_seq, asked).await?;
@@ -189,7 +226,25 @@ impl EventStream {
             let subscriber = Arc::clone(self.subscription.subscriber());
             let mut chunk = BytesMut::new();
             let mut written = 0;
+            // Checked at most once per page: a check made after the page was read covers it all.
+            let mut page_checked = false;
             for update in &page {
+                let skipped_from = self.last_seq.saturating_add(1).max(self.announced + 1);
+                if update.seq > skipped_from && !page_checked {
+                    // Sequences were skipped that the client was not told about: were any of
+                    // them trimmed (or only never assigned, as between Redis stream ids)?
+                    page_checked = true;
+                    let trimmed = self.store.bounds().await?.trimmed_through;
+                    if trimmed > self.last_seq.max(self.announced) {
+                        if written > 0 {
+                            deliveries().increment(written);
+                            metrics::counter!("herald_replayed_total").increment(written);
+                        }
+                        return Ok(Replayed::Lost(
+                            Some(chunk.freeze()).filter(|chunk| !chunk.is_empty()),
+                        ));
+                    }
+                }
                 self.last_seq = update.seq;
                 if subscriber.may_receive(update) {
                     chunk.extend_from_slice(&frame_of(update, self.topic_field));
@@ -202,11 +257,11 @@ impl EventStream {
             if written > 0 {
                 deliveries().increment(written);
                 metrics::counter!("herald_replayed_total").increment(written);
-                return Ok(Some(chunk.freeze()));
+                return Ok(Replayed::Chunk(chunk.freeze()));
             }
             // Nothing in this page was for this subscriber: read on, unless history ends here.
             if history_exhausted {
-                return Ok(None);
+                return Ok(Replayed::Exhausted);
             }
         }
     }
@@ -269,14 +324,15 @@ impl EventStream {
         Some(chunk)
     }
 
-    /// Catch up when history still holds everything after `last_seq`; close otherwise.
+    /// Catch up when history still holds everything after `last_seq` (nothing above it was
+    /// trimmed: with per-topic retention the oldest kept says nothing about holes); close
+    /// otherwise.
     async fn lag_action(&self) -> LagAction {
         match self.store.bounds().await {
-            Ok(bounds) => match bounds.oldest {
-                Some((oldest, _)) if oldest <= self.last_seq + 1 => LagAction::CatchUp,
-                _ => LagAction::Close,
-            },
-            Err(_) => LagAction::Close,
+            Ok(bounds) if bounds.trimmed_through <= self.last_seq.max(self.announced) => {
+                LagAction::CatchUp
+            }
+            _ => LagAction::Close,
         }
     }
 }
@@ -286,5 +342,183 @@ fn frame_of(update: &Update, topic_field: bool) -> Bytes {
         update.frame_with_topic()
     } else {
         update.frame.clone()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::hub::Hub;
+    use crate::store::Retention;
+    use crate::store::memory::MemoryStore;
+    use crate::topic::SelectorSet;
+
+    fn ids_in(chunk: &[u8]) -> Vec<String> {
+        String::from_utf8_lossy(chunk)
+            .lines()
+            .filter_map(|line| {
+                line.strip_prefix("id: ")
+                    .or_else(|| line.strip_prefix("id:"))
+            })
+            .map(|id| id.trim().to_owned())
+            .collect()
+    }
+
+    async fn publish(
+        store: &MemoryStore,
+        hub: &Hub,
+        topic: &str,
+        ids: impl Iterator<Item = String>,
+    ) {
+        for id in ids {
+            let stored = store
+                .append(vec![Update::for_test(topic, &id)])
+                .await
+                .unwrap();
+            hub.fan_out(&stored);
+        }
+    }
+
+    /// Everything the stream writes until it ends, or `limit` chunks, or it waits 300 ms for
+    /// live updates; and whether it ended.
+    async fn drain(stream: &mut EventStream, limit: usize) -> (Vec<String>, bool) {
+        let mut ids = Vec::new();
+        for _ in 0..limit {
+            let next =
+                tokio::time::timeout(std::time::Duration::from_millis(300), stream.next_chunk());
+            match next.await {
+                Ok(Some(chunk)) => ids.extend(ids_in(&chunk)),
+                Ok(None) => return (ids, true),
+                Err(_) => break,
+            }
+        }
+        (ids, false)
+    }
+
+    /// History keeps chat's three while clock updates were trimmed after the subscriber's
+    /// position: the oldest kept update (chat) is older than what it missed, yet it must not
+    /// catch up as if nothing was lost (the old `oldest <= last + 1` rule would have).
+    #[tokio::test]
+    async fn a_lagging_subscriber_whose_missed_updates_were_trimmed_is_closed() {
+        let store = Arc::new(MemoryStore::new(Retention {
+            max_events: 5,
+            max_age: None,
+            per_topic: 3,
+        }));
+        let hub = Hub::new(4);
+        publish(&store, &hub, "chat", (1..=3).map(|n| format!("c{n}"))).await;
+        let subscription = hub
+            .subscribe(SelectorSet::parse(["chat", "clock"]), None)
+            .unwrap();
+        let mut stream = EventStream::new(
+            subscription,
+            Arc::clone(&store) as Arc<dyn Store>,
+            Bytes::new(),
+            Start::LiveAfter(3),
+        );
+        // 20 clock ticks: the queue (4) overflows, history keeps c1..c3 and k16..k20.
+        publish(&store, &hub, "clock", (1..=20).map(|n| format!("k{n}"))).await;
+        let bounds = store.bounds().await.unwrap();
+        assert_eq!(bounds.oldest.map(|(seq, _)| seq), Some(1));
+        assert_eq!(bounds.trimmed_through, 18);
+        let (ids, ended) = drain(&mut stream, 10).await;
+        assert!(ended, "the stream must end, not catch up: wrote {ids:?}");
+        assert_eq!(
+            ids,
+            ["k1", "k2", "k3", "k4"],
+            "what was queued, then the end"
+        );
+    }
+
+    /// A lagging subscriber that missed only what history still holds catches up.
+    #[tokio::test]
+    async fn a_lagging_subscriber_catches_up_when_nothing_it_missed_was_trimmed() {
+        let store = Arc::new(MemoryStore::new(Retention {
+            max_events: 50,
+            max_age: None,
+            per_topic: 3,
+        }));
+        let hub = Hub::new(4);
+        let subscription = hub.subscribe(SelectorSet::parse(["clock"]), None).unwrap();
+        let mut stream = EventStream::new(
+            subscription,
+            Arc::clone(&store) as Arc<dyn Store>,
+            Bytes::new(),
+            Start::LiveAfter(0),
+        );
+        publish(&store, &hub, "clock", (1..=20).map(|n| format!("k{n}"))).await;
+        let (ids, ended) = drain(&mut stream, 10).await;
+        assert!(!ended);
+        let expected: Vec<String> = (1..=20).map(|n| format!("k{n}")).collect();
+        assert_eq!(ids, expected);
+    }
+
+    /// A replay overtaken by retention (the ring moved past the next update to write while the
+    /// client was reading the first page) ends after what it wrote instead of jumping.
+    #[tokio::test]
+    async fn a_replay_overtaken_by_retention_ends_instead_of_skipping() {
+        let store = Arc::new(MemoryStore::new(Retention {
+            max_events: 600,
+            max_age: None,
+            per_topic: 3,
+        }));
+        let hub = Hub::new(1024);
+        publish(&store, &hub, "chat", (1..=3).map(|n| format!("c{n}"))).await;
+        publish(&store, &hub, "clock", (1..=300).map(|n| format!("k{n}"))).await;
+        let subscription = hub
+            .subscribe(SelectorSet::parse(["chat", "clock"]), None)
+            .unwrap();
+        let mut stream = EventStream::new(
+            subscription,
+            Arc::clone(&store) as Arc<dyn Store>,
+            Bytes::new(),
+            Start::ReplayAfter {
+                after: 3,
+                announced: 3,
+            },
+        );
+        // The first page: k1.. in order (its size is the stream's business).
+        let first = ids_in(&stream.next_chunk().await.unwrap());
+        let expected: Vec<String> = (1..=first.len()).map(|n| format!("k{n}")).collect();
+        assert!(!first.is_empty() && first.len() < 300, "{first:?}");
+        assert_eq!(first, expected);
+        // 700 more: the ring moves to seq 404, so k1..k400 go, the next ones this stream would
+        // write among them.
+        publish(&store, &hub, "clock", (301..=1000).map(|n| format!("k{n}"))).await;
+        let written_through = 3 + u64::try_from(first.len()).unwrap();
+        assert!(store.bounds().await.unwrap().trimmed_through > written_through + 1);
+        let (rest, ended) = drain(&mut stream, 10).await;
+        assert!(ended, "the stream must end: wrote {rest:?}");
+        assert!(rest.is_empty(), "nothing after the hole: {rest:?}");
+    }
+
+    /// Holes the client was told of (a gap notice, `earliest`) are no reason to end.
+    #[tokio::test]
+    async fn holes_already_announced_are_replayed_across() {
+        let store = Arc::new(MemoryStore::new(Retention {
+            max_events: 5,
+            max_age: None,
+            per_topic: 3,
+        }));
+        let hub = Hub::new(1024);
+        publish(&store, &hub, "chat", (1..=3).map(|n| format!("c{n}"))).await;
+        publish(&store, &hub, "clock", (1..=50).map(|n| format!("k{n}"))).await;
+        let trimmed = store.bounds().await.unwrap().trimmed_through;
+        let subscription = hub
+            .subscribe(SelectorSet::parse(["chat", "clock"]), None)
+            .unwrap();
+        let mut stream = EventStream::new(
+            subscription,
+            Arc::clone(&store) as Arc<dyn Store>,
+            Bytes::new(),
+            Start::ReplayAfter {
+                after: 0,
+                announced: trimmed,
+            },
+        );
+        let (ids, ended) = drain(&mut stream, 10).await;
+        assert!(!ended);
+        assert_eq!(ids, ["c1", "c2", "c3", "k46", "k47", "k48", "k49", "k50"]);
     }
 }

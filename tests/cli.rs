@@ -21,6 +21,8 @@ fn serve_help_explains_every_flag() {
         "--heartbeat",
         "--history-size",
         "--history-max-age",
+        "--history-per-topic",
+        "HERALD_HISTORY_PER_TOPIC",
         "--subscriptions",
         "--demo",
         "--max-body",
@@ -66,6 +68,22 @@ fn bad_configuration_exits_64_with_one_line_before_binding() {
                 "RS256",
             ],
             "key",
+        ),
+        (
+            vec![
+                "serve",
+                "--listen",
+                &port,
+                "--store",
+                "nats://127.0.0.1:1/",
+                "--history-per-topic",
+                "3",
+            ],
+            "--history-per-topic",
+        ),
+        (
+            vec!["serve", "--listen", &port, "--history-per-topic", "many"],
+            "--history-per-topic",
         ),
     ] {
         let (code, _, stderr) = run_cli(&args, &[]);

@@ -729,6 +729,7 @@ async fn store_contract(engine: Engine) {
     let retention = |max_events, max_age| Retention {
         max_events,
         max_age,
+        per_topic: 0,
     };
     let store = open_store(&engine, &unique_prefix("contract"), retention(3, None)).await;
     assert_eq!(store.bounds().await.unwrap().last_seq, 0);
@@ -752,6 +753,12 @@ async fn store_contract(engine: Engine) {
     assert_eq!(bounds.oldest, Some((seqs[1], "2".to_owned())));
     assert_eq!(bounds.newest, Some((seqs[3], "4".to_owned())));
     assert_eq!(bounds.last_seq, seqs[3]);
+    // What the streams' gap decisions read: 1 was trimmed, nothing after it (a reader that
+    // wrote 1 missed nothing; one that wrote nothing did).
+    assert!(
+        (seqs[0]..seqs[1]).contains(&bounds.trimmed_through),
+        "{bounds:?} {seqs:?}"
+    );
     // Reads start at the oldest kept, whatever position is asked for before it.
     let all = store.read_after(0, 10).await.unwrap();
     assert_eq!(
@@ -884,6 +891,7 @@ async fn store_tallies(engine: Engine) {
     let keep = |max_events, max_age| Retention {
         max_events,
         max_age,
+        per_topic: 0,
     };
     let store = open_store(&engine, &unique_prefix("tally-mixed"), keep(100, None)).await;
     store
@@ -1004,6 +1012,7 @@ async fn redis_public_tallies_are_recounted_for_keys_an_earlier_herald_wrote() {
         Retention {
             max_events: 3,
             max_age: None,
+            per_topic: 0,
         },
     )
     .await;
@@ -1105,6 +1114,7 @@ async fn a_node_that_fell_too_far_behind_ends_its_streams_and_counts_a_gap() {
         Retention {
             max_events: 10,
             max_age: None,
+            per_topic: 0,
         },
     )
     .await;

@@ -175,3 +175,132 @@ async fn replay_then_live_has_no_gap_and_no_duplicate_under_concurrent_publishes
         stream.expect_silence(Duration::from_millis(200)).await;
     }
 }
+
+/// The ids of `/topics/{topic}/events`.
+async fn topic_history(hub: &Hub, topic: &str) -> Vec<String> {
+    let body = hub.get_json(&format!("/topics/{topic}/events")).await;
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `--history-size 5 --history-per-topic 3`: 3 chat messages, then 50 clock ticks. The chat
+/// keeps its 3 beside the clock's last 5; resuming inside the trimmed range, or from a kept
+/// chat message with trimmed ticks after it, is told of the gap. Memory and the embedded store,
+/// and the three spellings of the option (flag, environment, TOML key).
+#[tokio::test]
+async fn per_topic_history_keeps_a_quiet_topic_and_tells_of_holes() {
+    let dir = crate::util::TempDir::new("per-topic");
+    let toml = dir.path().join("herald.toml");
+    std::fs::write(&toml, "history-per-topic = 3\n").unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let hubs = [
+        Hub::start(&["--history-size", "5", "--history-per-topic", "3"]),
+        Hub::start_with_env(
+            &[
+                "--jwt-key",
+                crate::util::KEY,
+                "--anonymous",
+                "--store",
+                data,
+                "--history-size",
+                "5",
+            ],
+            &[("HERALD_HISTORY_PER_TOPIC", "3")],
+        ),
+        Hub::start(&["--history-size", "5", "--config", toml.to_str().unwrap()]),
+    ];
+    for hub in &hubs {
+        publish_series(hub, "chat", &["c1", "c2", "c3"]).await;
+        let ticks: Vec<String> = (1..=50).map(|n| format!("k{n}")).collect();
+        let ticks: Vec<&str> = ticks.iter().map(String::as_str).collect();
+        publish_series(hub, "clock", &ticks).await;
+
+        let mut chat = hub
+            .subscribe("/.well-known/mercure?topic=chat&lastEventID=earliest", &[])
+            .await;
+        assert_eq!(ids(&chat.events(3).await), ["c1", "c2", "c3"]);
+        chat.expect_silence(Duration::from_millis(200)).await;
+        assert_eq!(topic_history(hub, "chat").await, ["c1", "c2", "c3"]);
+        assert_eq!(
+            topic_history(hub, "clock").await,
+            ["k46", "k47", "k48", "k49", "k50"]
+        );
+        let mut clock = hub
+            .subscribe("/.well-known/mercure?topic=clock&lastEventID=earliest", &[])
+            .await;
+        assert_eq!(
+            ids(&clock.events(5).await),
+            ["k46", "k47", "k48", "k49", "k50"]
+        );
+
+        // Resuming in the middle of the trimmed ticks: a gap, then what is kept.
+        let mut resumed = hub
+            .subscribe(
+                "/.well-known/mercure?topic=clock",
+                &[("last-event-id", "k20")],
+            )
+            .await;
+        let gap = resumed.next_event().await;
+        assert_eq!(gap.event, "herald-gap");
+        let body: serde_json::Value = serde_json::from_str(&gap.data).unwrap();
+        assert_eq!(body["lastEventID"], "k20");
+        assert_eq!(body["oldestEventID"], "c1");
+        assert_eq!(
+            ids(&resumed.events(5).await),
+            ["k46", "k47", "k48", "k49", "k50"]
+        );
+
+        // The subtle case: c3 is still kept, so its id resolves, but k1..k45 after it were
+        // trimmed. Replaying "everything after c3" would skip them silently: a gap first.
+        let mut after_chat = hub
+            .subscribe(
+                "/.well-known/mercure?topic=clock&topic=chat",
+                &[("last-event-id", "c3")],
+            )
+            .await;
+        let gap = after_chat.next_event().await;
+        assert_eq!(gap.event, "herald-gap", "{gap:?}");
+        let body: serde_json::Value = serde_json::from_str(&gap.data).unwrap();
+        assert_eq!(body["lastEventID"], "c3");
+        assert_eq!(
+            ids(&after_chat.events(5).await),
+            ["k46", "k47", "k48", "k49", "k50"]
+        );
+        // Resuming from the newest kept update: nothing was trimmed after it, no gap.
+        let mut current = hub
+            .subscribe(
+                "/.well-known/mercure?topic=clock",
+                &[("last-event-id", "k48")],
+            )
+            .await;
+        assert_eq!(ids(&current.events(2).await), ["k49", "k50"]);
+        publish_series(hub, "clock", &["k51"]).await;
+        assert_eq!(current.next_event().await.id, "k51");
+    }
+}
+
+/// Without the flag the ring is shared: the same ticks push the chat out entirely (what the
+/// flag is for), and `--demo` turns it on.
+#[tokio::test]
+async fn without_per_topic_history_a_busy_topic_evicts_a_quiet_one_and_demo_protects_it() {
+    for (flags, chat_kept) in [
+        (&["--history-size", "5"][..], 0),
+        (&["--history-size", "5", "--demo"][..], 3),
+    ] {
+        let hub = Hub::start(flags);
+        publish_series(&hub, "chat", &["c1", "c2", "c3"]).await;
+        for n in 1..=10 {
+            publish_series(&hub, "clock", &[&format!("k{n}")]).await;
+        }
+        assert_eq!(
+            topic_history(&hub, "chat").await.len(),
+            chat_kept,
+            "{flags:?}"
+        );
+    }
+}

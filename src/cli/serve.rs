@@ -105,13 +105,17 @@ fn print_banner(server: &Server) {
         }
         println!("  reachable: {reach}");
     }
+    let per_topic = match config.retention.per_topic {
+        0 => String::new(),
+        n => format!(" and each topic's newest {n}"),
+    };
     let store = match &config.store {
         StoreSpec::Memory => format!(
-            "memory: (last {} updates, lost on restart)",
+            "memory: (last {} updates{per_topic}, lost on restart)",
             config.retention.max_events
         ),
         StoreSpec::Path(dir) => format!(
-            "{} (durable, last {} updates)",
+            "{} (durable, last {} updates{per_topic})",
             dir.join("herald.redb").display(),
             config.retention.max_events
         ),

@@ -27,6 +27,7 @@ pub struct FileOptions {
     heartbeat: Option<String>,
     history_size: Option<usize>,
     history_max_age: Option<String>,
+    history_per_topic: Option<usize>,
     subscriptions: Option<bool>,
     demo: Option<bool>,
     max_body: Option<SizeValue>,
@@ -103,6 +104,7 @@ pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
     fill(&mut args.heartbeat, &file.heartbeat);
     fill(&mut args.history_size, &file.history_size);
     fill(&mut args.history_max_age, &file.history_max_age);
+    fill(&mut args.history_per_topic, &file.history_per_topic);
     fill(&mut args.queue_size, &file.queue_size);
     fill(&mut args.write_timeout, &file.write_timeout);
     fill(&mut args.tls_cert, &file.tls_cert);

@@ -21,6 +21,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8088";
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// Default history size (updates kept).
 pub const DEFAULT_HISTORY_SIZE: usize = 10_000;
+/// `--history-per-topic` with `--demo` (memory: and PATH stores): the chat's last messages
+/// survive the clock's ticks. Off (0) otherwise by default: see [`ServeArgs::history_per_topic`].
+pub const DEMO_HISTORY_PER_TOPIC: usize = 10;
 /// Default per-subscriber queue (frames waiting to be written).
 pub const DEFAULT_QUEUE_SIZE: usize = 1024;
 /// Default most selectors in one subscription.
@@ -165,6 +168,15 @@ pub struct ServeArgs {
     /// Drop history older than this, e.g. `1h`, `7d` [default: keep regardless of age]
     #[arg(long, env = "HERALD_HISTORY_MAX_AGE", value_name = "DURATION")]
     pub history_max_age: Option<String>,
+
+    /// Also keep each topic's newest N updates when --history-size trims: the last
+    /// --history-size updates stay as before, and an older one stays while it is among the
+    /// newest N of one of its topics (N above --history-size counts as --history-size). Past
+    /// 2 x --history-size in all, the oldest go first: that limit wins. --history-max-age
+    /// applies to every update. memory: and PATH stores only (refused with redis:// and
+    /// nats://) [default: 0 (off); 10 with --demo]
+    #[arg(long, env = "HERALD_HISTORY_PER_TOPIC", value_name = "N")]
+    pub history_per_topic: Option<usize>,
 
     /// Publish subscription events and serve the subscriptions API
     #[arg(long, env = "HERALD_SUBSCRIPTIONS", value_parser = boolish())]
@@ -541,6 +553,25 @@ impl Config {
         if max_age.is_some_and(|age| age.is_zero()) {
             return Err(invalid("history-max-age", "0", "must be above zero"));
         }
+        let per_topic = match (args.history_per_topic, &store) {
+            (Some(0), _) => 0,
+            (Some(n), StoreSpec::Redis { .. } | StoreSpec::Nats { .. }) => {
+                return Err(invalid(
+                    "history-per-topic",
+                    &n.to_string(),
+                    "only memory: and PATH stores support it (redis:// and nats:// keep one \
+                     shared ring; leave it unset or 0)",
+                ));
+            }
+            (Some(n), _) => n,
+            (None, StoreSpec::Memory | StoreSpec::Path(_)) if args.demo => DEMO_HISTORY_PER_TOPIC,
+            (None, _) => 0,
+        };
+        // The newest --history-size updates stay anyway: a topic whose newest N all fit in
+        // them needs no extra place, so with N capped there the extra places go to the topics
+        // the busy ones pushed out (the demo's chat beside its clock, even at --history-size 5).
+        let history_size = args.history_size.unwrap_or(DEFAULT_HISTORY_SIZE);
+        let per_topic = per_topic.min(history_size);
         let max_body = match &args.max_body {
             Some(text) => parse_size("max-body", text)?,
             None => DEFAULT_MAX_BODY,
@@ -683,8 +714,9 @@ impl Config {
             publish_origins: OriginPolicy::from_list(publish_origins),
             heartbeat,
             retention: Retention {
-                max_events: args.history_size.unwrap_or(DEFAULT_HISTORY_SIZE),
+                max_events: history_size,
                 max_age,
+                per_topic,
             },
             subscriptions: args.subscriptions,
             demo: args.demo,
@@ -912,6 +944,45 @@ mod tests {
         assert!(error.to_string().contains("--redis-prefix"), "{error}");
         let error = store("kafka://127.0.0.1/", None, None).unwrap_err();
         assert!(error.to_string().contains("--store"), "{error}");
+    }
+
+    #[test]
+    fn history_per_topic_is_off_by_default_on_with_demo_and_refused_by_shared_stores() {
+        let per_topic = |store: &str, value: Option<usize>, demo: bool| {
+            Config::from_args(ServeArgs {
+                store: Some(store.into()),
+                history_per_topic: value,
+                demo,
+                ..ServeArgs::default()
+            })
+            .map(|config| config.retention.per_topic)
+        };
+        assert_eq!(per_topic("memory:", None, false).unwrap(), 0);
+        assert_eq!(per_topic("/tmp/x", None, false).unwrap(), 0);
+        assert_eq!(
+            per_topic("memory:", None, true).unwrap(),
+            DEMO_HISTORY_PER_TOPIC
+        );
+        assert_eq!(per_topic("memory:", Some(0), true).unwrap(), 0);
+        assert_eq!(per_topic("/tmp/x", Some(3), false).unwrap(), 3);
+        // Capped at --history-size.
+        let capped = Config::from_args(ServeArgs {
+            store: Some("memory:".into()),
+            history_size: Some(5),
+            demo: true,
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(capped.retention.per_topic, 5);
+        // The demo on a shared store keeps the plain ring rather than failing.
+        assert_eq!(per_topic("redis://127.0.0.1/", None, true).unwrap(), 0);
+        assert_eq!(per_topic("nats://127.0.0.1/", Some(0), false).unwrap(), 0);
+        for store in ["redis://127.0.0.1/", "nats://127.0.0.1/"] {
+            let error = per_topic(store, Some(3), false).unwrap_err().to_string();
+            assert!(error.contains("--history-per-topic"), "{error}");
+            assert!(error.contains("memory: and PATH"), "{error}");
+            assert!(!error.contains('\n'), "one line: {error}");
+        }
     }
 
     #[test]

@@ -66,15 +66,42 @@ pub async fn subscribe<B>(
     let mut prelude = Vec::new();
     herald_sse::encode_comment(&mut prelude, "");
     let bounds = store.bounds().await?;
+    // `earliest` and a gap notice both mean "whatever history still holds": what was trimmed
+    // before now is no news to this client.
+    let known_lost = Start::ReplayAfter {
+        after: 0,
+        announced: bounds.trimmed_through,
+    };
     let (start, resumed_from) = match last_event_id.as_deref() {
         None => (Start::LiveAfter(bounds.last_seq), None),
-        Some(EARLIEST) => (Start::ReplayAfter(0), None),
+        Some(EARLIEST) => (known_lost, None),
         Some(id) => match cursor::resolve_visible(store, id, private_access.as_ref()).await? {
-            ReplayFrom::After(seq) => (Start::ReplayAfter(seq), Some(id)),
+            // History holds everything after the id.
+            ReplayFrom::After(seq) if bounds.trimmed_through <= seq => (
+                Start::ReplayAfter {
+                    after: seq,
+                    announced: seq,
+                },
+                Some(id),
+            ),
+            // History holds the id (a topic's newest updates are kept longer, with
+            // --history-per-topic) but trimmed some of what came after it: the gap is told,
+            // then what is kept after the id is replayed.
+            ReplayFrom::After(seq) => {
+                let oldest = cursor::oldest_visible(store, private_access.as_ref()).await?;
+                encode_gap(&mut prelude, id, oldest.as_deref());
+                (
+                    Start::ReplayAfter {
+                        after: seq,
+                        announced: bounds.trimmed_through,
+                    },
+                    Some(id),
+                )
+            }
             ReplayFrom::Unknown => {
                 let oldest = cursor::oldest_visible(store, private_access.as_ref()).await?;
                 encode_gap(&mut prelude, id, oldest.as_deref());
-                (Start::ReplayAfter(0), None)
+                (known_lost, None)
             }
         },
     };
@@ -187,7 +214,8 @@ fn wants_topic_field(params: &[(String, String)]) -> bool {
     query::first(params, TOPIC_FIELD_PARAM).is_some_and(|value| value != "0" && value != "false")
 }
 
-/// The `herald-gap` event: the id asked for is not in history, so the client may refetch state.
+/// The `herald-gap` event: history no longer holds the id asked for, or trimmed updates that came
+/// after it, so the client may refetch state.
 fn encode_gap(out: &mut Vec<u8>, asked: &str, oldest: Option<&str>) {
     let data = serde_json::json!({ "lastEventID": asked, "oldestEventID": oldest }).to_string();
     herald_sse::encode_event(

@@ -67,6 +67,7 @@ pub fn update(topics: &[&str], id: &str, private: bool) -> Update {
 pub const MIXED: Retention = Retention {
     max_events: 100,
     max_age: None,
+    per_topic: 0,
 };
 
 /// Private and public updates on one topic, a topic only private updates used, and updates of
@@ -102,6 +103,7 @@ pub async fn mixed_updates(store: &dyn Store) {
 pub const BY_COUNT: Retention = Retention {
     max_events: 3,
     max_age: None,
+    per_topic: 0,
 };
 
 /// Trimming by count takes public updates out of both tallies, private ones out of the full
@@ -160,6 +162,7 @@ pub const AGE: Duration = Duration::from_millis(1000);
 pub const BY_AGE: Retention = Retention {
     max_events: 100,
     max_age: Some(AGE),
+    per_topic: 0,
 };
 
 /// What aged out leaves both tallies, even before the next append; an append then trims it.
@@ -194,4 +197,204 @@ pub async fn age_retention(store: &dyn Store) {
             row("b", 1, "fresh", 1, Some("fresh")),
         ]
     );
+}
+
+/// For [`per_topic_protection`].
+pub const BY_TOPIC: Retention = Retention {
+    max_events: 5,
+    max_age: None,
+    per_topic: 2,
+};
+
+/// The ids `store.read_after(0, ..)` returns, oldest first.
+pub async fn kept_ids(store: &dyn Store) -> Vec<String> {
+    store
+        .read_after(0, usize::MAX)
+        .await
+        .expect("read")
+        .iter()
+        .map(|update| update.id.clone())
+        .collect()
+}
+
+/// A quiet topic keeps its newest `per_topic` updates beside the newest `max_events`; what is
+/// trimmed around them leaves a hole that `trimmed_through` reports.
+pub async fn per_topic_protection(store: &dyn Store) {
+    for id in ["a1", "a2", "a3"] {
+        store
+            .append(vec![update(&["a"], id, false)])
+            .await
+            .expect("append");
+    }
+    for id in ["b1", "b2", "b3", "b4", "b5", "b6"] {
+        store
+            .append(vec![update(&["b"], id, id == "b5")])
+            .await
+            .expect("append");
+    }
+    // The ring is b2..b6 (seqs 5..9); a2 and a3 are a's newest two; a1 and b1 went.
+    assert_eq!(
+        kept_ids(store).await,
+        ["a2", "a3", "b2", "b3", "b4", "b5", "b6"]
+    );
+    assert_eq!(
+        tallies(store).await,
+        [
+            row("a", 2, "a3", 2, Some("a3")),
+            row("b", 5, "b6", 4, Some("b6")),
+        ]
+    );
+    let bounds = store.bounds().await.expect("bounds");
+    assert_eq!(bounds.oldest, Some((2, "a2".to_owned())));
+    assert_eq!(bounds.newest, Some((9, "b6".to_owned())));
+    assert_eq!((bounds.last_seq, bounds.trimmed_through), (9, 4));
+    assert_eq!(
+        store.resolve("a3").await.expect("resolve"),
+        super::ReplayFrom::After(3)
+    );
+    assert_eq!(
+        store.resolve("b1").await.expect("resolve"),
+        super::ReplayFrom::Unknown
+    );
+    let on_a: Vec<String> = store
+        .topic_events("a", 0, 10)
+        .await
+        .expect("topic events")
+        .iter()
+        .map(|update| update.id.clone())
+        .collect();
+    assert_eq!(on_a, ["a2", "a3"]);
+    // Reading after a kept update skips the hole: the stream decides, with trimmed_through.
+    let after_a2: Vec<u64> = store
+        .read_after(2, 3)
+        .await
+        .expect("read")
+        .iter()
+        .map(|update| update.seq)
+        .collect();
+    assert_eq!(after_a2, [3, 5, 6]);
+    // A batch: the ring moves to b4..b8; b2 and b3 are not b's newest two any more.
+    store
+        .append(vec![
+            update(&["b"], "b7", false),
+            update(&["b"], "b8", false),
+        ])
+        .await
+        .expect("append");
+    assert_eq!(
+        kept_ids(store).await,
+        ["a2", "a3", "b4", "b5", "b6", "b7", "b8"]
+    );
+    assert_eq!(store.bounds().await.expect("bounds").trimmed_through, 6);
+}
+
+/// For [`per_topic_limits`].
+pub const BY_TOPIC_TIGHT: Retention = Retention {
+    max_events: 2,
+    max_age: None,
+    per_topic: 1,
+};
+
+/// An update of several topics stays while it is the newest of any of them; history never
+/// holds more than twice `max_events`: past that, the oldest protected update goes.
+pub async fn per_topic_limits(store: &dyn Store) {
+    for (topics, id) in [
+        (&["a", "b"][..], "x"),
+        (&["a"][..], "a2"),
+        (&["c"][..], "c1"),
+        (&["c"][..], "c2"),
+        (&["c"][..], "c3"),
+    ] {
+        store
+            .append(vec![update(topics, id, false)])
+            .await
+            .expect("append");
+    }
+    // x is no longer a's newest, but still b's; c1 went.
+    assert_eq!(kept_ids(store).await, ["x", "a2", "c2", "c3"]);
+    store
+        .append(vec![update(&["b"], "b2", false)])
+        .await
+        .expect("append");
+    // Now x is the newest of none of its topics; c2 left the ring and is not c's newest.
+    assert_eq!(kept_ids(store).await, ["a2", "c3", "b2"]);
+    store
+        .append(vec![update(&["d"], "d1", false)])
+        .await
+        .expect("append");
+    assert_eq!(kept_ids(store).await, ["a2", "c3", "b2", "d1"]);
+    // Five topics' newest, four places: the oldest protected goes.
+    store
+        .append(vec![update(&["e"], "e1", true)])
+        .await
+        .expect("append");
+    assert_eq!(kept_ids(store).await, ["c3", "b2", "d1", "e1"]);
+    assert_eq!(
+        tallies(store).await,
+        [
+            row("b", 1, "b2", 1, Some("b2")),
+            row("c", 1, "c3", 1, Some("c3")),
+            row("d", 1, "d1", 1, Some("d1")),
+            row("e", 1, "e1", 0, None),
+        ]
+    );
+    let bounds = store.bounds().await.expect("bounds");
+    assert_eq!((bounds.last_seq, bounds.trimmed_through), (8, 4));
+}
+
+/// For [`per_topic_age`].
+pub const BY_TOPIC_AND_AGE: Retention = Retention {
+    max_events: 100,
+    max_age: Some(AGE),
+    per_topic: 5,
+};
+
+/// Age retention removes protected updates too.
+pub async fn per_topic_age(store: &dyn Store) {
+    store
+        .append(vec![update(&["a"], "old", false)])
+        .await
+        .expect("append");
+    tokio::time::sleep(AGE * 12 / 10).await;
+    store
+        .append(vec![update(&["b"], "new", false)])
+        .await
+        .expect("append");
+    assert_eq!(kept_ids(store).await, ["new"]);
+    assert_eq!(tallies(store).await, [row("b", 1, "new", 1, Some("new"))]);
+    assert_eq!(store.bounds().await.expect("bounds").trimmed_through, 1);
+}
+
+/// The kept sequences the retention rule asks for, computed from scratch: `kept` (ascending
+/// `(seq, distinct topics)`) just after an append whose newest sequence is `last_seq`, trimmed
+/// by count only. The reference the stores are checked against.
+pub fn rule_by_count(
+    mut kept: Vec<(u64, Vec<String>)>,
+    last_seq: u64,
+    retention: Retention,
+) -> Vec<u64> {
+    let max_events = retention.max_events as u64;
+    let ring_start = last_seq.saturating_sub(max_events) + 1;
+    let per_topic = retention.per_topic;
+    let protected: Vec<bool> = (0..kept.len())
+        .map(|index| {
+            let (_, topics) = &kept[index];
+            topics.iter().any(|topic| {
+                kept[index + 1..]
+                    .iter()
+                    .filter(|(_, others)| others.contains(topic))
+                    .count()
+                    < per_topic
+            })
+        })
+        .collect();
+    let mut index = 0;
+    kept.retain(|(seq, _)| {
+        index += 1;
+        *seq >= ring_start || protected[index - 1]
+    });
+    while kept.len() > retention.max_events * 2 {
+        kept.remove(0);
+    }
+    kept.into_iter().map(|(seq, _)| seq).collect()
 }

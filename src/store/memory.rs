@@ -1,9 +1,11 @@
-//! `memory:`: a bounded in-process ring of updates. Nothing survives a restart.
+//! `memory:`: a bounded in-process log of updates. Nothing survives a restart.
 //!
-//! For tests and for users who want no disk. Sequence numbers are contiguous inside the ring,
-//! so a position is found by arithmetic, and an id through a hash index.
+//! For tests and for users who want no disk. Updates are kept in a map by sequence (with
+//! `--history-per-topic`, retention may leave holes), an id is found through a hash index. With
+//! `per_topic` on, each topic's kept sequences are indexed too, with the set of kept updates that
+//! no topic protects, so retention finds what to trim without a scan (see [`Retention`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -19,10 +21,16 @@ pub struct MemoryStore {
 
 struct Ring {
     retention: Retention,
-    updates: VecDeque<Arc<Update>>,
+    updates: BTreeMap<u64, Arc<Update>>,
     seq_by_id: HashMap<String, u64>,
     topics: HashMap<String, TopicTally>,
     last_seq: u64,
+    /// The highest sequence removed by retention.
+    trimmed_through: u64,
+    /// With `per_topic`: each topic's kept sequences.
+    by_topic: HashMap<String, BTreeSet<u64>>,
+    /// With `per_topic`: the kept sequences no topic protects (trimmed first, oldest first).
+    unprotected: BTreeSet<u64>,
 }
 
 /// A topic's two tallies: every update kept, and the public ones only.
@@ -30,36 +38,29 @@ struct TopicTally {
     events: u64,
     last_event_id: String,
     public_events: u64,
-    /// Kept until `public_events` falls to 0: retention removes the oldest first, so the newest
-    /// public update goes last.
+    /// Kept until `public_events` falls to 0.
     last_public_event_id: Option<String>,
 }
 
 impl MemoryStore {
-    /// An empty ring with these retention limits.
+    /// An empty store with these retention limits.
     pub fn new(retention: Retention) -> MemoryStore {
         MemoryStore {
             state: Mutex::new(Ring {
                 retention,
-                updates: VecDeque::new(),
+                updates: BTreeMap::new(),
                 seq_by_id: HashMap::new(),
                 topics: HashMap::new(),
                 last_seq: 0,
+                trimmed_through: 0,
+                by_topic: HashMap::new(),
+                unprotected: BTreeSet::new(),
             }),
         }
     }
 }
 
 impl Ring {
-    fn first_seq(&self) -> u64 {
-        self.updates.front().map_or(self.last_seq + 1, |u| u.seq)
-    }
-
-    fn index_after(&self, after: u64) -> usize {
-        let first = self.first_seq();
-        usize::try_from(after.saturating_add(1).saturating_sub(first)).unwrap_or(usize::MAX)
-    }
-
     fn push(&mut self, mut update: Update) -> Arc<Update> {
         self.last_seq += 1;
         update.seq = self.last_seq;
@@ -82,8 +83,43 @@ impl Ring {
                 tally.last_public_event_id = Some(update.id.clone());
             }
         }
-        self.updates.push_back(Arc::clone(&update));
+        self.updates.insert(update.seq, Arc::clone(&update));
+        let per_topic = self.retention.per_topic;
+        if per_topic > 0 {
+            // The new update is the newest of each of its topics: protected. The update it
+            // pushes out of each topic's newest `per_topic` may now be protected by none.
+            for topic in unique_topics(&update) {
+                self.by_topic
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(update.seq);
+            }
+            for topic in unique_topics(&update) {
+                let pushed_out = self
+                    .by_topic
+                    .get(topic)
+                    .and_then(|seqs| seqs.iter().rev().nth(per_topic).copied());
+                if let Some(seq) = pushed_out
+                    && !self.protected(seq)
+                {
+                    self.unprotected.insert(seq);
+                }
+            }
+        }
         update
+    }
+
+    /// Is the kept update at `seq` among the newest `per_topic` kept of one of its topics?
+    fn protected(&self, seq: u64) -> bool {
+        let per_topic = self.retention.per_topic;
+        let Some(update) = self.updates.get(&seq) else {
+            return false;
+        };
+        unique_topics(update).any(|topic| {
+            self.by_topic.get(topic).is_some_and(|seqs| {
+                seqs.range(seq.saturating_add(1)..).take(per_topic).count() < per_topic
+            })
+        })
     }
 
     fn trim(&mut self) {
@@ -91,23 +127,50 @@ impl Ring {
             .retention
             .max_age
             .map(|age| now_ms().saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)));
-        while let Some(front) = self.updates.front() {
-            let too_many = self.updates.len() > self.retention.max_events;
-            let too_old = oldest_allowed_ms.is_some_and(|limit| front.published_at_ms < limit);
-            if !(too_many || too_old) {
+        if let Some(limit) = oldest_allowed_ms {
+            while let Some((&seq, front)) = self.updates.first_key_value() {
+                if front.published_at_ms >= limit {
+                    break;
+                }
+                self.remove(seq);
+            }
+        }
+        // The newest `max_events` appended are history's ring; what is older stays only if
+        // protected, and at most `max_events` of it.
+        let max_events = u64::try_from(self.retention.max_events).unwrap_or(u64::MAX);
+        let ring_start = self.last_seq.saturating_sub(max_events).saturating_add(1);
+        if self.retention.per_topic == 0 {
+            while let Some(&seq) = self.updates.keys().next() {
+                if seq >= ring_start {
+                    break;
+                }
+                self.remove(seq);
+            }
+            return;
+        }
+        while let Some(&seq) = self.unprotected.first() {
+            if seq >= ring_start {
                 break;
             }
-            if let Some(dropped) = self.updates.pop_front() {
-                self.forget(&dropped);
+            self.remove(seq);
+        }
+        while self.updates.len() > self.retention.max_events.saturating_mul(2) {
+            match self.updates.keys().next() {
+                Some(&seq) => self.remove(seq),
+                None => break,
             }
         }
     }
 
-    fn forget(&mut self, dropped: &Update) {
+    fn remove(&mut self, seq: u64) {
+        let Some(dropped) = self.updates.remove(&seq) else {
+            return;
+        };
+        self.trimmed_through = self.trimmed_through.max(seq);
         if self.seq_by_id.get(&dropped.id) == Some(&dropped.seq) {
             self.seq_by_id.remove(&dropped.id);
         }
-        for topic in unique_topics(dropped) {
+        for topic in unique_topics(&dropped) {
             if let Some(tally) = self.topics.get_mut(topic) {
                 tally.events = tally.events.saturating_sub(1);
                 if !dropped.private {
@@ -116,8 +179,29 @@ impl Ring {
                         tally.last_public_event_id = None;
                     }
                 }
+                // The newest ids stay: what goes is never a topic's newest while it has older
+                // ones (the oldest goes, or an update outside its topics' newest `per_topic`).
                 if tally.events == 0 {
                     self.topics.remove(topic);
+                }
+            }
+        }
+        let per_topic = self.retention.per_topic;
+        if per_topic > 0 {
+            let was_unprotected = self.unprotected.remove(&seq);
+            for topic in unique_topics(&dropped) {
+                let Some(seqs) = self.by_topic.get_mut(topic) else {
+                    continue;
+                };
+                seqs.remove(&seq);
+                if seqs.is_empty() {
+                    self.by_topic.remove(topic);
+                    continue;
+                }
+                // A protected update left this topic's newest `per_topic`: the next older one
+                // enters them.
+                if !was_unprotected && let Some(&entered) = seqs.iter().rev().nth(per_topic - 1) {
+                    self.unprotected.remove(&entered);
                 }
             }
         }
@@ -146,11 +230,10 @@ impl Store for MemoryStore {
     async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError> {
         let mut ring = self.state.lock();
         ring.trim();
-        let start = ring.index_after(after);
         Ok(ring
             .updates
-            .iter()
-            .skip(start)
+            .range(after.saturating_add(1)..)
+            .map(|(_, update)| update)
             .take(limit)
             .cloned()
             .collect())
@@ -168,11 +251,12 @@ impl Store for MemoryStore {
     async fn bounds(&self) -> Result<Bounds, StoreError> {
         let mut ring = self.state.lock();
         ring.trim();
-        let edge = |update: &Arc<Update>| (update.seq, update.id.clone());
+        let edge = |(seq, update): (&u64, &Arc<Update>)| (*seq, update.id.clone());
         Ok(Bounds {
-            oldest: ring.updates.front().map(edge),
-            newest: ring.updates.back().map(edge),
+            oldest: ring.updates.first_key_value().map(edge),
+            newest: ring.updates.last_key_value().map(edge),
             last_seq: ring.last_seq,
+            trimmed_through: ring.trimmed_through,
         })
     }
 
@@ -200,11 +284,10 @@ impl Store for MemoryStore {
     ) -> Result<Vec<Arc<Update>>, StoreError> {
         let mut ring = self.state.lock();
         ring.trim();
-        let start = ring.index_after(after);
         Ok(ring
             .updates
-            .iter()
-            .skip(start)
+            .range(after.saturating_add(1)..)
+            .map(|(_, update)| update)
             .filter(|update| update.topics.iter().any(|t| t == topic))
             .take(limit)
             .cloned()
@@ -227,6 +310,7 @@ mod tests {
         MemoryStore::new(Retention {
             max_events,
             max_age: None,
+            per_topic: 0,
         })
     }
 
@@ -284,6 +368,7 @@ mod tests {
         let store = MemoryStore::new(Retention {
             max_events: 100,
             max_age: Some(Duration::from_millis(50)),
+            per_topic: 0,
         });
         store.append(vec![update("a", "old")]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(80)).await;
@@ -311,6 +396,84 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn per_topic_retention_keeps_a_quiet_topics_newest() {
+        use crate::store::conformance as scenario;
+        scenario::per_topic_protection(&MemoryStore::new(scenario::BY_TOPIC)).await;
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_stays_within_the_history_size() {
+        use crate::store::conformance as scenario;
+        scenario::per_topic_limits(&MemoryStore::new(scenario::BY_TOPIC_TIGHT)).await;
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_yields_to_age() {
+        use crate::store::conformance as scenario;
+        scenario::per_topic_age(&MemoryStore::new(scenario::BY_TOPIC_AND_AGE)).await;
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_follows_the_rule_computed_from_scratch() {
+        use crate::store::conformance as scenario;
+        for (max_events, per_topic) in [(0, 2), (1, 1), (6, 1), (6, 2), (9, 3), (20, 4)] {
+            let retention = Retention {
+                max_events,
+                max_age: None,
+                per_topic,
+            };
+            let store = MemoryStore::new(retention);
+            let mut state = 0x2545_f491_u64;
+            let mut next = move |bound: u64| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state % bound
+            };
+            let topics = ["a", "b", "c", "d", "e", "f"];
+            let mut expected: Vec<(u64, Vec<String>)> = Vec::new();
+            let mut seq = 0;
+            for round in 0..200 {
+                let mut batch = Vec::new();
+                for n in 0..=next(3) {
+                    // Skewed: "a" is busy, the others quiet; some updates have two topics.
+                    let mut chosen = vec![topics[usize::try_from(next(6).min(next(6))).unwrap()]];
+                    if next(4) == 0 {
+                        chosen.push(topics[usize::try_from(next(6)).unwrap()]);
+                    }
+                    seq += 1;
+                    let mut distinct: Vec<String> = Vec::new();
+                    for topic in &chosen {
+                        if !distinct.iter().any(|t| t == topic) {
+                            distinct.push((*topic).to_owned());
+                        }
+                    }
+                    expected.push((seq, distinct));
+                    batch.push(scenario::update(
+                        &chosen,
+                        &format!("{round}-{n}"),
+                        next(2) == 0,
+                    ));
+                }
+                store.append(batch).await.unwrap();
+                let kept = scenario::rule_by_count(expected.clone(), seq, retention);
+                expected.retain(|(seq, _)| kept.contains(seq));
+                let stored: Vec<u64> = store
+                    .read_after(0, usize::MAX)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|u| u.seq)
+                    .collect();
+                assert_eq!(
+                    stored, kept,
+                    "max {max_events}, per topic {per_topic}, round {round}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
     async fn zero_history_keeps_nothing() {
         let store = store(0);
         let stored = store.append(vec![update("a", "1")]).await.unwrap();
@@ -320,6 +483,7 @@ mod tests {
             store.bounds().await.unwrap(),
             Bounds {
                 last_seq: 1,
+                trimmed_through: 1,
                 ..Bounds::default()
             }
         );

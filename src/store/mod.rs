@@ -64,6 +64,31 @@ pub struct Bounds {
     pub newest: Option<(u64, String)>,
     /// The sequence of the newest update ever appended, kept or not (0: none yet).
     pub last_seq: u64,
+    /// The highest sequence retention ever removed (0: none). History holds every update with a
+    /// higher sequence; below it, only what [`Retention::per_topic`] protected (so history may
+    /// have holes there). A reader resuming after `seq` missed nothing iff
+    /// `trimmed_through <= seq`.
+    pub trimmed_through: u64,
+}
+
+impl Bounds {
+    /// The bounds of a store whose history is one contiguous run of the log (no per-topic
+    /// protection): everything below the oldest kept was trimmed.
+    pub fn contiguous(
+        oldest: Option<(u64, String)>,
+        newest: Option<(u64, String)>,
+        last_seq: u64,
+    ) -> Bounds {
+        let trimmed_through = oldest
+            .as_ref()
+            .map_or(last_seq, |(seq, _)| seq.saturating_sub(1));
+        Bounds {
+            oldest,
+            newest,
+            last_seq,
+            trimmed_through,
+        }
+    }
 }
 
 /// Per-topic summary of what is stored: one tally of every update kept for the topic, and one
@@ -85,12 +110,26 @@ pub struct TopicHistory {
 }
 
 /// Retention limits, applied inside the same commits as appends.
+///
+/// The rule, the same in every backend that supports `per_topic`:
+/// 1. Age: every update older than `max_age` goes, protected or not.
+/// 2. Count: the newest `max_events` updates appended (the ring) stay. An older update stays only
+///    while it is *protected*: among the newest `per_topic` kept updates of at least one of its
+///    topics. When history then holds more than `2 × max_events` updates, the oldest go
+///    (protection is released oldest first).
+///
+/// So `max_events` keeps its meaning (the last that many updates, whatever their topics), a
+/// quiet topic keeps its newest `per_topic` beside it, and history never holds more than twice
+/// `max_events`, however many topics a publisher creates. With `per_topic` 0 this is the plain
+/// ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     /// Keep at most this many updates (0: keep none).
     pub max_events: usize,
     /// Drop updates older than this.
     pub max_age: Option<Duration>,
+    /// Trim a topic's newest this-many updates last (0: off).
+    pub per_topic: usize,
 }
 
 /// A consistent copy of everything a store keeps, taken while the hub runs (`POST /admin/backup`):

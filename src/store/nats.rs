@@ -466,10 +466,7 @@ impl Store for NatsStore {
 
     async fn bounds(&self) -> Result<Bounds, StoreError> {
         let (oldest, last) = self.window().await?;
-        let mut bounds = Bounds {
-            last_seq: last,
-            ..Bounds::default()
-        };
+        let bounds = Bounds::contiguous(None, None, last);
         if self.retention.max_events == 0 || oldest > last {
             return Ok(bounds);
         }
@@ -480,9 +477,11 @@ impl Store for NatsStore {
             Some(newest) => newest,
             None => return Ok(bounds),
         };
-        bounds.oldest = Some((first.seq, first.decode()?.id));
-        bounds.newest = Some((newest.seq, newest.decode()?.id));
-        Ok(bounds)
+        Ok(Bounds::contiguous(
+            Some((first.seq, first.decode()?.id)),
+            Some((newest.seq, newest.decode()?.id)),
+            last,
+        ))
     }
 
     /// One pass over history, counting every update and the public ones per topic.

@@ -95,6 +95,10 @@ const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
 const TOPICS: TableDefinition<&str, (u64, &str)> = TableDefinition::new("topics");
 const TOPICS_PUBLIC: TableDefinition<&str, (u64, &str)> = TableDefinition::new("topics_public");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// With `--history-per-topic`: `(topic, seq)` of every kept update, per distinct topic.
+const TOPIC_SEQS: TableDefinition<(&str, u64), ()> = TableDefinition::new("topic_seqs");
+/// With `--history-per-topic`: the kept seqs no topic protects (trimmed first, oldest first).
+const UNPROTECTED: TableDefinition<u64, ()> = TableDefinition::new("unprotected");
 
 const META_SCHEMA: &str = "schema";
 const META_LAST_SEQ: &str = "last_seq";
@@ -102,6 +106,12 @@ const META_LAST_SEQ: &str = "last_seq";
 const META_PUBLIC_SEQ: &str = "public_tally_seq";
 /// The oldest seq in `log` (0: none) when `topics_public` was last written.
 const META_PUBLIC_FRONT: &str = "public_tally_front";
+/// The highest seq retention removed (absent: none, or only removals from the front).
+const META_TRIMMED: &str = "trimmed";
+/// The `per_topic` that `topic_seqs` / `unprotected` were computed for.
+const META_PROTECT_N: &str = "protect_n";
+/// `last_seq` when `topic_seqs` / `unprotected` were last written.
+const META_PROTECT_SEQ: &str = "protect_seq";
 
 /// redb's page cache. An upper bound, filled only as pages are read.
 const CACHE_BYTES: usize = 256 * 1024 * 1024;
@@ -162,7 +172,7 @@ impl RedbStore {
                 .set_check_integrity_on_open(true)
                 .create(&path)
                 .map_err(|error| classify(&path, error.into()))?;
-            prepare(&db, &path)?;
+            prepare(&db, &path, retention.per_topic)?;
             Ok(db)
         });
         let db = match opened {
@@ -305,7 +315,7 @@ fn precheck(path: &Path) -> Result<(), OpenError> {
 
 /// Checks the tables of the opened file, creating them in a new one, and brings the public
 /// tally up to date with the log.
-fn prepare(db: &Database, path: &Path) -> Result<(), OpenError> {
+fn prepare(db: &Database, path: &Path, per_topic: usize) -> Result<(), OpenError> {
     let fail = |error: ::redb::Error| classify(path, error);
     let read = db.begin_read().map_err(|e| fail(e.into()))?;
     let found = layout(&read, path)?;
@@ -347,7 +357,106 @@ fn prepare(db: &Database, path: &Path) -> Result<(), OpenError> {
             "store: built the public topic tally from the log (a file last written by an earlier herald)"
         );
     }
+    if per_topic > 0 {
+        let read = db.begin_read().map_err(|e| fail(e.into()))?;
+        let current = protection_current(&read, per_topic).map_err(fail)?;
+        drop(read);
+        if !current {
+            let records = rebuild_protection(db, path, per_topic)?;
+            tracing::info!(
+                path = %path.display(),
+                records,
+                per_topic,
+                "store: indexed the log by topic for --history-per-topic"
+            );
+        }
+    }
     Ok(())
+}
+
+/// Do `topic_seqs` and `unprotected` exist and match the log and `per_topic` (nothing appended
+/// since they were written, by a run without `--history-per-topic` or an earlier herald)?
+fn protection_current(read: &ReadTransaction, per_topic: usize) -> Result<bool, ::redb::Error> {
+    for exists in [
+        read.open_table(TOPIC_SEQS).map(|_| ()),
+        read.open_table(UNPROTECTED).map(|_| ()),
+    ] {
+        match exists {
+            Ok(()) => {}
+            Err(TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let meta = read.open_table(META)?;
+    let value = |key: &str| -> Result<Option<u64>, ::redb::Error> {
+        Ok(meta.get(key)?.map(|guard| guard.value()))
+    };
+    let last_seq = value(META_LAST_SEQ)?.unwrap_or(0);
+    Ok(value(META_PROTECT_N)? == u64::try_from(per_topic).ok()
+        && value(META_PROTECT_SEQ)? == Some(last_seq))
+}
+
+/// Rebuilds `topic_seqs` and `unprotected` from the log for `per_topic`, in one write
+/// transaction. Returns the records read.
+fn rebuild_protection(db: &Database, path: &Path, per_topic: usize) -> Result<u64, OpenError> {
+    let fail = |error: ::redb::Error| classify(path, error);
+    let mut write = db.begin_write().map_err(|e| fail(e.into()))?;
+    write
+        .set_durability(Durability::Immediate)
+        .map_err(|e| fail(e.into()))?;
+    for name in [TOPIC_SEQS.name(), UNPROTECTED.name()] {
+        let exists = write
+            .list_tables()
+            .map_err(|e| fail(e.into()))?
+            .any(|handle| handle.name() == name);
+        if exists {
+            let deleted = if name == TOPIC_SEQS.name() {
+                write.delete_table(TOPIC_SEQS)
+            } else {
+                write.delete_table(UNPROTECTED)
+            };
+            deleted.map_err(|e| fail(e.into()))?;
+        }
+    }
+    let mut records = 0;
+    {
+        let log = write.open_table(LOG).map_err(|e| fail(e.into()))?;
+        let mut seqs = write.open_table(TOPIC_SEQS).map_err(|e| fail(e.into()))?;
+        let mut unprotected = write.open_table(UNPROTECTED).map_err(|e| fail(e.into()))?;
+        // Newest first: an update is protected while one of its topics has fewer than
+        // `per_topic` newer ones.
+        let mut newer: HashMap<String, usize> = HashMap::new();
+        for entry in log.iter().map_err(|e| fail(e.into()))?.rev() {
+            let (key, value) = entry.map_err(|e| fail(e.into()))?;
+            let seq = key.value();
+            let record = parse(value.value()).ok_or_else(|| OpenError::Damaged {
+                path: path.to_path_buf(),
+                reason: format!("undecodable record at seq {seq}"),
+            })?;
+            records += 1;
+            let mut protected = false;
+            for topic in unique(&record.topics) {
+                let count = newer.entry((*topic).to_owned()).or_default();
+                protected |= *count < per_topic;
+                *count += 1;
+                seqs.insert((*topic, seq), ()).map_err(|e| fail(e.into()))?;
+            }
+            if !protected {
+                unprotected.insert(seq, ()).map_err(|e| fail(e.into()))?;
+            }
+        }
+        let mut meta = write.open_table(META).map_err(|e| fail(e.into()))?;
+        let last_seq = meta
+            .get(META_LAST_SEQ)
+            .map_err(|e| fail(e.into()))?
+            .map_or(0, |guard| guard.value());
+        meta.insert(META_PROTECT_N, u64::try_from(per_topic).unwrap_or(u64::MAX))
+            .map_err(|e| fail(e.into()))?;
+        meta.insert(META_PROTECT_SEQ, last_seq)
+            .map_err(|e| fail(e.into()))?;
+    }
+    write.commit().map_err(|e| fail(e.into()))?;
+    Ok(records)
 }
 
 /// Does `topics_public` exist and match the log as it is (nothing appended or trimmed since it
@@ -646,6 +755,19 @@ fn append_blocking(
             .map_err(backend)?
             .map_or(0, |guard| guard.value());
         let mut counts = Counts::default();
+        let mut protection = match retention.per_topic {
+            0 => None,
+            per_topic => Some(Protection {
+                seqs: txn.open_table(TOPIC_SEQS).map_err(backend)?,
+                unprotected: txn.open_table(UNPROTECTED).map_err(backend)?,
+                per_topic,
+            }),
+        };
+        let mut trimmed = meta
+            .get(META_TRIMMED)
+            .map_err(backend)?
+            .map_or(0, |guard| guard.value());
+        let trimmed_before = trimmed;
         let mut stored = Vec::with_capacity(batch.len());
         let mut record = Vec::new();
         for mut update in batch {
@@ -663,6 +785,9 @@ fn append_blocking(
                 &update.topics,
                 update.private,
             )?;
+            if let Some(protection) = &mut protection {
+                protection.push(&log, last_seq, &update.topics)?;
+            }
             stored.push(Arc::new(update));
         }
         trim(
@@ -671,10 +796,22 @@ fn append_blocking(
             (&topics, &public_topics),
             &mut counts,
             retention,
-            last_seq,
+            protection.as_mut(),
+            (last_seq, &mut trimmed),
         )?;
         counts.write(&mut topics, &mut public_topics)?;
         meta.insert(META_LAST_SEQ, last_seq).map_err(backend)?;
+        if trimmed != trimmed_before {
+            meta.insert(META_TRIMMED, trimmed).map_err(backend)?;
+        }
+        if protection.is_some() {
+            meta.insert(
+                META_PROTECT_N,
+                u64::try_from(retention.per_topic).unwrap_or(u64::MAX),
+            )
+            .map_err(backend)?;
+            meta.insert(META_PROTECT_SEQ, last_seq).map_err(backend)?;
+        }
         stored
     };
     mark_public_tally(&txn).map_err(backend)?;
@@ -682,37 +819,149 @@ fn append_blocking(
     Ok(stored)
 }
 
-/// Removes from the front of the log what retention no longer allows.
+/// The per-topic index of one append transaction (`--history-per-topic`).
+struct Protection<'t> {
+    seqs: Table<'t, (&'static str, u64), ()>,
+    unprotected: Table<'t, u64, ()>,
+    per_topic: usize,
+}
+
+impl Protection<'_> {
+    /// The seq of `topic`'s `nth` newest kept update (0: the newest).
+    fn nth_newest(&self, topic: &str, nth: usize) -> Result<Option<u64>, StoreError> {
+        match self
+            .seqs
+            .range((topic, 0)..=(topic, u64::MAX))
+            .map_err(backend)?
+            .rev()
+            .nth(nth)
+        {
+            Some(entry) => Ok(Some(entry.map_err(backend)?.0.value().1)),
+            None => Ok(None),
+        }
+    }
+
+    /// Is the kept update at `seq` among the newest `per_topic` kept of one of its topics?
+    fn protected(&self, log: &Table<u64, &[u8]>, seq: u64) -> Result<bool, StoreError> {
+        let Some(value) = log.get(seq).map_err(backend)? else {
+            return Ok(false);
+        };
+        let record = parse_at(seq, value.value())?;
+        for topic in unique(&record.topics) {
+            let newer = self
+                .seqs
+                .range((*topic, seq.saturating_add(1))..=(*topic, u64::MAX))
+                .map_err(backend)?
+                .take(self.per_topic)
+                .count();
+            if newer < self.per_topic {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Indexes the update just appended at `seq` (the newest of each of its topics, so
+    /// protected), and marks the one it pushes out of each topic's newest `per_topic` if no
+    /// topic protects it any more.
+    fn push<T: AsRef<str> + PartialEq>(
+        &mut self,
+        log: &Table<u64, &[u8]>,
+        seq: u64,
+        topics: &[T],
+    ) -> Result<(), StoreError> {
+        for topic in unique(topics) {
+            self.seqs
+                .insert((topic.as_ref(), seq), ())
+                .map_err(backend)?;
+        }
+        for topic in unique(topics) {
+            if let Some(pushed_out) = self.nth_newest(topic.as_ref(), self.per_topic)?
+                && !self.protected(log, pushed_out)?
+            {
+                self.unprotected.insert(pushed_out, ()).map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unindexes the update trimmed at `seq`. If it was protected, the next older update of
+    /// each of its topics enters that topic's newest `per_topic`.
+    fn remove<T: AsRef<str> + PartialEq>(
+        &mut self,
+        seq: u64,
+        topics: &[T],
+    ) -> Result<(), StoreError> {
+        let was_unprotected = self.unprotected.remove(seq).map_err(backend)?.is_some();
+        for topic in unique(topics) {
+            self.seqs.remove((topic.as_ref(), seq)).map_err(backend)?;
+            if !was_unprotected
+                && let Some(entered) = self.nth_newest(topic.as_ref(), self.per_topic - 1)?
+            {
+                self.unprotected.remove(entered).map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes what retention no longer allows ([`Retention`]): what aged out (from the front), then
+/// what is older than the newest `max_events` and no topic protects, then, past `2 ×
+/// max_events`, the oldest. `seqs`: the newest seq assigned, and the highest trimmed (raised
+/// here).
 fn trim(
     log: &mut Table<u64, &[u8]>,
     ids: &mut Table<&str, u64>,
     tables: TallyTables<'_, '_>,
     counts: &mut Counts,
     retention: Retention,
-    last_seq: u64,
+    mut protection: Option<&mut Protection<'_>>,
+    seqs: (u64, &mut u64),
 ) -> Result<(), StoreError> {
+    let (last_seq, trimmed) = seqs;
     let max_events = u64::try_from(retention.max_events).unwrap_or(u64::MAX);
+    let ring_start = last_seq.saturating_sub(max_events).saturating_add(1);
     let cutoff = age_cutoff(retention);
     loop {
-        let (seq, too_old) = match log.first().map_err(backend)? {
+        let first = match log.first().map_err(backend)? {
             None => break,
             Some((key, value)) => {
                 let seq = key.value();
                 (seq, expired(seq, value.value(), cutoff)?)
             }
         };
-        let kept = last_seq.saturating_sub(seq).saturating_add(1);
-        if kept <= max_events && !too_old {
-            break;
-        }
-        let Some((_, value)) = log.pop_first().map_err(backend)? else {
+        let victim = match (first, protection.as_deref()) {
+            // Aged out, or (without per-topic retention) older than the ring.
+            ((seq, true), _) | ((seq, false), None) if first.1 || seq < ring_start => seq,
+            (_, None) => break,
+            (_, Some(protection)) => {
+                let unprotected = protection
+                    .unprotected
+                    .first()
+                    .map_err(backend)?
+                    .map(|(key, _)| key.value());
+                match unprotected {
+                    Some(seq) if seq < ring_start => seq,
+                    _ if log.len().map_err(backend)? > max_events.saturating_mul(2) => first.0,
+                    _ => break,
+                }
+            }
+        };
+        let Some(value) = log.remove(victim).map_err(backend)? else {
             break;
         };
-        let record = parse_at(seq, value.value())?;
-        if ids.get(record.id).map_err(backend)?.map(|g| g.value()) == Some(seq) {
-            ids.remove(record.id).map_err(backend)?;
+        let record = parse_at(victim, value.value())?;
+        let topics: Vec<String> = record.topics.iter().map(|t| (*t).to_owned()).collect();
+        let (id, private) = (record.id.to_owned(), record.private);
+        drop(value);
+        if ids.get(id.as_str()).map_err(backend)?.map(|g| g.value()) == Some(victim) {
+            ids.remove(id.as_str()).map_err(backend)?;
         }
-        counts.remove(tables, &record.topics, record.private)?;
+        counts.remove(tables, &topics, private)?;
+        if let Some(protection) = protection.as_deref_mut() {
+            protection.remove(victim, &topics)?;
+        }
+        *trimmed = (*trimmed).max(victim);
     }
     Ok(())
 }
@@ -923,10 +1172,19 @@ fn bounds_blocking(db: &Database, retention: Retention) -> Result<Bounds, StoreE
         }
         _ => None,
     };
+    // Removals by an earlier herald (which does not record `trimmed`) were from the front.
+    let recorded = meta
+        .get(META_TRIMMED)
+        .map_err(backend)?
+        .map_or(0, |guard| guard.value());
+    let below_oldest = oldest
+        .as_ref()
+        .map_or(last_seq, |(seq, _)| seq.saturating_sub(1));
     Ok(Bounds {
         oldest,
         newest,
         last_seq,
+        trimmed_through: recorded.max(below_oldest),
     })
 }
 
@@ -1092,6 +1350,7 @@ mod tests {
         Retention {
             max_events,
             max_age: None,
+            per_topic: 0,
         }
     }
 
@@ -1171,6 +1430,7 @@ mod tests {
             Retention {
                 max_events: 100,
                 max_age: Some(Duration::from_millis(50)),
+                per_topic: 0,
             },
         )
         .unwrap();
@@ -1199,6 +1459,7 @@ mod tests {
             store.bounds().await.unwrap(),
             Bounds {
                 last_seq: 1,
+                trimmed_through: 1,
                 ..Bounds::default()
             }
         );
@@ -1436,6 +1697,7 @@ mod tests {
             Retention {
                 max_events: 100,
                 max_age: Some(Duration::from_millis(50)),
+                per_topic: 0,
             },
         )
         .unwrap();
@@ -1453,6 +1715,7 @@ mod tests {
             store.bounds().await.unwrap(),
             Bounds {
                 last_seq: 2,
+                trimmed_through: 2,
                 ..Bounds::default()
             }
         );
@@ -1461,10 +1724,14 @@ mod tests {
     /// Replays the same workload on the memory ring and on redb: every answer must be equal.
     #[tokio::test]
     async fn answers_exactly_like_the_memory_ring() {
-        for max_events in [0, 1, 7, 1000] {
+        for (max_events, per_topic) in [(0, 0), (1, 0), (7, 0), (1000, 0), (0, 2), (7, 1), (9, 2)] {
+            let retention = Retention {
+                per_topic,
+                ..keep(max_events)
+            };
             let dir = TempDir::new("differential");
-            let disk = open(&dir, max_events);
-            let ring = MemoryStore::new(keep(max_events));
+            let disk = RedbStore::open(dir.path(), retention).unwrap();
+            let ring = MemoryStore::new(retention);
             let mut state = 0x9e37_79b9_u64;
             let mut next = move |bound: u64| {
                 state ^= state << 13;
@@ -1526,6 +1793,90 @@ mod tests {
             assert_eq!(disk.bounds().await.unwrap(), ring.bounds().await.unwrap());
             assert_eq!(sorted_topics(&disk).await, sorted_topics(&ring).await);
         }
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_keeps_a_quiet_topics_newest() {
+        use crate::store::conformance as scenario;
+        let dir = TempDir::new("per-topic");
+        scenario::per_topic_protection(&RedbStore::open(dir.path(), scenario::BY_TOPIC).unwrap())
+            .await;
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_stays_within_the_history_size() {
+        use crate::store::conformance as scenario;
+        let dir = TempDir::new("per-topic-tight");
+        let store = RedbStore::open(dir.path(), scenario::BY_TOPIC_TIGHT).unwrap();
+        scenario::per_topic_limits(&store).await;
+    }
+
+    #[tokio::test]
+    async fn per_topic_retention_yields_to_age() {
+        use crate::store::conformance as scenario;
+        let dir = TempDir::new("per-topic-age");
+        let store = RedbStore::open(dir.path(), scenario::BY_TOPIC_AND_AGE).unwrap();
+        scenario::per_topic_age(&store).await;
+    }
+
+    /// The per-topic index is rebuilt when the file was written without it (or for another
+    /// N), and the holes, `trimmed_through` included, survive a restart.
+    #[tokio::test]
+    async fn per_topic_index_is_rebuilt_on_open_and_holes_survive_restarts() {
+        use crate::store::conformance as scenario;
+        let dir = TempDir::new("per-topic-reopen");
+        let with = |per_topic| Retention {
+            per_topic,
+            ..keep(5)
+        };
+        async fn append(store: &RedbStore, topic: &str, id: String) {
+            let update = scenario::update(&[topic], &id, false);
+            store.append(vec![update]).await.unwrap();
+        }
+        {
+            let store = RedbStore::open(dir.path(), with(2)).unwrap();
+            for n in 1..=3 {
+                append(&store, "a", format!("a{n}")).await;
+            }
+            for n in 1..=6 {
+                append(&store, "b", format!("b{n}")).await;
+            }
+            assert_eq!(
+                scenario::kept_ids(&store).await,
+                ["a2", "a3", "b2", "b3", "b4", "b5", "b6"]
+            );
+        }
+        {
+            // Same N: the hole and trimmed_through are as they were.
+            let store = RedbStore::open(dir.path(), with(2)).unwrap();
+            assert_eq!(store.bounds().await.unwrap().trimmed_through, 4);
+            drop(store);
+            // A run without per-topic retention keeps the plain ring, and leaves the index
+            // stale.
+            let plain = RedbStore::open(dir.path(), with(0)).unwrap();
+            append(&plain, "a", "a4".into()).await;
+            assert_eq!(
+                scenario::kept_ids(&plain).await,
+                ["b3", "b4", "b5", "b6", "a4"]
+            );
+            assert_eq!(plain.bounds().await.unwrap().trimmed_through, 5);
+        }
+        // Back with N = 1: the index is rebuilt from the log, so a4 is a's newest.
+        let store = RedbStore::open(dir.path(), with(1)).unwrap();
+        for n in 7..=11 {
+            append(&store, "b", format!("b{n}")).await;
+        }
+        assert_eq!(
+            scenario::kept_ids(&store).await,
+            ["a4", "b7", "b8", "b9", "b10", "b11"]
+        );
+        // A stale index would not know a4, and keep it.
+        append(&store, "a", "a5".into()).await;
+        assert_eq!(
+            scenario::kept_ids(&store).await,
+            ["b8", "b9", "b10", "b11", "a5"]
+        );
+        assert_eq!(store.bounds().await.unwrap().trimmed_through, 11);
     }
 
     #[tokio::test]

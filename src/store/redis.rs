@@ -546,11 +546,7 @@ impl Store for RedisStore {
         };
         let oldest = edge()?;
         let newest = edge()?;
-        Ok(Bounds {
-            oldest,
-            newest,
-            last_seq: seq_of(&last)?,
-        })
+        Ok(Bounds::contiguous(oldest, newest, seq_of(&last)?))
     }
 
     /// The tallies, less what aged out since the last append (as the other backends do).

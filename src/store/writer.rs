@@ -113,6 +113,7 @@ mod tests {
         let store = Arc::new(MemoryStore::new(Retention {
             max_events: 1000,
             max_age: None,
+            per_topic: 0,
         }));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen_in_callback = Arc::clone(&seen);
