@@ -367,11 +367,13 @@ mod tests {
     async fn retention_by_age_drops_old_updates() {
         let store = MemoryStore::new(Retention {
             max_events: 100,
-            max_age: Some(Duration::from_millis(50)),
+            // Wide enough that a slow fsync on a busy machine cannot age out the update
+            // a test expects to find; 80 ms windows did.
+            max_age: Some(Duration::from_secs(1)),
             per_topic: 0,
         });
         store.append(vec![update("a", "old")]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        tokio::time::sleep(Duration::from_millis(1300)).await;
         store.append(vec![update("a", "new")]).await.unwrap();
         assert_eq!(store.resolve("old").await.unwrap(), ReplayFrom::Unknown);
         assert_eq!(store.read_after(0, 10).await.unwrap().len(), 1);

@@ -1429,13 +1429,15 @@ mod tests {
             dir.path(),
             Retention {
                 max_events: 100,
-                max_age: Some(Duration::from_millis(50)),
+                // Wide enough that a slow fsync on a busy machine cannot age out the update
+                // a test expects to find; 80 ms windows did.
+                max_age: Some(Duration::from_secs(1)),
                 per_topic: 0,
             },
         )
         .unwrap();
         store.append(vec![update("a", "old")]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        tokio::time::sleep(Duration::from_millis(1300)).await;
         store.append(vec![update("a", "new")]).await.unwrap();
         assert_eq!(store.resolve("old").await.unwrap(), ReplayFrom::Unknown);
         assert_eq!(store.read_after(0, 10).await.unwrap().len(), 1);
@@ -1696,7 +1698,9 @@ mod tests {
             dir.path(),
             Retention {
                 max_events: 100,
-                max_age: Some(Duration::from_millis(50)),
+                // Wide enough that a slow fsync on a busy machine cannot age out the update
+                // a test expects to find; 80 ms windows did.
+                max_age: Some(Duration::from_secs(1)),
                 per_topic: 0,
             },
         )
@@ -1706,7 +1710,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.topics().await.unwrap().len(), 2);
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        tokio::time::sleep(Duration::from_millis(1300)).await;
         assert_eq!(store.resolve("1").await.unwrap(), ReplayFrom::Unknown);
         assert!(store.read_after(0, 10).await.unwrap().is_empty());
         assert!(store.topic_events("a", 0, 10).await.unwrap().is_empty());

@@ -437,6 +437,10 @@ test('the union changes while updates flow: no tab misses or sees twice an updat
     await subscribeIn(c.page, 's', endpoint, {topics: ['https://example.com/u/c']});
     await eventually('the union has c', async () => (await topicSubscribers(hub))['https://example.com/u/c'] === 1);
     const sentC = [await publish(hub, {topic: 'https://example.com/u/c', data: 'c0'})];
+    // Both tabs that select c have it before one of them leaves (closing first would drop an
+    // update still on its way, which is what close means).
+    await eventually('c got c0', async () => (await logOf(c.page, 's')).events.length >= 1);
+    await eventually('b got c0', async () => (await logOf(b.page, 's')).events.some((e) => e.id === sentC[0]));
     await c.page.evaluate(() => window.subs.s.close());
     await new Promise((done) => setTimeout(done, 500));
     await b.page.evaluate(() => window.subs.s.close());
