@@ -109,7 +109,9 @@ impl Server {
         } else {
             key_set(config.jwks.1.as_deref()).await?
         };
-        let auth = auth.with_jwks(publisher_set, subscriber_set);
+        let auth = auth
+            .with_jwks(publisher_set, subscriber_set)
+            .with_issuers(config.jwt_issuers.clone());
         let metrics = telemetry::prometheus();
         let store: Arc<dyn Store> = match &config.store {
             StoreSpec::Memory => Arc::new(MemoryStore::new(config.retention)),

@@ -11,6 +11,7 @@
 //! and it does no disk I/O beyond reading a PEM key file named in the
 //! configuration, once, in [`Authorizer::new`].
 
+pub mod access_token;
 mod extract;
 pub mod jwks;
 mod mint;
@@ -26,7 +27,8 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use extract::{TokenSource, extract_token};
+pub use access_token::{Grants, MatchType, TopicGrant, is_access_token};
+pub use extract::{ACCESS_COOKIE, TokenSource, extract_token, extract_token_with};
 pub use mint::{MintClaims, mint_hmac, random_secret};
 
 /// A JWS signature algorithm. Parsing is case-insensitive (`"hs256"`);
@@ -229,6 +231,8 @@ pub struct Claims {
     pub expires_at: Option<u64>,
     /// `sub`, when it is a string (the publish rate limit counts per subject).
     pub subject: Option<String>,
+    /// The grants of a Mercure 1.0 access token ([`access_token`]); `None` for a 0.x token.
+    pub grants: Option<Grants>,
 }
 
 /// Verifies publisher and subscriber tokens. Cheap to clone (shared inside).
@@ -245,6 +249,8 @@ struct Inner {
     publisher_jwks: Option<Arc<jwks::Jwks>>,
     subscriber_jwks: Option<Arc<jwks::Jwks>>,
     validation: Validation,
+    /// Trusted `iss` values of Mercure 1.0 access tokens (`--jwt-issuer`).
+    issuers: Vec<String>,
 }
 
 impl Authorizer {
@@ -272,6 +278,7 @@ impl Authorizer {
                 publisher_jwks: None,
                 subscriber_jwks: None,
                 validation,
+                issuers: Vec::new(),
             }),
         })
     }
@@ -291,8 +298,30 @@ impl Authorizer {
                 publisher_jwks: publisher,
                 subscriber_jwks: subscriber,
                 validation: inner.validation.clone(),
+                issuers: inner.issuers.clone(),
             }),
         }
+    }
+
+    /// Trusts these issuers for Mercure 1.0 access tokens (`--jwt-issuer`).
+    pub fn with_issuers(self, issuers: Vec<String>) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                algorithm: inner.algorithm,
+                publisher: inner.publisher.clone(),
+                subscriber: inner.subscriber.clone(),
+                publisher_jwks: inner.publisher_jwks.clone(),
+                subscriber_jwks: inner.subscriber_jwks.clone(),
+                validation: inner.validation.clone(),
+                issuers,
+            }),
+        }
+    }
+
+    /// True when some issuer is trusted for access tokens.
+    pub fn trusts_issuers(&self) -> bool {
+        !self.inner.issuers.is_empty()
     }
 
     /// The one algorithm tokens must be signed with.
@@ -506,6 +535,7 @@ impl RawClaims {
             payload: mercure.remove("payload").filter(|v| !v.is_null()),
             expires_at,
             subject,
+            grants: None,
         })
     }
 }

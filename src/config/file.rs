@@ -22,6 +22,9 @@ pub struct FileOptions {
     publisher_jwks_url: Option<String>,
     subscriber_jwks_url: Option<String>,
     anonymous: Option<bool>,
+    jwt_issuer: Option<OneOrMany>,
+    resource_identifier: Option<String>,
+    cookie_name: Option<String>,
     cors_origin: Option<OneOrMany>,
     publish_origin: Option<OneOrMany>,
     heartbeat: Option<String>,
@@ -118,6 +121,11 @@ pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
     fill(&mut args.header_timeout, &file.header_timeout);
     fill(&mut args.max_id_length, &file.max_id_length);
     fill(&mut args.metrics_listen, &file.metrics_listen);
+    fill(&mut args.resource_identifier, &file.resource_identifier);
+    fill(&mut args.cookie_name, &file.cookie_name);
+    if let (true, Some(issuers)) = (args.jwt_issuers.is_empty(), &file.jwt_issuer) {
+        args.jwt_issuers = clone_list(issuers);
+    }
     if args.max_body.is_none() {
         args.max_body = file.max_body.as_ref().map(|size| match size {
             SizeValue::Bytes(bytes) => bytes.to_string(),

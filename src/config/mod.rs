@@ -118,6 +118,28 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_ANONYMOUS")]
     pub anonymous: bool,
 
+    /// Mercure 1.0: an issuer (`iss`) whose access tokens (`typ: at+jwt`) are trusted, verified
+    /// with the hub's keys (repeatable, or comma-separated)
+    #[arg(
+        long = "jwt-issuer",
+        env = "HERALD_JWT_ISSUER",
+        value_name = "ISS",
+        value_delimiter = ','
+    )]
+    pub jwt_issuers: Vec<String>,
+
+    /// Mercure 1.0: the hub's resource identifier, an absolute URL such as
+    /// `https://example.com/.well-known/mercure`: access tokens' `aud` must contain it, and
+    /// relative topics and patterns resolve against it [default: derived per request from the
+    /// URL the client contacted]
+    #[arg(long, env = "HERALD_RESOURCE_IDENTIFIER", value_name = "URL")]
+    pub resource_identifier: Option<String>,
+
+    /// Mercure 1.0: name of the cookie that carries an access token
+    /// [default: __Secure-mercure_access_token]
+    #[arg(long, env = "HERALD_COOKIE_NAME", value_name = "NAME")]
+    pub cookie_name: Option<String>,
+
     /// Origin allowed to subscribe and publish from a browser (repeatable, or comma-separated;
     /// `*` allows any origin but then without credentials)
     #[arg(
@@ -326,6 +348,12 @@ pub struct Config {
     /// JWKS URLs: (publishers, subscribers).
     pub jwks: (Option<String>, Option<String>),
     pub anonymous: bool,
+    /// Trusted issuers of Mercure 1.0 access tokens.
+    pub jwt_issuers: Vec<String>,
+    /// The hub's resource identifier (Mercure 1.0); `None`: derived per request.
+    pub resource_identifier: Option<url::Url>,
+    /// Name of the Mercure 1.0 access token cookie.
+    pub cookie_name: String,
     pub cors: OriginPolicy,
     pub publish_origins: OriginPolicy,
     pub heartbeat: Duration,
@@ -592,6 +620,40 @@ impl Config {
                 ));
             }
         }
+        let jwt_issuers: Vec<String> = args
+            .jwt_issuers
+            .iter()
+            .map(|issuer| issuer.trim().to_owned())
+            .filter(|issuer| !issuer.is_empty())
+            .collect();
+        let resource_identifier = match &args.resource_identifier {
+            Some(text) => match url::Url::parse(text) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Some(url),
+                _ => {
+                    return Err(invalid(
+                        "resource-identifier",
+                        text,
+                        "expected an absolute http:// or https:// URL",
+                    ));
+                }
+            },
+            None => None,
+        };
+        let cookie_name = args
+            .cookie_name
+            .clone()
+            .unwrap_or_else(|| crate::auth::ACCESS_COOKIE.to_owned());
+        if cookie_name.is_empty()
+            || !cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+        {
+            return Err(invalid(
+                "cookie-name",
+                &cookie_name,
+                "not a valid cookie name",
+            ));
+        }
         let publish_origins = if args.publish_origins.is_empty() {
             args.cors_origins.clone()
         } else {
@@ -604,6 +666,9 @@ impl Config {
             keys,
             jwks,
             anonymous: args.anonymous || args.demo,
+            jwt_issuers,
+            resource_identifier,
+            cookie_name,
             cors: OriginPolicy::from_list(args.cors_origins),
             publish_origins: OriginPolicy::from_list(publish_origins),
             heartbeat,

@@ -154,7 +154,11 @@ mod tests {
 
     #[test]
     fn invalid_patterns_are_errors() {
-        for bad in ["https://example.com/(", "/books/:id(\\d+", "https://example.com/(?<x>a)"] {
+        for bad in [
+            "https://example.com/(",
+            "/books/:id(\\d+",
+            "https://example.com/(?<x>a)",
+        ] {
             assert!(intern(bad, &hub()).is_err(), "{bad}");
         }
     }
@@ -165,7 +169,10 @@ mod tests {
         let b = intern("/shared/:x", &hub()).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         let other_base = Url::parse("https://other.example/hub").unwrap();
-        assert!(!Arc::ptr_eq(&a, &intern("/shared/:x", &other_base).unwrap()));
+        assert!(!Arc::ptr_eq(
+            &a,
+            &intern("/shared/:x", &other_base).unwrap()
+        ));
         for n in 0..(CACHE_ENTRIES * 2) {
             assert!(a.matches(&format!("/shared/{n}")));
         }
