@@ -16,6 +16,7 @@ mod jwks;
 mod lagging;
 mod leaks;
 mod mercure;
+mod mercure1;
 mod ops;
 mod pages;
 mod publish;
