@@ -593,3 +593,165 @@ fn bad_mercure_1_flags_exit_64() {
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_0x_watcher_and_a_1_0_watcher_each_see_every_subscription_in_their_format() {
+    let hub = hub(&["--subscriptions"]);
+    let template = "/.well-known/mercure/subscriptions{/topic}{/subscriber}";
+    let old_watcher = token(&[], &[template]);
+    let mut old = hub
+        .subscribe(
+            &format!("/.well-known/mercure?topic={}", q(template)),
+            &[("Authorization", &format!("Bearer {old_watcher}"))],
+        )
+        .await;
+    let pattern = "/.well-known/mercure/subscriptions/:type/:match/:subscriber";
+    let new_watcher = access_token(claims_for(
+        &hub,
+        json!([grant(
+            &["subscribe"],
+            json!([{"match": "/.well-known/mercure/subscriptions/*", "match_type": "urlpattern"}])
+        )]),
+    ));
+    let mut new = hub
+        .subscribe(
+            &format!("/.well-known/mercure?match_urlpattern={}", q(pattern)),
+            &[("Authorization", &format!("Bearer {new_watcher}"))],
+        )
+        .await;
+    assert_eq!((old.status, new.status), (200, 200));
+    hub.wait_subscriptions(2).await;
+    // Each watcher may see its own and the other's joins first: those are skipped below.
+    let interesting = ["https://example.com/a b", "plain"];
+
+    let payload_token = access_token(claims_for(
+        &hub,
+        json!([{"type": DETAIL, "actions": ["subscribe"], "topics": [{"match": "*"}],
+                "payload": {"user": "ada"}}]),
+    ));
+    let v1_subscriber = hub
+        .subscribe(
+            &format!(
+                "/.well-known/mercure?match={}",
+                q("https://example.com/a b")
+            ),
+            &[("Authorization", &format!("Bearer {payload_token}"))],
+        )
+        .await;
+    let v0_subscriber = hub.subscribe("/.well-known/mercure?topic=plain", &[]).await;
+    hub.wait_subscriptions(4).await;
+
+    let mut seen_v1 = Vec::new();
+    for _ in 0..4 {
+        let event = new.next_event().await;
+        assert_eq!(event.event, "mercure");
+        let body: Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(body["type"], "subscription");
+        assert!(body.get("@context").is_none());
+        if interesting.iter().any(|m| body["match"] == *m) {
+            seen_v1.push(body);
+        }
+        if seen_v1.len() == 2 {
+            break;
+        }
+    }
+    let exact = seen_v1
+        .iter()
+        .find(|body| body["match"] == "https://example.com/a b")
+        .expect("the 1.0 subscriber's subscription");
+    assert_eq!(exact["match_type"], "exact");
+    assert_eq!(exact["active"], true);
+    assert_eq!(exact["payload"], json!({"user": "ada"}));
+    let subscriber = exact["subscriber"].as_str().unwrap();
+    assert_eq!(
+        exact["id"],
+        format!(
+            "/.well-known/mercure/subscriptions/exact/{}/{}",
+            "https%3A%2F%2Fexample.com%2Fa%20b",
+            herald::subscriptions::encode_segment(subscriber)
+        )
+    );
+    assert!(seen_v1.iter().any(|body| body["match"] == "plain"));
+
+    let mut seen_v0 = Vec::new();
+    for _ in 0..4 {
+        let event = old.next_event().await;
+        assert_eq!(event.event, "message");
+        let body: Value = serde_json::from_str(&event.data).unwrap();
+        assert_eq!(body["type"], "Subscription");
+        let topic = body["topic"].as_str().unwrap().to_owned();
+        if interesting.contains(&topic.as_str()) {
+            seen_v0.push(topic);
+        }
+        if seen_v0.len() == 2 {
+            break;
+        }
+    }
+    seen_v0.sort();
+    assert_eq!(seen_v0, ["https://example.com/a b", "plain"]);
+
+    // The 1.0 API: plain JSON, the cursor in the Link header. (The watcher's grant covers
+    // `subscriptions/*`, not the collection itself; `*` does.)
+    let response = client()
+        .get(hub.url("/.well-known/mercure/subscriptions"))
+        .bearer_auth(&new_watcher)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(response).await.0, 403);
+    let response = client()
+        .get(hub.url("/.well-known/mercure/subscriptions"))
+        .bearer_auth(&payload_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let link = response.headers()["link"].to_str().unwrap().to_owned();
+    assert!(link.contains("rel=\"mercure\""), "{link}");
+    assert!(link.contains("last-event-id=\""), "{link}");
+    assert!(link.contains("content-type=\"application/json\""), "{link}");
+    let all: Value = response.json().await.unwrap();
+    assert_eq!(all["type"], "subscriptions");
+    assert_eq!(all["subscriptions"].as_array().unwrap().len(), 4);
+    let one = client()
+        .get(hub.url(exact["id"].as_str().unwrap()))
+        .bearer_auth(&new_watcher)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), 200);
+    let one: Value = one.json().await.unwrap();
+    assert_eq!(one["match"], "https://example.com/a b");
+    let missing = client()
+        .get(hub.url("/.well-known/mercure/subscriptions/exact/nothing/nobody"))
+        .bearer_auth(&new_watcher)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(missing).await.0, 404);
+    // A token without a grant on the path: 403 insufficient_scope.
+    let response = client()
+        .get(hub.url("/.well-known/mercure/subscriptions"))
+        .bearer_auth(&payload_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "`*` covers the API");
+    let narrow = access_token(claims_for(
+        &hub,
+        json!([grant(
+            &["subscribe"],
+            json!([{"match": "https://example.com/only"}])
+        )]),
+    ));
+    let response = client()
+        .get(hub.url("/.well-known/mercure/subscriptions"))
+        .bearer_auth(&narrow)
+        .send()
+        .await
+        .unwrap();
+    assert!(challenge(&response).starts_with("Bearer error=\"insufficient_scope\""));
+    assert_eq!(problem(response).await.0, 403);
+    drop((v1_subscriber, v0_subscriber));
+}
