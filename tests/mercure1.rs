@@ -755,3 +755,130 @@ async fn a_0x_watcher_and_a_1_0_watcher_each_see_every_subscription_in_their_for
     assert_eq!(problem(response).await.0, 403);
     drop((v1_subscriber, v0_subscriber));
 }
+
+#[tokio::test]
+async fn herald_token_mints_1_0_tokens_and_herald_sub_matches() {
+    let hub = Hub::start_raw(&["--jwt-key", KEY, "--store", "memory:"]);
+    let audience = resource(&hub);
+    let mint = |role: &str, topic: &str, urlpattern: bool| {
+        let mut args = vec![
+            "token",
+            "--key",
+            KEY,
+            "--issuer",
+            ISSUER,
+            "--audience",
+            &audience,
+            role,
+            topic,
+        ];
+        if urlpattern {
+            args.push("--urlpattern");
+        }
+        let (code, out, stderr) = crate::util::run_cli(&args, &[]);
+        assert_eq!(code, 0, "{stderr}");
+        out.trim().to_owned()
+    };
+    let publisher = mint("--publish", "/books/:id", true);
+    let reader = mint("--subscribe", "*", false);
+    // The hub trusts no issuer yet: refused.
+    let response = publish_with(&hub, &publisher, &[("topic", "/books/1")]).await;
+    assert_eq!(problem(response).await.0, 401);
+    drop(hub);
+
+    // The same tokens on a hub that trusts the issuer and has the same resource identifier.
+    let hub = Hub::start_raw(&[
+        "--jwt-key",
+        KEY,
+        "--store",
+        "memory:",
+        "--resource-identifier",
+        &audience,
+    ]);
+    let response = publish_with(&hub, &publisher, &[("topic", "/books/1")]).await;
+    assert_eq!(problem(response).await.0, 401, "no --jwt-issuer");
+    let hub = Hub::start_with_env(
+        &[
+            "--jwt-key",
+            KEY,
+            "--store",
+            "memory:",
+            "--resource-identifier",
+            &audience,
+        ],
+        &[("HERALD_JWT_ISSUER", ISSUER)],
+    );
+    let response = publish_with(&hub, &publisher, &[("topic", "/books/1"), ("data", "x")]).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "HERALD_JWT_ISSUER trusts the issuer"
+    );
+    let response = publish_with(&hub, &publisher, &[("topic", "/authors/1")]).await;
+    assert_eq!(problem(response).await.0, 403);
+
+    // (The resource identifier names the first hub's port; this hub listens elsewhere.)
+    let base = hub.url("");
+    let env = [("HERALD_HUB", base.as_str())];
+    let sub = std::thread::spawn({
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let reader = reader.clone();
+        move || {
+            let env: Vec<(&str, &str)> =
+                env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            crate::util::run_cli(
+                &[
+                    "sub",
+                    "--match-urlpattern",
+                    "/books/:id",
+                    "--token",
+                    &reader,
+                    "--last-event-id",
+                    "earliest",
+                    "--count",
+                    "1",
+                    "--json",
+                    "--timeout",
+                    "10s",
+                ],
+                &env,
+            )
+        }
+    });
+    let (code, out, stderr) = sub.join().unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let line: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(line["data"], "x");
+    // Mixing protocols on the command line is refused before any request.
+    let (code, _, stderr) = crate::util::run_cli(&["sub", "t", "--match", "u"], &env);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[test]
+fn the_config_file_sets_the_mercure_1_0_options() {
+    let dir = crate::util::TempDir::new("mercure1-config");
+    let file = dir.path().join("herald.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "jwt-key = \"{KEY}\"\nstore = \"memory:\"\njwt-issuer = [\"{ISSUER}\"]\n\
+             resource-identifier = \"https://localhost/.well-known/mercure\"\n\
+             cookie-name = \"from_file\"\n"
+        ),
+    )
+    .unwrap();
+    let hub = Hub::start_raw(&["--config", file.to_str().unwrap()]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let document =
+        runtime.block_on(hub.get_json("/.well-known/oauth-protected-resource/.well-known/mercure"));
+    assert_eq!(
+        document["resource"],
+        "https://localhost/.well-known/mercure"
+    );
+    assert_eq!(document["mercure_cookie"], "from_file");
+    assert_eq!(document["authorization_servers"], json!([ISSUER]));
+}

@@ -29,7 +29,7 @@ use serde_json::Value;
 
 pub use access_token::{Grants, MatchType, TopicGrant, is_access_token};
 pub use extract::{ACCESS_COOKIE, TokenSource, extract_token, extract_token_with};
-pub use mint::{MintClaims, mint_hmac, random_secret};
+pub use mint::{MintAccessClaims, MintClaims, mint_access_token, mint_hmac, random_secret};
 
 /// A JWS signature algorithm. Parsing is case-insensitive (`"hs256"`);
 /// display uses the canonical JOSE spelling (`"HS256"`, `"EdDSA"`).
