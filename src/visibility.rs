@@ -1,9 +1,16 @@
 //! The one rule of who may see an update: a public update is visible to everyone; a private one
-//! only to a caller whose token claim (`mercure.subscribe`) matches one of its topics.
+//! only to a caller whose token grants reading one of its topics.
 //!
-//! Live fan-out, replay, the cursors a subscriber is told (`Last-Event-ID`, `herald-gap`), and
-//! the JSON views (`/topics`, `/topics/{topic}/events`) all ask this module, so no path can
-//! reveal a private update, or its id, that another path would hide. Pure code.
+//! What a token grants is a [`SelectorSet`] whatever the protocol: a 0.x token's
+//! `mercure.subscribe` selectors (exact topics, `*`, URI templates), or a Mercure 1.0 access
+//! token's `subscribe` grants (exact topics, `*`, URL Patterns resolved against the hub's URL;
+//! see `http::mercure1::private_access`). So a 0.x and a 1.0 identity are judged by the same
+//! function.
+//!
+//! Live fan-out, replay, the cursors a subscriber is told (`Last-Event-ID`,
+//! `Mercure-Last-Event-ID`, `herald-gap`, the subscriptions API's cursor), and the JSON views
+//! (`/topics`, `/topics/{topic}/events`) all ask this module, so no path can reveal a private
+//! update, or its id, that another path would hide. Pure code.
 
 use crate::topic::SelectorSet;
 use crate::update::Update;
@@ -63,5 +70,38 @@ mod tests {
             "users/7/inbox"
         ));
         assert!(!may_see_private_topic(None, "users/7/inbox"));
+    }
+
+    #[test]
+    fn mercure_1_grants_are_judged_by_the_same_rule() {
+        use crate::topic::Selector;
+        let hub = url::Url::parse("https://hub.example/.well-known/mercure").unwrap();
+        let private = update(&["https://example.com/users/7", "/alt/1"], true);
+        let pattern = SelectorSet::from_selectors([Selector::url_pattern(
+            "https://example.com/users/:id",
+            &hub,
+        )
+        .unwrap()]);
+        assert!(may_see(Some(&pattern), &private));
+        // A relative grant resolves against the hub, as the relative alternate topic does.
+        let relative =
+            SelectorSet::from_selectors([Selector::url_pattern("/alt/:n", &hub).unwrap()]);
+        assert!(may_see(Some(&relative), &private));
+        // Exact grants are byte for byte: no template expansion, no normalization.
+        let exact =
+            SelectorSet::from_selectors([Selector::exact("https://example.com/users/{id}")]);
+        assert!(!may_see(Some(&exact), &private));
+        let exact = SelectorSet::from_selectors([Selector::exact("https://example.com/users/7")]);
+        assert!(may_see(Some(&exact), &private));
+        assert!(may_see(
+            Some(&SelectorSet::from_selectors([Selector::exact("*")])),
+            &private
+        ));
+        let other = SelectorSet::from_selectors([Selector::url_pattern("/books/*", &hub).unwrap()]);
+        assert!(!may_see(Some(&other), &private));
+        assert!(!may_see_private_topic(
+            Some(&other),
+            "https://example.com/users/7"
+        ));
     }
 }

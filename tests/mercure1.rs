@@ -882,3 +882,70 @@ fn the_config_file_sets_the_mercure_1_0_options() {
     assert_eq!(document["mercure_cookie"], "from_file");
     assert_eq!(document["authorization_servers"], json!([ISSUER]));
 }
+
+#[tokio::test]
+async fn the_json_views_judge_access_tokens_by_the_same_rule() {
+    let hub = hub(&[]);
+    hub.publish_ok(&[
+        ("topic", "https://example.com/users/7"),
+        ("data", "secret"),
+        ("private", ""),
+    ])
+    .await;
+    hub.publish_ok(&[("topic", "https://example.com/news"), ("data", "public")])
+        .await;
+    let reader = access_token(claims_for(
+        &hub,
+        json!([grant(
+            &["subscribe"],
+            json!([{"match": "https://example.com/users/:id", "match_type": "urlpattern"}])
+        )]),
+    ));
+    let stranger = access_token(claims_for(
+        &hub,
+        json!([grant(
+            &["subscribe"],
+            json!([{"match": "https://example.com/users/{id}"}])
+        )]),
+    ));
+    let listing = |token: String| {
+        let url = hub.url("/topics");
+        async move {
+            let response = client().get(url).bearer_auth(token).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let body: Value = response.json().await.unwrap();
+            body["topics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["topic"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    let seen = listing(reader.clone()).await;
+    assert!(
+        seen.contains(&"https://example.com/users/7".to_owned()),
+        "{seen:?}"
+    );
+    // An exact grant is byte for byte: the template-looking text is not a template.
+    let hidden = listing(stranger.clone()).await;
+    assert!(
+        !hidden.contains(&"https://example.com/users/7".to_owned()),
+        "{hidden:?}"
+    );
+    assert!(hidden.contains(&"https://example.com/news".to_owned()));
+
+    let events = |token: String| {
+        let url = hub.url(&format!(
+            "/topics/{}/events",
+            q("https://example.com/users/7")
+        ));
+        async move {
+            let response = client().get(url).bearer_auth(token).send().await.unwrap();
+            let body: Value = response.json().await.unwrap();
+            body["events"].as_array().map(Vec::len).unwrap_or(0)
+        }
+    };
+    assert_eq!(events(reader).await, 1);
+    assert_eq!(events(stranger).await, 0);
+}
