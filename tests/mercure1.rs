@@ -949,3 +949,33 @@ async fn the_json_views_judge_access_tokens_by_the_same_rule() {
     assert_eq!(events(reader).await, 1);
     assert_eq!(events(stranger).await, 0);
 }
+
+#[tokio::test]
+async fn the_1_0_cursors_are_exposed_to_browsers_and_the_flags_are_documented() {
+    let hub = hub(&["--cors-origin", "https://app.example"]);
+    let response = client()
+        .get(hub.url("/.well-known/oauth-protected-resource/.well-known/mercure"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for name in ["Mercure-Last-Event-ID", "Link", "Last-Event-ID"] {
+        assert!(exposed.split(", ").any(|n| n == name), "{exposed}");
+    }
+    let (code, help, _) = crate::util::run_cli(&["serve", "--help"], &[]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--jwt-issuer",
+        "HERALD_JWT_ISSUER",
+        "--resource-identifier",
+        "HERALD_RESOURCE_IDENTIFIER",
+        "--cookie-name",
+        "HERALD_COOKIE_NAME",
+    ] {
+        assert!(help.contains(flag), "{flag}");
+    }
+}
