@@ -979,3 +979,60 @@ async fn the_1_0_cursors_are_exposed_to_browsers_and_the_flags_are_documented() 
         assert!(help.contains(flag), "{flag}");
     }
 }
+
+#[tokio::test]
+async fn the_config_file_binds_an_issuer_to_its_own_key() {
+    let dir = crate::util::TempDir::new("mercure1-issuer-keys");
+    let file = dir.path().join("herald.toml");
+    let own = "the-partner-issuer-secret-0123456789";
+    std::fs::write(
+        &file,
+        format!(
+            "jwt-key = \"{KEY}\"\nstore = \"memory:\"\njwt-issuer = \"{ISSUER}\"\n\
+             [issuer-keys.\"https://partner.example\"]\nkey = \"{own}\"\nalgorithm = \"HS384\"\n"
+        ),
+    )
+    .unwrap();
+    let hub = Hub::start_raw(&["--config", file.to_str().unwrap()]);
+    let mut claims = claims_for(&hub, json!([grant(&["publish"], json!([{"match": "*"}]))]));
+    claims["iss"] = json!("https://partner.example");
+    let mut header = Header::new(jsonwebtoken::Algorithm::HS384);
+    header.typ = Some("at+jwt".into());
+    let partner = encode(&header, &claims, &EncodingKey::from_secret(own.as_bytes())).unwrap();
+    let response = publish_with(&hub, &partner, &[("topic", "x")]).await;
+    assert_eq!(response.status(), 200);
+    // Signed with the hub's key instead: this issuer's tokens only verify with its own.
+    let forged = encode(&header, &claims, &EncodingKey::from_secret(KEY.as_bytes())).unwrap();
+    let response = publish_with(&hub, &forged, &[("topic", "x")]).await;
+    assert_eq!(problem(response).await.0, 401);
+    // The other trusted issuer keeps the hub's key.
+    let mut ours = claims.clone();
+    ours["iss"] = json!(ISSUER);
+    let response = publish_with(&hub, &access_token(ours), &[("topic", "x")]).await;
+    assert_eq!(response.status(), 200);
+    let document = hub
+        .get_json("/.well-known/oauth-protected-resource/.well-known/mercure")
+        .await;
+    assert_eq!(
+        document["authorization_servers"],
+        json!([ISSUER, "https://partner.example"])
+    );
+
+    std::fs::write(
+        &file,
+        "store = \"memory:\"\n[issuer-keys.\"https://partner.example\"]\nkey = \"k\"\nalgorithm = \"none\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = crate::util::run_cli(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 64, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

@@ -113,9 +113,21 @@ impl Authorizer {
         validation.set_audience(&[audience]);
         validation.validate_aud = true;
 
+        // An issuer bound to its own key is verified with that key and algorithm only (the
+        // unverified `iss` only picks the key; the verified one must still match).
+        if let Some((algorithm, key)) = unverified_issuer(token)
+            .as_deref()
+            .and_then(|iss| self.inner.issuer_keys.get(iss))
+        {
+            validation.algorithms = vec![algorithm.to_jwt()];
+            return jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+                .map_err(|error| self.map_jwt_error(error))
+                .and_then(|data| data.claims.into_claims());
+        }
         let (key, set) = match role {
             KeyRole::Publisher => (&self.inner.publisher, &self.inner.publisher_jwks),
             KeyRole::Subscriber => (&self.inner.subscriber, &self.inner.subscriber_jwks),
+            KeyRole::Issuer => (&None, &None),
         };
         let keys: Vec<DecodingKey> = match (key, set) {
             (Some(key), _) => vec![key.clone()],
@@ -142,6 +154,17 @@ impl Authorizer {
         }
         Err(last_error)
     }
+}
+
+/// The `iss` of a token, read without verifying it (only to choose the key).
+fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
 }
 
 impl AccessClaims {
@@ -465,6 +488,39 @@ mod tests {
             let token = sign_with(&at_header(), &claims(bad.clone()));
             assert!(verify(&token).is_err(), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn an_issuer_with_its_own_key_is_verified_with_it_only() {
+        let own = "issuer-own-secret-issuer-own-secret";
+        let auth = authorizer()
+            .with_issuer_key("https://own.example", own, Algorithm::HS384)
+            .unwrap();
+        let mut claims = claims(json!([]));
+        claims["iss"] = json!("https://own.example");
+        let mut header = at_header();
+        header.alg = jsonwebtoken::Algorithm::HS384;
+        let token = encode(&header, &claims, &EncodingKey::from_secret(own.as_bytes())).unwrap();
+        auth.verify_access_token(KeyRole::Publisher, &token, AUD)
+            .unwrap();
+        // The hub's key does not verify this issuer's tokens, even with the right algorithm.
+        let forged = encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert!(
+            auth.verify_access_token(KeyRole::Publisher, &forged, AUD)
+                .is_err()
+        );
+        let forged = sign_with(&at_header(), &claims);
+        assert!(
+            auth.verify_access_token(KeyRole::Publisher, &forged, AUD)
+                .is_err()
+        );
+        // The other issuers keep the hub's keys.
+        verify(&sign_with(&at_header(), &super::tests::claims(json!([])))).unwrap();
     }
 
     #[test]

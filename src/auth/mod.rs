@@ -169,6 +169,8 @@ impl fmt::Debug for KeyConfig {
 pub enum KeyRole {
     Publisher,
     Subscriber,
+    /// A Mercure 1.0 issuer's own key (TOML `issuer-keys`).
+    Issuer,
 }
 
 impl fmt::Display for KeyRole {
@@ -176,6 +178,7 @@ impl fmt::Display for KeyRole {
         f.write_str(match self {
             KeyRole::Publisher => "publisher key",
             KeyRole::Subscriber => "subscriber key",
+            KeyRole::Issuer => "issuer key",
         })
     }
 }
@@ -251,6 +254,8 @@ struct Inner {
     validation: Validation,
     /// Trusted `iss` values of Mercure 1.0 access tokens (`--jwt-issuer`).
     issuers: Vec<String>,
+    /// Issuers verified with their own key and algorithm only (TOML `issuer-keys`).
+    issuer_keys: std::collections::HashMap<String, (Algorithm, DecodingKey)>,
 }
 
 impl Authorizer {
@@ -279,6 +284,7 @@ impl Authorizer {
                 subscriber_jwks: None,
                 validation,
                 issuers: Vec::new(),
+                issuer_keys: std::collections::HashMap::new(),
             }),
         })
     }
@@ -299,6 +305,7 @@ impl Authorizer {
                 subscriber_jwks: subscriber,
                 validation: inner.validation.clone(),
                 issuers: inner.issuers.clone(),
+                issuer_keys: inner.issuer_keys.clone(),
             }),
         }
     }
@@ -315,8 +322,39 @@ impl Authorizer {
                 subscriber_jwks: inner.subscriber_jwks.clone(),
                 validation: inner.validation.clone(),
                 issuers,
+                issuer_keys: inner.issuer_keys.clone(),
             }),
         }
+    }
+
+    /// Binds `issuer` to its own key: its access tokens are verified with this key and
+    /// algorithm only, and it is trusted.
+    pub fn with_issuer_key(
+        self,
+        issuer: &str,
+        key: &str,
+        algorithm: Algorithm,
+    ) -> Result<Self, KeyError> {
+        let decoding = load_key(KeyRole::Issuer, algorithm, key)?;
+        let inner = &self.inner;
+        let mut issuer_keys = inner.issuer_keys.clone();
+        issuer_keys.insert(issuer.to_owned(), (algorithm, decoding));
+        let mut issuers = inner.issuers.clone();
+        if !issuers.iter().any(|known| known == issuer) {
+            issuers.push(issuer.to_owned());
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                algorithm: inner.algorithm,
+                publisher: inner.publisher.clone(),
+                subscriber: inner.subscriber.clone(),
+                publisher_jwks: inner.publisher_jwks.clone(),
+                subscriber_jwks: inner.subscriber_jwks.clone(),
+                validation: inner.validation.clone(),
+                issuers,
+                issuer_keys,
+            }),
+        })
     }
 
     /// True when some issuer is trusted for access tokens.

@@ -23,6 +23,7 @@ pub struct FileOptions {
     subscriber_jwks_url: Option<String>,
     anonymous: Option<bool>,
     jwt_issuer: Option<OneOrMany>,
+    issuer_keys: Option<std::collections::BTreeMap<String, IssuerKeyFile>>,
     resource_identifier: Option<String>,
     cookie_name: Option<String>,
     cors_origin: Option<OneOrMany>,
@@ -46,6 +47,14 @@ pub struct FileOptions {
     header_timeout: Option<String>,
     max_id_length: Option<usize>,
     metrics_listen: Option<String>,
+}
+
+/// `[issuer-keys."https://issuer.example"]`: one issuer's own key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerKeyFile {
+    key: String,
+    algorithm: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +134,12 @@ pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
     fill(&mut args.cookie_name, &file.cookie_name);
     if let (true, Some(issuers)) = (args.jwt_issuers.is_empty(), &file.jwt_issuer) {
         args.jwt_issuers = clone_list(issuers);
+    }
+    if let Some(keys) = &file.issuer_keys {
+        args.issuer_keys = keys
+            .iter()
+            .map(|(issuer, key)| (issuer.clone(), key.key.clone(), key.algorithm.clone()))
+            .collect();
     }
     if args.max_body.is_none() {
         args.max_body = file.max_body.as_ref().map(|size| match size {

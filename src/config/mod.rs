@@ -254,6 +254,30 @@ pub struct ServeArgs {
     /// `cors-origin = ["https://a.example"]`); flags and environment win over it
     #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Mercure 1.0 issuers bound to their own key (TOML only: `[issuer-keys."ISS"]` with `key`
+    /// and an optional `algorithm`): (issuer, key, algorithm).
+    #[arg(skip)]
+    pub issuer_keys: Vec<(String, String, Option<String>)>,
+}
+
+/// A Mercure 1.0 issuer verified with its own key only.
+#[derive(Clone)]
+pub struct IssuerKey {
+    pub issuer: String,
+    /// HS*: the secret; others: PEM text or a path to a PEM file.
+    pub key: String,
+    pub algorithm: Algorithm,
+}
+
+impl std::fmt::Debug for IssuerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerKey")
+            .field("issuer", &self.issuer)
+            .field("key", &"[redacted]")
+            .field("algorithm", &self.algorithm)
+            .finish()
+    }
 }
 
 /// Where history lives.
@@ -354,6 +378,8 @@ pub struct Config {
     pub resource_identifier: Option<url::Url>,
     /// Name of the Mercure 1.0 access token cookie.
     pub cookie_name: String,
+    /// Issuers with their own key (TOML `issuer-keys`); they are trusted too.
+    pub issuer_keys: Vec<IssuerKey>,
     pub cors: OriginPolicy,
     pub publish_origins: OriginPolicy,
     pub heartbeat: Duration,
@@ -626,6 +652,27 @@ impl Config {
             .map(|issuer| issuer.trim().to_owned())
             .filter(|issuer| !issuer.is_empty())
             .collect();
+        let mut issuer_keys = Vec::new();
+        for (issuer, key, algorithm) in &args.issuer_keys {
+            let algorithm = match algorithm {
+                Some(text) => text
+                    .parse::<Algorithm>()
+                    .map_err(|e| invalid("config issuer-keys algorithm", text, e))?,
+                None => keys.algorithm,
+            };
+            if key.is_empty() {
+                return Err(invalid(
+                    "config issuer-keys key",
+                    issuer,
+                    "the key is empty",
+                ));
+            }
+            issuer_keys.push(IssuerKey {
+                issuer: issuer.clone(),
+                key: key.clone(),
+                algorithm,
+            });
+        }
         let resource_identifier = match &args.resource_identifier {
             Some(text) => match url::Url::parse(text) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Some(url),
@@ -669,6 +716,7 @@ impl Config {
             jwt_issuers,
             resource_identifier,
             cookie_name,
+            issuer_keys,
             cors: OriginPolicy::from_list(args.cors_origins),
             publish_origins: OriginPolicy::from_list(publish_origins),
             heartbeat,

@@ -103,7 +103,7 @@ pub fn verify(
     }
     match role {
         KeyRole::Publisher => state.auth.verify_publisher(token),
-        KeyRole::Subscriber => state.auth.verify_subscriber(token),
+        KeyRole::Subscriber | KeyRole::Issuer => state.auth.verify_subscriber(token),
     }
 }
 
@@ -414,13 +414,16 @@ pub fn metadata(
         "mercure_cookie": state.config.cookie_name,
         "mercure_matcher_types_supported": ["exact", "urlpattern"],
     });
-    if !state.config.jwt_issuers.is_empty()
+    let mut issuers = state.config.jwt_issuers.clone();
+    for bound in &state.config.issuer_keys {
+        if !issuers.contains(&bound.issuer) {
+            issuers.push(bound.issuer.clone());
+        }
+    }
+    if !issuers.is_empty()
         && let Some(map) = document.as_object_mut()
     {
-        map.insert(
-            "authorization_servers".into(),
-            json!(state.config.jwt_issuers),
-        );
+        map.insert("authorization_servers".into(), json!(issuers));
     }
     if state.config.subscriptions
         && let Some(map) = document.as_object_mut()
