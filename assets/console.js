@@ -10,6 +10,7 @@
 
   const $ = (id) => document.getElementById(id);
   const pill = $('state');
+  const matcher = $('matcher');
   const selectors = $('selectors');
   const subToken = $('sub-token');
   const lastIdInput = $('last-id');
@@ -36,7 +37,8 @@
 
   function subscribeUrl() {
     const params = new URLSearchParams();
-    for (const topic of lines(selectors.value)) params.append('topic', topic);
+    // `topic` (Mercure 0.x), or `match` / `match_urlpattern` (Mercure 1.0).
+    for (const topic of lines(selectors.value)) params.append(matcher.value, topic);
     return `${HUB}?${params}`;
   }
 
@@ -69,6 +71,7 @@
   }
 
   for (const input of [selectors, subToken, lastIdInput]) input.addEventListener('input', renderSubscribeCurl);
+  matcher.addEventListener('change', renderSubscribeCurl);
   for (const input of [pubTopics, pubData, pubToken, pubId, pubType, pubPrivate]) {
     input.addEventListener('input', renderPublishCurl);
   }

@@ -1,4 +1,5 @@
-//! `GET /.well-known/mercure` and `GET /events`: open an event stream.
+//! `GET /.well-known/mercure` and `GET /events` (and, Mercure 1.0, `QUERY` with a form body):
+//! open an event stream, for a 0.x (`topic=`) or a 1.0 (`match=`) subscriber.
 //!
 //! Order matters: the subscription is registered with the hub first, then the last event id is
 //! resolved and history is replayed by the stream, so nothing published meanwhile is lost.
