@@ -21,6 +21,26 @@ pub fn may_see(private_access: Option<&SelectorSet>, update: &Update) -> bool {
     !update.private || private_access.is_some_and(|claim| claim.matches_any(&update.topics))
 }
 
+/// Is `update` in the subscription-event format of this subscriber's protocol? The hub
+/// publishes every subscription twice (see [`crate::subscriptions`]); a 0.x subscriber gets
+/// only the JSON-LD events, a Mercure 1.0 subscriber only the 1.0 ones (type `mercure`).
+/// Every other update is in every format.
+pub fn in_subscription_format(mercure1: bool, update: &Update) -> bool {
+    if !update.private {
+        return true;
+    }
+    let Some(rest) = update
+        .topic()
+        .strip_prefix(crate::subscriptions::BASE)
+        .and_then(|rest| rest.strip_prefix('/'))
+    else {
+        return true;
+    };
+    let v1_event = update.event_type.as_deref() == Some(crate::subscriptions::EVENT_TYPE_V1);
+    let v0_event = update.event_type.is_none() && rest.split('/').count() == 2;
+    !(v1_event && !mercure1 || v0_event && mercure1)
+}
+
 /// May such a caller see updates of `topic` that are private? True when the claim matches
 /// `topic` itself: then every update that carries `topic` is visible to it.
 pub fn may_see_private_topic(private_access: Option<&SelectorSet>, topic: &str) -> bool {
@@ -70,6 +90,22 @@ mod tests {
             "users/7/inbox"
         ));
         assert!(!may_see_private_topic(None, "users/7/inbox"));
+    }
+
+    #[test]
+    fn each_protocol_gets_subscription_events_in_its_own_format() {
+        let mut v1 = update(
+            &["/.well-known/mercure/subscriptions/exact/a/urn%3Ax"],
+            true,
+        );
+        v1.event_type = Some("mercure".into());
+        let v0 = update(&["/.well-known/mercure/subscriptions/a/urn%3Ax"], true);
+        let other = update(&["/.well-known/mercure/subscriptions/a/urn%3Ax"], false);
+        assert!(in_subscription_format(true, &v1) && !in_subscription_format(false, &v1));
+        assert!(in_subscription_format(false, &v0) && !in_subscription_format(true, &v0));
+        assert!(in_subscription_format(true, &other) && in_subscription_format(false, &other));
+        let elsewhere = update(&["books/1"], true);
+        assert!(in_subscription_format(true, &elsewhere));
     }
 
     #[test]

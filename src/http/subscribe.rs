@@ -91,6 +91,7 @@ async fn open(
     let identity = state.hub.tracks_identities().then(|| Identity {
         urn: crate::update::new_event_id(),
         payload: access.payload,
+        mercure1: v1,
     });
     let subscription = state
         .hub

@@ -45,6 +45,9 @@ pub struct Identity {
     pub urn: String,
     /// The token's `mercure.payload`, passed through.
     pub payload: Option<serde_json::Value>,
+    /// Subscribed the Mercure 1.0 way (`match=`): it receives the hub's subscription events
+    /// in the 1.0 format only, a 0.x subscriber in the JSON-LD format only.
+    pub mercure1: bool,
 }
 
 /// Told about every subscriber that joins (`true`) or leaves (`false`).
@@ -56,6 +59,9 @@ impl Subscriber {
     pub fn may_receive(&self, update: &Update) -> bool {
         self.selectors.matches_any(&update.topics)
             && crate::visibility::may_see(self.private_access.as_ref(), update)
+            && self.identity.as_ref().is_none_or(|identity| {
+                crate::visibility::in_subscription_format(identity.mercure1, update)
+            })
     }
 
     /// True when one of the subscriber's selectors is exactly `topic`.
