@@ -89,7 +89,7 @@ async fn open(
 
     let private_access = access.private_topics;
     let identity = state.hub.tracks_identities().then(|| Identity {
-        urn: crate::update::new_event_id(),
+        urn: crate::update::new_event_id().into_boxed_str(),
         payload: access.payload,
         mercure1: v1,
     });

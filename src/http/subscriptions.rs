@@ -76,7 +76,7 @@ pub async fn subscriptions(
                 subscriber
                     .identity
                     .as_ref()
-                    .is_some_and(|identity| &identity.urn == urn)
+                    .is_some_and(|identity| *identity.urn == **urn)
             });
             if topic_matches && subscriber_matches {
                 found.extend(subscription_json(selector.source(), subscriber, true));
@@ -153,7 +153,7 @@ async fn subscriptions_v1(
                 subscriber
                     .identity
                     .as_ref()
-                    .is_some_and(|identity| &identity.urn == urn)
+                    .is_some_and(|identity| *identity.urn == **urn)
             });
             if selected && this_subscriber {
                 found.extend(subscription_json_v1(selector, subscriber, true));
