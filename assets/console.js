@@ -11,6 +11,7 @@ import {parser} from '/herald.js';
 
   const $ = (id) => document.getElementById(id);
   const pill = $('state');
+  const matcher = $('matcher');
   const selectors = $('selectors');
   const subToken = $('sub-token');
   const lastIdInput = $('last-id');
@@ -37,7 +38,8 @@ import {parser} from '/herald.js';
 
   function subscribeUrl() {
     const params = new URLSearchParams();
-    for (const topic of lines(selectors.value)) params.append('topic', topic);
+    // `topic` (Mercure 0.x), or `match` / `match_urlpattern` (Mercure 1.0).
+    for (const topic of lines(selectors.value)) params.append(matcher.value, topic);
     return `${HUB}?${params}`;
   }
 
@@ -82,6 +84,7 @@ import {parser} from '/herald.js';
   }
 
   for (const input of [selectors, subToken, lastIdInput]) input.addEventListener('input', renderSubscribeCurl);
+  matcher.addEventListener('change', renderSubscribeCurl);
   for (const input of [pubTopics, pubData, pubToken, pubId, pubType, pubPrivate]) {
     input.addEventListener('input', renderPublishCurl);
   }

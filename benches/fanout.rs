@@ -19,6 +19,9 @@
 //!   cache helps: the worst case the limits allow, 50 times.
 //! - `exact_one_topic_with_drain/10000`: as the first, but the drain is timed too (the consumer
 //!   side of the mailbox: lock, move the queue out, release).
+//! - `template/1000` and `urlpattern/1000`: 1,000 subscribers sharing one URI template (0.x)
+//!   or one URL Pattern (1.0 `match_urlpattern`); both are interned and cached per topic, so
+//!   the pattern is matched once per update, not once per subscriber.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -231,11 +234,46 @@ fn templates(c: &mut Criterion) {
     group.finish();
 }
 
+fn shared_patterns(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fanout");
+    let subscribers = 1_000;
+    let base = url::Url::parse("https://hub.example/.well-known/mercure").unwrap();
+    let cases: [(&str, SelectorSet); 2] = [
+        (
+            "template",
+            SelectorSet::parse(["https://example.com/books/{id}"]),
+        ),
+        (
+            "urlpattern",
+            SelectorSet::from_selectors([herald::topic::Selector::url_pattern(
+                "https://example.com/books/:id",
+                &base,
+            )
+            .unwrap()]),
+        ),
+    ];
+    for (name, selectors) in cases {
+        let hub = Hub::new(CAPACITY);
+        let subscriptions: Vec<Subscription> = (0..subscribers)
+            .map(|_| hub.subscribe(selectors.clone(), None).unwrap())
+            .collect();
+        let batch = [update("https://example.com/books/42")];
+        hub.fan_out(&batch);
+        assert_eq!(drain(&subscriptions, &mut Vec::new()), subscribers);
+        group.throughput(Throughput::Elements(subscribers as u64));
+        group.bench_function(BenchmarkId::new(name, subscribers), |b| {
+            b.iter_custom(|iters| timed_fan_out(&hub, &subscriptions, &batch, subscribers, iters));
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     exact_one_topic,
     exact_distinct_topics,
     star,
-    templates
+    templates,
+    shared_patterns
 );
 criterion_main!(benches);

@@ -158,7 +158,12 @@ impl Server {
         } else {
             key_set(config.jwks.1.as_deref()).await?
         };
-        let auth = auth.with_jwks(publisher_set, subscriber_set);
+        let mut auth = auth
+            .with_jwks(publisher_set, subscriber_set)
+            .with_issuers(config.jwt_issuers.clone());
+        for issuer in &config.issuer_keys {
+            auth = auth.with_issuer_key(&issuer.issuer, &issuer.key, issuer.algorithm)?;
+        }
         let metrics = telemetry::prometheus();
         let store: Arc<dyn Store> = match &config.store {
             StoreSpec::Memory => Arc::new(MemoryStore::new(config.retention)),

@@ -1,9 +1,14 @@
 //! Mercure subscriptions: the events published when a subscriber joins or leaves
-//! (`--subscriptions`), and the JSON-LD documents of the subscriptions API.
+//! (`--subscriptions`), and the documents of the subscriptions API, in both protocols.
 //!
-//! A subscription is one (selector, subscriber) pair. Its IRI is
-//! `/.well-known/mercure/subscriptions/{selector}/{subscriber}` with both parts percent-encoded;
-//! its events are private updates on that IRI, stored in history like any other update.
+//! A subscription is one (selector, subscriber) pair. Each join and leave is published twice,
+//! so a 0.x watcher and a 1.0 watcher each see every subscription in their own format:
+//! - 0.x: JSON-LD on `/.well-known/mercure/subscriptions/{selector}/{subscriber}`;
+//! - 1.0: plain JSON on `/.well-known/mercure/subscriptions/{match_type}/{match}/{subscriber}`,
+//!   SSE type `mercure`.
+//!
+//! Every variable is percent-encoded once, as a whole. Both events are private updates, stored
+//! in history like any other update.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::hub::{Lifecycle, Subscriber};
 use crate::store::writer::Writer;
+use crate::topic::Selector;
 use crate::update::{Draft, Update};
 
 /// The base path of subscription IRIs.
@@ -58,6 +64,41 @@ pub fn subscription_json(selector: &str, subscriber: &Subscriber, active: bool) 
     Some(object)
 }
 
+/// The Mercure 1.0 topic of one subscription.
+pub fn subscription_topic_v1(match_type: &str, pattern: &str, subscriber_urn: &str) -> String {
+    format!(
+        "{BASE}/{}/{}/{}",
+        encode_segment(match_type),
+        encode_segment(pattern),
+        encode_segment(subscriber_urn)
+    )
+}
+
+/// The SSE type of Mercure 1.0 subscription events.
+pub const EVENT_TYPE_V1: &str = "mercure";
+
+/// The Mercure 1.0 document of one subscription (plain JSON).
+pub fn subscription_json_v1(
+    selector: &Selector,
+    subscriber: &Subscriber,
+    active: bool,
+) -> Option<Value> {
+    let identity = subscriber.identity.as_ref()?;
+    let match_type = selector.match_type();
+    let mut object = json!({
+        "id": subscription_topic_v1(match_type, selector.source(), &identity.urn),
+        "type": "subscription",
+        "match_type": match_type,
+        "match": selector.source(),
+        "subscriber": identity.urn,
+        "active": active,
+    });
+    if let (Some(payload), Some(map)) = (&identity.payload, object.as_object_mut()) {
+        map.insert("payload".into(), payload.clone());
+    }
+    Some(object)
+}
+
 /// Most subscription events waiting to be written; past it new ones are dropped and counted.
 pub const MAX_PENDING_EVENTS: usize = 4096;
 /// Most bytes of event data waiting to be written; past it new ones are dropped and counted.
@@ -65,7 +106,8 @@ pub const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
 /// Events handed to the writer at once (they join one group commit).
 const WRITE_BATCH: usize = 256;
 
-/// One selector of one subscriber: what a join and its leave have in common.
+/// One selector of one subscriber in one format (`2 * index`: 0.x, `2 * index + 1`: 1.0):
+/// what a join and its leave have in common.
 type EventKey = (u64, usize);
 
 /// A subscription event waiting to be written.
@@ -74,6 +116,8 @@ struct PendingEvent {
     active: bool,
     topic: String,
     data: String,
+    /// The SSE type (`mercure` for 1.0 events).
+    event_type: Option<&'static str>,
 }
 
 impl PendingEvent {
@@ -184,20 +228,33 @@ pub fn lifecycle_publisher(writer: Writer) -> (Lifecycle, tokio::task::JoinHandl
             if let Some(map) = object.as_object_mut() {
                 map.insert("@context".into(), Value::from(CONTEXT));
             }
-            let event = PendingEvent {
-                key: (subscriber.id, index),
+            let mut events = vec![PendingEvent {
+                key: (subscriber.id, 2 * index),
                 active,
                 topic,
                 data: object.to_string(),
-            };
-            let offer = pending.lock().offer(event);
-            match offer {
-                Offer::Queued => wake.notify_one(),
-                Offer::Coalesced => {
-                    metrics::counter!("herald_subscription_events_coalesced_total").increment(1);
-                }
-                Offer::Dropped => {
-                    metrics::counter!("herald_subscription_events_dropped_total").increment(1);
+                event_type: None,
+            }];
+            if let Some(object) = subscription_json_v1(selector, subscriber, active) {
+                events.push(PendingEvent {
+                    key: (subscriber.id, 2 * index + 1),
+                    active,
+                    topic: object["id"].as_str().unwrap_or_default().to_owned(),
+                    data: object.to_string(),
+                    event_type: Some(EVENT_TYPE_V1),
+                });
+            }
+            for event in events {
+                let offer = pending.lock().offer(event);
+                match offer {
+                    Offer::Queued => wake.notify_one(),
+                    Offer::Coalesced => {
+                        metrics::counter!("herald_subscription_events_coalesced_total")
+                            .increment(1);
+                    }
+                    Offer::Dropped => {
+                        metrics::counter!("herald_subscription_events_dropped_total").increment(1);
+                    }
                 }
             }
         }
@@ -225,6 +282,7 @@ async fn write_events(
                 topics: vec![event.topic],
                 data: event.data,
                 private: true,
+                event_type: event.event_type.map(str::to_owned),
                 ..Draft::default()
             };
             let update = Update::from_draft(draft).ok()?;
@@ -250,6 +308,7 @@ mod tests {
             active,
             topic: format!("t{id}"),
             data: "{}".into(),
+            event_type: None,
         }
     }
 

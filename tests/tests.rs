@@ -18,6 +18,7 @@ mod jwks;
 mod lagging;
 mod leaks;
 mod mercure;
+mod mercure1;
 mod newcomer;
 mod ops;
 mod pages;

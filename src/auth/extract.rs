@@ -1,5 +1,6 @@
 //! Finding the token in a request: `Authorization` header, `authorization`
-//! query parameter, `mercureAuthorization` cookie, in that order.
+//! query parameter, `mercureAuthorization` cookie, in that order; then the Mercure 1.0 cookie
+//! (`__Secure-mercure_access_token` unless configured otherwise).
 
 use std::borrow::Cow;
 
@@ -17,6 +18,8 @@ pub enum TokenSource {
 
 const QUERY_PARAM: &str = "authorization";
 const COOKIE_NAME: &str = "mercureAuthorization";
+/// The default name of the Mercure 1.0 access token cookie (`--cookie-name`).
+pub const ACCESS_COOKIE: &str = "__Secure-mercure_access_token";
 
 /// Extract a token, trying in order: `Authorization: Bearer <t>` (scheme
 /// case-insensitive; any other scheme is ignored), the `authorization` query
@@ -24,10 +27,20 @@ const COOKIE_NAME: &str = "mercureAuthorization";
 /// `Bearer <t>`), then the `mercureAuthorization` cookie from any `Cookie`
 /// header (percent-decoded). Returns `None` if none of them holds a token.
 pub fn extract_token(headers: &HeaderMap, query: Option<&str>) -> Option<(String, TokenSource)> {
+    extract_token_with(headers, query, ACCESS_COOKIE)
+}
+
+/// As [`extract_token`], with the Mercure 1.0 cookie called `access_cookie`, tried last.
+pub fn extract_token_with(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    access_cookie: &str,
+) -> Option<(String, TokenSource)> {
     from_header(headers)
         .map(|t| (t, TokenSource::Header))
         .or_else(|| query.and_then(from_query).map(|t| (t, TokenSource::Query)))
-        .or_else(|| from_cookies(headers).map(|t| (t, TokenSource::Cookie)))
+        .or_else(|| from_cookies(headers, COOKIE_NAME).map(|t| (t, TokenSource::Cookie)))
+        .or_else(|| from_cookies(headers, access_cookie).map(|t| (t, TokenSource::Cookie)))
 }
 
 fn from_header(headers: &HeaderMap) -> Option<String> {
@@ -72,7 +85,7 @@ fn form_decode(s: &str) -> Option<Cow<'_, str>> {
     }
 }
 
-fn from_cookies(headers: &HeaderMap) -> Option<String> {
+fn from_cookies(headers: &HeaderMap, cookie_name: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -80,7 +93,7 @@ fn from_cookies(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|cookie| {
             let (name, value) = cookie.split_once('=')?;
-            if name.trim() != COOKIE_NAME {
+            if name.trim() != cookie_name {
                 return None;
             }
             let value = value.trim();
@@ -214,5 +227,21 @@ mod tests {
         // name is case-sensitive; an empty value is no token
         let h = headers(&[(COOKIE, "mercureauthorization=a.b.c; mercureAuthorization=")]);
         assert_eq!(extract_token(&h, None), None);
+    }
+
+    #[test]
+    fn the_access_token_cookie_comes_last_and_its_name_is_configurable() {
+        let h = headers(&[(COOKIE, "__Secure-mercure_access_token=a.b.c")]);
+        assert_eq!(extract_token(&h, None), tok("a.b.c", TokenSource::Cookie));
+        let h = headers(&[(COOKIE, "__Secure-mercure_access_token=a.b.c; mine=m.m.m")]);
+        assert_eq!(
+            extract_token_with(&h, None, "mine"),
+            tok("m.m.m", TokenSource::Cookie)
+        );
+        let h = headers(&[
+            (AUTHORIZATION, "Bearer h.h.h"),
+            (COOKIE, "__Secure-mercure_access_token=a.b.c"),
+        ]);
+        assert_eq!(extract_token(&h, None), tok("h.h.h", TokenSource::Header));
     }
 }

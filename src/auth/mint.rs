@@ -70,6 +70,95 @@ pub fn mint_hmac(secret: &[u8], alg: Algorithm, claims: &MintClaims) -> Result<S
     .map_err(|e| KeyError::Mint(e.to_string()))
 }
 
+/// What to put in a minted Mercure 1.0 access token (`typ: at+jwt`).
+#[derive(Debug, Clone, Default)]
+pub struct MintAccessClaims {
+    /// `iss`.
+    pub issuer: String,
+    /// `aud`: the hub's resource identifier.
+    pub audience: String,
+    /// Topics granted `publish`.
+    pub publish: Vec<String>,
+    /// Topics granted `subscribe`.
+    pub subscribe: Vec<String>,
+    /// The granted topics are URL Patterns (`match_type: urlpattern`); `*` stays the wildcard.
+    pub urlpattern: bool,
+    /// `payload` of the `subscribe` entry.
+    pub payload: Option<Value>,
+    /// `sub`.
+    pub subject: Option<String>,
+    /// Lifetime: `exp` is required in access tokens.
+    pub ttl: Duration,
+}
+
+/// Mint a Mercure 1.0 access token signed with `secret` using an HS* algorithm.
+pub fn mint_access_token(
+    secret: &[u8],
+    alg: Algorithm,
+    claims: &MintAccessClaims,
+) -> Result<String, KeyError> {
+    if !alg.is_hmac() {
+        return Err(KeyError::NotHmac(alg));
+    }
+    if secret.is_empty() {
+        return Err(KeyError::Mint("the secret is empty".to_owned()));
+    }
+    let topics = |list: &[String]| -> Vec<Value> {
+        list.iter()
+            .map(|topic| {
+                if claims.urlpattern && topic != "*" {
+                    serde_json::json!({"match": topic, "match_type": "urlpattern"})
+                } else {
+                    serde_json::json!({"match": topic})
+                }
+            })
+            .collect()
+    };
+    let mut details = Vec::new();
+    if !claims.publish.is_empty() {
+        details.push(serde_json::json!({
+            "type": super::access_token::DETAIL_TYPE,
+            "actions": ["publish"],
+            "topics": topics(&claims.publish),
+        }));
+    }
+    if !claims.subscribe.is_empty() {
+        let mut entry = serde_json::json!({
+            "type": super::access_token::DETAIL_TYPE,
+            "actions": ["subscribe"],
+            "topics": topics(&claims.subscribe),
+        });
+        if let (Some(payload), Some(map)) = (&claims.payload, entry.as_object_mut()) {
+            map.insert("payload".into(), payload.clone());
+        }
+        details.push(entry);
+    }
+    let now = jsonwebtoken::get_current_timestamp();
+    let secs = claims.ttl.as_secs() + u64::from(claims.ttl.subsec_nanos() > 0);
+    let mut body = serde_json::json!({
+        "iss": claims.issuer,
+        "aud": claims.audience,
+        "iat": now,
+        "exp": now.saturating_add(secs),
+        "authorization_details": details,
+    });
+    if let (Some(subject), Some(map)) = (&claims.subject, body.as_object_mut()) {
+        map.insert("sub".into(), Value::from(subject.clone()));
+    }
+    let mut header = Header::new(alg.to_jwt());
+    header.typ = Some("at+jwt".to_owned());
+    jsonwebtoken::encode(&header, &body, &EncodingKey::from_secret(secret))
+        .map_err(|e| KeyError::Mint(e.to_string()))
+}
+
+/// A random 256-bit secret, as URL-safe base64 text (43 characters), for runs
+/// started without any key. Use the text's bytes as the HMAC secret.
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// Mint an admin token (`{"herald": {"admin": true}}`, no Mercure claim) signed with `secret`,
 /// for `POST /admin/backup`. The hub accepts it when it verifies with the publisher key.
 pub fn mint_admin(
@@ -99,14 +188,6 @@ pub fn mint_admin(
     .map_err(|e| KeyError::Mint(e.to_string()))
 }
 
-/// A random 256-bit secret, as URL-safe base64 text (43 characters), for runs
-/// started without any key. Use the text's bytes as the HMAC secret.
-pub fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -124,30 +205,38 @@ mod tests {
     }
 
     #[test]
-    fn admin_tokens_carry_the_admin_claim_and_others_do_not() {
+    fn minted_access_tokens_verify() {
         let secret = random_secret();
-        let token = mint_admin(secret.as_bytes(), Algorithm::HS256, None).unwrap();
-        let claims = authorizer(&secret, Algorithm::HS256)
-            .verify_publisher(&token)
-            .unwrap();
-        assert!(claims.admin);
-        assert_eq!(claims.publish, None);
-        let plain = mint_hmac(
+        let auth = authorizer(&secret, Algorithm::HS256).with_issuers(vec!["https://iss".into()]);
+        let token = mint_access_token(
             secret.as_bytes(),
             Algorithm::HS256,
-            &MintClaims {
-                publish: vec!["*".to_owned()],
-                ..MintClaims::default()
+            &MintAccessClaims {
+                issuer: "https://iss".into(),
+                audience: "https://hub/.well-known/mercure".into(),
+                publish: vec!["*".into()],
+                subscribe: vec!["/books/:id".into()],
+                urlpattern: true,
+                payload: Some(json!({"a": 1})),
+                subject: Some("me".into()),
+                ttl: Duration::from_secs(60),
             },
         )
         .unwrap();
-        assert!(
-            !authorizer(&secret, Algorithm::HS256)
-                .verify_publisher(&plain)
-                .unwrap()
-                .admin
+        let claims = auth
+            .verify_access_token(
+                super::super::KeyRole::Subscriber,
+                &token,
+                "https://hub/.well-known/mercure",
+            )
+            .unwrap();
+        let grants = claims.grants.unwrap();
+        assert_eq!(grants.publish[0].pattern, "*");
+        assert_eq!(
+            grants.subscribe[0].match_type,
+            super::super::MatchType::UrlPattern
         );
-        assert!(mint_admin(b"", Algorithm::HS256, None).is_err());
+        assert_eq!(claims.payload, Some(json!({"a": 1})));
     }
 
     #[test]
@@ -214,5 +303,32 @@ mod tests {
             a.chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         );
+    }
+
+    #[test]
+    fn admin_tokens_carry_the_admin_claim_and_others_do_not() {
+        let secret = random_secret();
+        let token = mint_admin(secret.as_bytes(), Algorithm::HS256, None).unwrap();
+        let claims = authorizer(&secret, Algorithm::HS256)
+            .verify_publisher(&token)
+            .unwrap();
+        assert!(claims.admin);
+        assert_eq!(claims.publish, None);
+        let plain = mint_hmac(
+            secret.as_bytes(),
+            Algorithm::HS256,
+            &MintClaims {
+                publish: vec!["*".to_owned()],
+                ..MintClaims::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            !authorizer(&secret, Algorithm::HS256)
+                .verify_publisher(&plain)
+                .unwrap()
+                .admin
+        );
+        assert!(mint_admin(b"", Algorithm::HS256, None).is_err());
     }
 }

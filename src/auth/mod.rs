@@ -11,6 +11,7 @@
 //! and it does no disk I/O beyond reading a PEM key file named in the
 //! configuration, once, in [`Authorizer::new`].
 
+pub mod access_token;
 mod extract;
 pub mod jwks;
 mod mint;
@@ -26,8 +27,11 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use extract::{TokenSource, extract_token};
-pub use mint::{MintClaims, mint_admin, mint_hmac, random_secret};
+pub use access_token::{Grants, MatchType, TopicGrant, is_access_token};
+pub use extract::{ACCESS_COOKIE, TokenSource, extract_token, extract_token_with};
+pub use mint::{
+    MintAccessClaims, MintClaims, mint_access_token, mint_admin, mint_hmac, random_secret,
+};
 
 /// A JWS signature algorithm. Parsing is case-insensitive (`"hs256"`);
 /// display uses the canonical JOSE spelling (`"HS256"`, `"EdDSA"`).
@@ -167,6 +171,8 @@ impl fmt::Debug for KeyConfig {
 pub enum KeyRole {
     Publisher,
     Subscriber,
+    /// A Mercure 1.0 issuer's own key (TOML `issuer-keys`).
+    Issuer,
 }
 
 impl fmt::Display for KeyRole {
@@ -174,6 +180,7 @@ impl fmt::Display for KeyRole {
         f.write_str(match self {
             KeyRole::Publisher => "publisher key",
             KeyRole::Subscriber => "subscriber key",
+            KeyRole::Issuer => "issuer key",
         })
     }
 }
@@ -232,6 +239,8 @@ pub struct Claims {
     /// `herald.admin` is `true`: the token may use the admin endpoints (`POST /admin/backup`)
     /// when it verifies with the publisher key.
     pub admin: bool,
+    /// The grants of a Mercure 1.0 access token ([`access_token`]); `None` for a 0.x token.
+    pub grants: Option<Grants>,
 }
 
 /// Verifies publisher and subscriber tokens. Cheap to clone (shared inside).
@@ -248,6 +257,10 @@ struct Inner {
     publisher_jwks: Option<Arc<jwks::Jwks>>,
     subscriber_jwks: Option<Arc<jwks::Jwks>>,
     validation: Validation,
+    /// Trusted `iss` values of Mercure 1.0 access tokens (`--jwt-issuer`).
+    issuers: Vec<String>,
+    /// Issuers verified with their own key and algorithm only (TOML `issuer-keys`).
+    issuer_keys: std::collections::HashMap<String, (Algorithm, DecodingKey)>,
 }
 
 impl Authorizer {
@@ -275,6 +288,8 @@ impl Authorizer {
                 publisher_jwks: None,
                 subscriber_jwks: None,
                 validation,
+                issuers: Vec::new(),
+                issuer_keys: std::collections::HashMap::new(),
             }),
         })
     }
@@ -294,8 +309,62 @@ impl Authorizer {
                 publisher_jwks: publisher,
                 subscriber_jwks: subscriber,
                 validation: inner.validation.clone(),
+                issuers: inner.issuers.clone(),
+                issuer_keys: inner.issuer_keys.clone(),
             }),
         }
+    }
+
+    /// Trusts these issuers for Mercure 1.0 access tokens (`--jwt-issuer`).
+    pub fn with_issuers(self, issuers: Vec<String>) -> Self {
+        let inner = &self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                algorithm: inner.algorithm,
+                publisher: inner.publisher.clone(),
+                subscriber: inner.subscriber.clone(),
+                publisher_jwks: inner.publisher_jwks.clone(),
+                subscriber_jwks: inner.subscriber_jwks.clone(),
+                validation: inner.validation.clone(),
+                issuers,
+                issuer_keys: inner.issuer_keys.clone(),
+            }),
+        }
+    }
+
+    /// Binds `issuer` to its own key: its access tokens are verified with this key and
+    /// algorithm only, and it is trusted.
+    pub fn with_issuer_key(
+        self,
+        issuer: &str,
+        key: &str,
+        algorithm: Algorithm,
+    ) -> Result<Self, KeyError> {
+        let decoding = load_key(KeyRole::Issuer, algorithm, key)?;
+        let inner = &self.inner;
+        let mut issuer_keys = inner.issuer_keys.clone();
+        issuer_keys.insert(issuer.to_owned(), (algorithm, decoding));
+        let mut issuers = inner.issuers.clone();
+        if !issuers.iter().any(|known| known == issuer) {
+            issuers.push(issuer.to_owned());
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                algorithm: inner.algorithm,
+                publisher: inner.publisher.clone(),
+                subscriber: inner.subscriber.clone(),
+                publisher_jwks: inner.publisher_jwks.clone(),
+                subscriber_jwks: inner.subscriber_jwks.clone(),
+                validation: inner.validation.clone(),
+                issuers,
+                issuer_keys,
+            }),
+        })
+    }
+
+    /// True when some issuer is trusted for access tokens.
+    pub fn trusts_issuers(&self) -> bool {
+        !self.inner.issuers.is_empty()
     }
 
     /// The one algorithm tokens must be signed with.
@@ -519,6 +588,7 @@ impl RawClaims {
             expires_at,
             subject,
             admin,
+            grants: None,
         })
     }
 }

@@ -43,7 +43,7 @@ pub enum Command {
     #[command(after_help = SERVE_AFTER_HELP)]
     Serve(Box<crate::config::ServeArgs>),
     /// Mint a JWT for development (HS256/384/512)
-    Token(token::TokenArgs),
+    Token(Box<token::TokenArgs>),
     /// Publish one update and print its id
     #[command(name = "pub")]
     Pub(Box<publish::PubArgs>),

@@ -20,9 +20,19 @@ const MAX_RETRY_LINE: usize = 159;
 /// `herald sub` options.
 #[derive(Debug, Args)]
 pub struct SubArgs {
-    /// Topic selectors: exact topics, `*`, or URI templates
-    #[arg(required = true, value_name = "TOPIC")]
+    /// Topic selectors: exact topics, `*`, or URI templates (Mercure 0.x)
+    #[arg(value_name = "TOPIC", required_unless_present_any = ["matches", "match_urlpatterns"])]
     pub topics: Vec<String>,
+    /// Mercure 1.0: a topic matched byte for byte (repeatable; `*` for all)
+    #[arg(long = "match", value_name = "TOPIC", conflicts_with = "topics")]
+    pub matches: Vec<String>,
+    /// Mercure 1.0: a URL Pattern such as `/books/:id` (repeatable)
+    #[arg(
+        long = "match-urlpattern",
+        value_name = "PATTERN",
+        conflicts_with = "topics"
+    )]
+    pub match_urlpatterns: Vec<String>,
     /// The hub: its base URL, or the full hub URL
     #[arg(long, env = "HERALD_HUB", default_value = DEFAULT_HUB)]
     pub hub: String,
@@ -121,6 +131,12 @@ pub fn run(args: &SubArgs) -> ExitCode {
     let mut builder = Subscriber::builder(args.hub.clone())
         .topics(args.topics.iter().cloned())
         .report_reconnects(true);
+    for topic in &args.matches {
+        builder = builder.match_exact(topic.clone());
+    }
+    for pattern in &args.match_urlpatterns {
+        builder = builder.match_urlpattern(pattern.clone());
+    }
     let token = match args
         .auth
         .resolve(&args.topics, |name| std::env::var(name).ok())
@@ -146,8 +162,9 @@ pub fn run(args: &SubArgs) -> ExitCode {
         Err(error) => return config_error(error),
     };
     // The topic of every event is known only when there is one exact topic.
-    let topic = match args.topics.as_slice() {
-        [only] if !only.contains(['{', '*']) => Some(only.as_str()),
+    let topic = match (args.topics.as_slice(), args.matches.as_slice()) {
+        ([only], []) if !only.contains(['{', '*']) => Some(only.as_str()),
+        ([], [only]) if args.match_urlpatterns.is_empty() && only != "*" => Some(only.as_str()),
         _ => None,
     };
     let Some(runtime) = runtime() else {

@@ -1,10 +1,13 @@
-//! `herald token`: mint a JWT for development and tests.
+//! `herald token`: mint a JWT for development and tests: a 0.x token (the `mercure` claim), or
+//! with `--issuer` and `--audience` a Mercure 1.0 access token (`typ: at+jwt`).
 
 use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::auth::{Algorithm, MintClaims, mint_admin, mint_hmac};
+use crate::auth::{
+    Algorithm, MintAccessClaims, MintClaims, mint_access_token, mint_admin, mint_hmac,
+};
 
 use super::config_error;
 
@@ -26,13 +29,27 @@ pub struct TokenArgs {
     /// HS256, HS384 or HS512
     #[arg(long, default_value = "HS256")]
     pub algorithm: String,
-    /// JSON for the `mercure.payload` claim
+    /// JSON for the `mercure.payload` claim (1.0: the `subscribe` entry's `payload`)
     #[arg(long, value_name = "JSON")]
     pub payload: Option<String>,
     /// An admin token instead (`herald.admin: true`, for `herald backup`); give the hub's
     /// publisher key as --key
     #[arg(long, conflicts_with_all = ["publish", "subscribe", "payload"])]
     pub admin: bool,
+    /// Mint a Mercure 1.0 access token (`typ: at+jwt`) from this issuer (`iss`); the hub must
+    /// trust it (`--jwt-issuer`)
+    #[arg(long, value_name = "ISS", requires = "audience")]
+    pub issuer: Option<String>,
+    /// Mercure 1.0: the hub's resource identifier (`aud`), e.g.
+    /// `https://example.com/.well-known/mercure`
+    #[arg(long, value_name = "URL", requires = "issuer")]
+    pub audience: Option<String>,
+    /// Mercure 1.0: the --publish/--subscribe topics are URL Patterns (`*` stays the wildcard)
+    #[arg(long, requires = "issuer")]
+    pub urlpattern: bool,
+    /// Mercure 1.0: the token's subject (`sub`)
+    #[arg(long, value_name = "SUB", requires = "issuer")]
+    pub subject: Option<String>,
 }
 
 /// Prints the token.
@@ -64,6 +81,26 @@ pub fn run(args: &TokenArgs) -> ExitCode {
     }
     if args.publish.is_empty() && args.subscribe.is_empty() {
         return config_error("give at least one --publish or --subscribe selector, or --admin");
+    }
+    if let (Some(issuer), Some(audience)) = (&args.issuer, &args.audience) {
+        let claims = MintAccessClaims {
+            issuer: issuer.clone(),
+            audience: audience.clone(),
+            publish: args.publish.clone(),
+            subscribe: args.subscribe.clone(),
+            urlpattern: args.urlpattern,
+            payload,
+            subject: args.subject.clone(),
+            // Access tokens must expire.
+            ttl: ttl.unwrap_or(std::time::Duration::from_secs(3600)),
+        };
+        return match mint_access_token(args.key.as_bytes(), algorithm, &claims) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => config_error(error),
+        };
     }
     let claims = MintClaims {
         publish: args.publish.clone(),

@@ -22,6 +22,10 @@ pub struct FileOptions {
     publisher_jwks_url: Option<String>,
     subscriber_jwks_url: Option<String>,
     anonymous: Option<bool>,
+    jwt_issuer: Option<OneOrMany>,
+    issuer_keys: Option<std::collections::BTreeMap<String, IssuerKeyFile>>,
+    resource_identifier: Option<String>,
+    cookie_name: Option<String>,
     cors_origin: Option<OneOrMany>,
     publish_origin: Option<OneOrMany>,
     heartbeat: Option<String>,
@@ -48,6 +52,14 @@ pub struct FileOptions {
     metrics_listen: Option<String>,
     max_template_complexity: Option<usize>,
     shutdown_timeout: Option<String>,
+}
+
+/// `[issuer-keys."https://issuer.example"]`: one issuer's own key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerKeyFile {
+    key: String,
+    algorithm: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +146,17 @@ pub fn merge(mut args: ServeArgs, file: &FileOptions) -> ServeArgs {
         &file.max_template_complexity,
     );
     fill(&mut args.shutdown_timeout, &file.shutdown_timeout);
+    fill(&mut args.resource_identifier, &file.resource_identifier);
+    fill(&mut args.cookie_name, &file.cookie_name);
+    if let (true, Some(issuers)) = (args.jwt_issuers.is_empty(), &file.jwt_issuer) {
+        args.jwt_issuers = clone_list(issuers);
+    }
+    if let Some(keys) = &file.issuer_keys {
+        args.issuer_keys = keys
+            .iter()
+            .map(|(issuer, key)| (issuer.clone(), key.key.clone(), key.algorithm.clone()))
+            .collect();
+    }
     if args.max_body.is_none() {
         args.max_body = file.max_body.as_ref().map(size_text);
     }

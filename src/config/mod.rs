@@ -136,6 +136,28 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_ANONYMOUS", value_parser = boolish())]
     pub anonymous: bool,
 
+    /// Mercure 1.0: an issuer (`iss`) whose access tokens (`typ: at+jwt`) are trusted, verified
+    /// with the hub's keys (repeatable, or comma-separated)
+    #[arg(
+        long = "jwt-issuer",
+        env = "HERALD_JWT_ISSUER",
+        value_name = "ISS",
+        value_delimiter = ','
+    )]
+    pub jwt_issuers: Vec<String>,
+
+    /// Mercure 1.0: the hub's resource identifier, an absolute URL such as
+    /// `https://example.com/.well-known/mercure`: access tokens' `aud` must contain it, and
+    /// relative topics and patterns resolve against it [default: derived per request from the
+    /// URL the client contacted]
+    #[arg(long, env = "HERALD_RESOURCE_IDENTIFIER", value_name = "URL")]
+    pub resource_identifier: Option<String>,
+
+    /// Mercure 1.0: name of the cookie that carries an access token
+    /// [default: __Secure-mercure_access_token]
+    #[arg(long, env = "HERALD_COOKIE_NAME", value_name = "NAME")]
+    pub cookie_name: Option<String>,
+
     /// Origin allowed to subscribe and publish from a browser (repeatable, or comma-separated;
     /// `*` allows any origin but then without credentials)
     #[arg(
@@ -280,6 +302,30 @@ pub struct ServeArgs {
     /// `cors-origin = ["https://a.example"]`); flags and environment win over it
     #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Mercure 1.0 issuers bound to their own key (TOML only: `[issuer-keys."ISS"]` with `key`
+    /// and an optional `algorithm`): (issuer, key, algorithm).
+    #[arg(skip)]
+    pub issuer_keys: Vec<(String, String, Option<String>)>,
+}
+
+/// A Mercure 1.0 issuer verified with its own key only.
+#[derive(Clone)]
+pub struct IssuerKey {
+    pub issuer: String,
+    /// HS*: the secret; others: PEM text or a path to a PEM file.
+    pub key: String,
+    pub algorithm: Algorithm,
+}
+
+impl std::fmt::Debug for IssuerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerKey")
+            .field("issuer", &self.issuer)
+            .field("key", &"[redacted]")
+            .field("algorithm", &self.algorithm)
+            .finish()
+    }
 }
 
 /// Boolean flags read `1/0`, `true/false`, `yes/no`, `on/off` from the environment.
@@ -379,6 +425,14 @@ pub struct Config {
     /// JWKS URLs: (publishers, subscribers).
     pub jwks: (Option<String>, Option<String>),
     pub anonymous: bool,
+    /// Trusted issuers of Mercure 1.0 access tokens.
+    pub jwt_issuers: Vec<String>,
+    /// The hub's resource identifier (Mercure 1.0); `None`: derived per request.
+    pub resource_identifier: Option<url::Url>,
+    /// Name of the Mercure 1.0 access token cookie.
+    pub cookie_name: String,
+    /// Issuers with their own key (TOML `issuer-keys`); they are trusted too.
+    pub issuer_keys: Vec<IssuerKey>,
     pub cors: OriginPolicy,
     pub publish_origins: OriginPolicy,
     pub heartbeat: Duration,
@@ -698,6 +752,61 @@ impl Config {
                 ));
             }
         }
+        let jwt_issuers: Vec<String> = args
+            .jwt_issuers
+            .iter()
+            .map(|issuer| issuer.trim().to_owned())
+            .filter(|issuer| !issuer.is_empty())
+            .collect();
+        let mut issuer_keys = Vec::new();
+        for (issuer, key, algorithm) in &args.issuer_keys {
+            let algorithm = match algorithm {
+                Some(text) => text
+                    .parse::<Algorithm>()
+                    .map_err(|e| invalid("config issuer-keys algorithm", text, e))?,
+                None => keys.algorithm,
+            };
+            if key.is_empty() {
+                return Err(invalid(
+                    "config issuer-keys key",
+                    issuer,
+                    "the key is empty",
+                ));
+            }
+            issuer_keys.push(IssuerKey {
+                issuer: issuer.clone(),
+                key: key.clone(),
+                algorithm,
+            });
+        }
+        let resource_identifier = match &args.resource_identifier {
+            Some(text) => match url::Url::parse(text) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Some(url),
+                _ => {
+                    return Err(invalid(
+                        "resource-identifier",
+                        text,
+                        "expected an absolute http:// or https:// URL",
+                    ));
+                }
+            },
+            None => None,
+        };
+        let cookie_name = args
+            .cookie_name
+            .clone()
+            .unwrap_or_else(|| crate::auth::ACCESS_COOKIE.to_owned());
+        if cookie_name.is_empty()
+            || !cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+        {
+            return Err(invalid(
+                "cookie-name",
+                &cookie_name,
+                "not a valid cookie name",
+            ));
+        }
         let publish_origins = if args.publish_origins.is_empty() {
             args.cors_origins.clone()
         } else {
@@ -710,6 +819,10 @@ impl Config {
             keys,
             jwks,
             anonymous: args.anonymous || args.demo,
+            jwt_issuers,
+            resource_identifier,
+            cookie_name,
+            issuer_keys,
             cors: OriginPolicy::from_list(args.cors_origins),
             publish_origins: OriginPolicy::from_list(publish_origins),
             heartbeat,

@@ -11,7 +11,7 @@ use crate::config::OriginPolicy;
 
 const ALLOW_HEADERS: &str = "Authorization, Last-Event-ID, Cache-Control, Content-Type";
 const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
-const EXPOSE_HEADERS: &str = "Last-Event-ID";
+const EXPOSE_HEADERS: &str = "Last-Event-ID, Mercure-Last-Event-ID, Link";
 
 /// Is this a CORS preflight?
 pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {

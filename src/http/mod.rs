@@ -9,6 +9,7 @@ pub mod cors;
 pub mod cursor;
 pub mod event_path;
 pub mod limits;
+pub mod mercure1;
 pub mod ops;
 pub mod pages;
 pub mod problem;

@@ -39,6 +39,38 @@ pub enum ApiError {
     /// Over one of the configured limits (`http::limits`).
     #[error(transparent)]
     Limit(#[from] LimitError),
+    /// A Mercure 1.0 request refused with an RFC 6750 `WWW-Authenticate: Bearer` challenge;
+    /// `metadata` is the URL of the protected resource metadata (RFC 9728).
+    #[error("{detail}")]
+    Bearer {
+        error: BearerError,
+        detail: String,
+        metadata: String,
+    },
+}
+
+/// The RFC 6750 error codes, and the bare challenge when no token was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerError {
+    /// No token where one is needed: 401 with a bare challenge.
+    TokenRequired,
+    /// `invalid_token`: 401.
+    InvalidToken,
+    /// `insufficient_scope`: 403.
+    InsufficientScope,
+    /// `invalid_request`: 400.
+    InvalidRequest,
+}
+
+impl BearerError {
+    fn code(self) -> Option<&'static str> {
+        match self {
+            BearerError::TokenRequired => None,
+            BearerError::InvalidToken => Some("invalid_token"),
+            BearerError::InsufficientScope => Some("insufficient_scope"),
+            BearerError::InvalidRequest => Some("invalid_request"),
+        }
+    }
 }
 
 impl ApiError {
@@ -65,6 +97,11 @@ impl ApiError {
                 | LimitError::TopicLength { .. }
                 | LimitError::FieldLength { .. } => StatusCode::BAD_REQUEST,
                 LimitError::TemplateComplexity { .. } => StatusCode::BAD_REQUEST,
+            },
+            ApiError::Bearer { error, .. } => match error {
+                BearerError::TokenRequired | BearerError::InvalidToken => StatusCode::UNAUTHORIZED,
+                BearerError::InsufficientScope => StatusCode::FORBIDDEN,
+                BearerError::InvalidRequest => StatusCode::BAD_REQUEST,
             },
         }
     }
@@ -111,6 +148,20 @@ impl ApiError {
                 if let Some(seconds) = limit.retry_after() {
                     headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
                 }
+            }
+            ApiError::Bearer {
+                error, metadata, ..
+            } => {
+                let quoted = metadata.replace(['"', '\\'], "");
+                let challenge = match error.code() {
+                    None => format!("Bearer resource_metadata=\"{quoted}\""),
+                    Some(code) => {
+                        format!("Bearer error=\"{code}\", resource_metadata=\"{quoted}\"")
+                    }
+                };
+                let value = HeaderValue::from_str(&challenge)
+                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+                headers.insert(header::WWW_AUTHENTICATE, value);
             }
             _ => {}
         }

@@ -5,18 +5,20 @@
 //! fanned out.
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, header};
+use http::{HeaderMap, Request, Response, Uri, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
+use url::Url;
 
 use super::AppState;
 use super::body::ResponseBody;
 use super::limits;
-use super::problem::ApiError;
+use super::mercure1;
+use super::problem::{ApiError, BearerError};
 use super::query;
 use super::router::ok;
-use crate::auth::{AuthError, Claims, TokenSource, extract_token};
+use crate::auth::{AuthError, Claims, KeyRole, TokenSource, extract_token_with, is_access_token};
 use crate::topic::SelectorSet;
 use crate::update::{Draft, Update};
 
@@ -29,7 +31,7 @@ pub async fn publish(
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
     let (parts, body) = request.into_parts();
-    let (claims, token) = publisher_claims(state, &parts.headers, parts.uri.query())?;
+    let (claims, token, v1) = publisher_claims(state, &parts.headers, &parts.uri)?;
     // Counted per publisher before the body is read: a limited publisher costs no body read.
     let key = match &claims.subject {
         Some(subject) => format!("sub:{subject}"),
@@ -38,7 +40,11 @@ pub async fn publish(
     state.limits.check_publish(&key)?;
     let bytes = read_body(body, &parts.headers, state.config.max_body).await?;
     let draft = decode_publish(media_type(&parts.headers).as_deref(), &bytes)?;
-    let allowed = claims.publish.map(SelectorSet::parse).unwrap_or_default();
+    let allowed = match &v1 {
+        Some(hub) => mercure1::publish_access(&claims, hub)
+            .map_err(|error| mercure1::token_error(hub, error))?,
+        None => claims.publish.map(SelectorSet::parse).unwrap_or_default(),
+    };
     if draft.topics.is_empty() {
         return Err(ApiError::BadRequest(
             "at least one `topic` is required".into(),
@@ -46,6 +52,16 @@ pub async fn publish(
     }
     state.limits.check_topic_lengths(&draft.topics)?;
     state.limits.check_event_fields(&draft)?;
+    if let Some(hub) = &v1 {
+        mercure1::check_publish(&draft, hub)?;
+        if !allowed.matches_all(&draft.topics) {
+            return Err(mercure1::bearer(
+                hub,
+                BearerError::InsufficientScope,
+                "the access token does not grant `publish` on every topic of this update",
+            ));
+        }
+    }
     if !allowed.matches_all(&draft.topics) {
         return Err(ApiError::Forbidden(
             "the token's mercure.publish claim does not cover every topic of this update".into(),
@@ -57,13 +73,18 @@ pub async fn publish(
 }
 
 /// Verifies the publisher's token. A token from the cookie also needs an allowed `Origin` or
-/// `Referer`, so a browser cannot be tricked into publishing (CSRF).
+/// `Referer`, so a browser cannot be tricked into publishing (CSRF). With a Mercure 1.0 access
+/// token, also returns the hub's URL (its grants resolve against it; refusals are RFC 6750).
 fn publisher_claims(
     state: &AppState,
     headers: &HeaderMap,
-    raw_query: Option<&str>,
-) -> Result<(Claims, String), ApiError> {
-    let (token, source) = extract_token(headers, raw_query).ok_or(AuthError::Missing)?;
+    uri: &Uri,
+) -> Result<(Claims, String, Option<Url>), ApiError> {
+    let Some((token, source)) = extract_token_with(headers, uri.query(), &state.config.cookie_name)
+    else {
+        let hub = mercure1::hub_url(state, headers, uri)?;
+        return Err(mercure1::token_error(&hub, AuthError::Missing));
+    };
     if source == TokenSource::Cookie {
         let origin = headers
             .get(header::ORIGIN)
@@ -89,8 +110,15 @@ fn publisher_claims(
             }
         }
     }
+    if is_access_token(&token) {
+        let hub = mercure1::hub_url(state, headers, uri)?;
+        mercure1::check_presentation(&hub, &token, source)?;
+        let claims = mercure1::verify(state, KeyRole::Publisher, &token, &hub)
+            .map_err(|error| mercure1::token_error(&hub, error))?;
+        return Ok((claims, token, Some(hub)));
+    }
     let claims = state.auth.verify_publisher(&token)?;
-    Ok((claims, token))
+    Ok((claims, token, None))
 }
 
 /// `scheme://host[:port]` of a URL.

@@ -5,7 +5,9 @@ use hyper::body::Incoming;
 
 use super::body::ResponseBody;
 use super::problem::ApiError;
-use super::{AppState, Peer, backup, cors, ops, pages, publish, subscribe, subscriptions, topics};
+use super::{
+    AppState, Peer, backup, cors, mercure1, ops, pages, publish, subscribe, subscriptions, topics,
+};
 
 /// The Mercure endpoint.
 pub const MERCURE_PATH: &str = "/.well-known/mercure";
@@ -78,9 +80,15 @@ async fn dispatch(
 ) -> Result<Response<ResponseBody>, ApiError> {
     match (path, method) {
         (MERCURE_PATH | "/events", &Method::GET) => subscribe::subscribe(state, &request).await,
+        (MERCURE_PATH, m) if m.as_str() == "QUERY" => {
+            subscribe::subscribe_query(state, request).await
+        }
+        (mercure1::METADATA_PATH, &Method::GET) => {
+            mercure1::metadata(state, request.headers(), request.uri())
+        }
         (MERCURE_PATH | "/publish", &Method::POST) => publish::publish(state, request).await,
         (MERCURE_PATH, _) => Err(ApiError::MethodNotAllowed {
-            allowed: "GET, POST",
+            allowed: "GET, POST, QUERY",
         }),
         ("/events", _) => Err(ApiError::MethodNotAllowed { allowed: "GET" }),
         ("/publish", _) => Err(ApiError::MethodNotAllowed { allowed: "POST" }),

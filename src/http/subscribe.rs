@@ -1,4 +1,5 @@
-//! `GET /.well-known/mercure` and `GET /events`: open an event stream.
+//! `GET /.well-known/mercure` and `GET /events` (and, Mercure 1.0, `QUERY` with a form body):
+//! open an event stream, for a 0.x (`topic=`) or a 1.0 (`match=`) subscriber.
 //!
 //! Order matters: the subscription is registered with the hub first, then the last event id is
 //! resolved and history is replayed by the stream, so nothing published meanwhile is lost.
@@ -6,14 +7,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
 
 use super::AppState;
 use super::body::ResponseBody;
 use super::cursor;
+use super::mercure1;
 use super::problem::ApiError;
 use super::query;
-use crate::auth::{AuthError, extract_token};
+use crate::auth::{AuthError, KeyRole, extract_token_with, is_access_token};
 use crate::hub::Identity;
 use crate::store::ReplayFrom;
 use crate::stream::{EventStream, Start};
@@ -32,25 +34,69 @@ pub async fn subscribe<B>(
     state: &AppState,
     request: &Request<B>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let raw_query = request.uri().query();
-    let params = query::pairs(raw_query.unwrap_or("").as_bytes());
-    let topics: Vec<&str> = query::all(&params, "topic").collect();
-    if topics.is_empty() {
-        return Err(ApiError::BadRequest(
-            "at least one `topic` query parameter is required".into(),
-        ));
+    open(state, request.headers(), request.uri(), None).await
+}
+
+/// `QUERY /.well-known/mercure` with a form body: subscribe with the body's parameters added
+/// to the query's (Mercure 1.0).
+pub async fn subscribe_query(
+    state: &AppState,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let (parts, body) = request.into_parts();
+    match super::publish::media_type(&parts.headers).as_deref() {
+        None | Some("application/x-www-form-urlencoded") => {}
+        Some(other) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "send the QUERY parameters as application/x-www-form-urlencoded, not {other}"
+            )));
+        }
     }
-    state.limits.check_subscription(&topics)?;
-    let selectors = SelectorSet::parse(topics);
+    let body = super::publish::read_body(body, &parts.headers, state.config.max_body).await?;
+    open(state, &parts.headers, &parts.uri, Some(&body)).await
+}
+
+/// Subscribes with the parameters of the query and, for `QUERY`, of the body.
+async fn open(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Option<&[u8]>,
+) -> Result<Response<ResponseBody>, ApiError> {
+    let raw_query = uri.query();
+    let v1 = mercure1::is_v1(raw_query, body);
+    let (selectors, access, last_event_id) = if v1 {
+        let hub = mercure1::hub_url(state, headers, uri)?;
+        let params = mercure1::parse_subscribe(raw_query, body, &hub)?;
+        let sources: Vec<&str> = params.sources.iter().map(String::as_str).collect();
+        state.limits.check_subscription(&sources)?;
+        let access = access(state, headers, uri, true)?;
+        let last_event_id = header_last_event_id(headers).or(params.last_event_id);
+        (params.selectors, access, last_event_id)
+    } else {
+        let mut params = query::pairs(raw_query.unwrap_or("").as_bytes());
+        if let Some(body) = body {
+            params.extend(query::pairs(body));
+        }
+        let topics: Vec<&str> = query::all(&params, "topic").collect();
+        if topics.is_empty() {
+            return Err(ApiError::BadRequest(
+                "at least one `topic` query parameter is required".into(),
+            ));
+        }
+        state.limits.check_subscription(&topics)?;
+        let access = access(state, headers, uri, false)?;
+        let last_event_id = last_event_id(headers, &params);
+        (SelectorSet::parse(topics), access, last_event_id)
+    };
     state.limits.check_templates(&selectors)?;
-    let access = subscriber_access(state, request.headers(), raw_query)?;
-    let last_event_id = last_event_id(request.headers(), &params);
-    let topic_field = wants_topic_field(&params);
+    let topic_field = wants_topic_field(&query::pairs(raw_query.unwrap_or("").as_bytes()));
 
     let private_access = access.private_topics;
     let identity = state.hub.tracks_identities().then(|| Identity {
-        urn: crate::update::new_event_id(),
+        urn: crate::update::new_event_id().into_boxed_str(),
         payload: access.payload,
+        mercure1: v1,
     });
     let subscription = state
         .hub
@@ -107,7 +153,15 @@ pub async fn subscribe<B>(
     };
     // As the reference hub: the newest id in history when the subscription started, if this
     // subscriber may see it; otherwise the id it resumed from, or `earliest`.
-    let cursor_id = if last_event_id.is_some() {
+    let cursor_id = if v1 {
+        // Mercure 1.0: the id of the event before the first one sent (the visible id resumed
+        // from), or `earliest`.
+        last_event_id.as_ref().map(|_| {
+            resumed_from
+                .map(str::to_owned)
+                .unwrap_or_else(|| EARLIEST.to_owned())
+        })
+    } else if last_event_id.is_some() {
         let newest_seq = bounds.newest.as_ref().map(|(seq, _)| *seq);
         let newest = cursor::newest_if_visible(store, newest_seq, private_access.as_ref()).await?;
         Some(
@@ -148,7 +202,12 @@ pub async fn subscribe<B>(
     );
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     if let Some(value) = cursor_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        headers.insert("last-event-id", value);
+        let name = if v1 {
+            "mercure-last-event-id"
+        } else {
+            "last-event-id"
+        };
+        headers.insert(name, value);
     }
     Ok(response)
 }
@@ -165,24 +224,68 @@ pub struct Access {
 }
 
 /// Verifies the subscriber's token, if any. Refuses a bad token, and a missing one unless
-/// anonymous subscribers are allowed.
+/// anonymous subscribers are allowed. A Mercure 1.0 request (a `match` parameter) or a 1.0
+/// access token gets RFC 6750 answers; a 0.x request with a 0.x token gets what it always got.
 pub fn subscriber_access(
     state: &AppState,
     headers: &HeaderMap,
-    raw_query: Option<&str>,
+    uri: &Uri,
 ) -> Result<Access, ApiError> {
-    match extract_token(headers, raw_query) {
-        Some((token, _source)) => {
-            let claims = state.auth.verify_subscriber(&token)?;
+    access(state, headers, uri, mercure1::is_v1(uri.query(), None))
+}
+
+fn access(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    v1_request: bool,
+) -> Result<Access, ApiError> {
+    let raw_query = uri.query();
+    let found = extract_token_with(headers, raw_query, &state.config.cookie_name);
+    let v1 = v1_request
+        || found
+            .as_ref()
+            .is_some_and(|(token, _)| is_access_token(token));
+    if !v1 {
+        return match found {
+            Some((token, _source)) => {
+                let claims = state.auth.verify_subscriber(&token)?;
+                Ok(Access {
+                    private_topics: claims.subscribe.map(SelectorSet::parse),
+                    expires_at: claims.expires_at,
+                    payload: claims.payload,
+                })
+            }
+            None if state.config.anonymous => Ok(Access::default()),
+            None => Err(AuthError::Missing.into()),
+        };
+    }
+    let hub = mercure1::hub_url(state, headers, uri)?;
+    match found {
+        Some((token, source)) => {
+            mercure1::check_presentation(&hub, &token, source)?;
+            let claims = mercure1::verify(state, KeyRole::Subscriber, &token, &hub)
+                .map_err(|error| mercure1::token_error(&hub, error))?;
+            let private_topics = mercure1::private_access(&claims, &hub)
+                .map_err(|error| mercure1::token_error(&hub, error))?;
             Ok(Access {
-                private_topics: claims.subscribe.map(SelectorSet::parse),
+                private_topics,
                 expires_at: claims.expires_at,
                 payload: claims.payload,
             })
         }
         None if state.config.anonymous => Ok(Access::default()),
-        None => Err(AuthError::Missing.into()),
+        None => Err(mercure1::token_error(&hub, AuthError::Missing)),
     }
+}
+
+/// The `Last-Event-ID` header, when present and not empty.
+fn header_last_event_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|value| !value.is_empty())
+        .map(str::to_owned)
 }
 
 /// The last event id a subscriber resumes after. The `Last-Event-ID` header (what `EventSource`

@@ -44,7 +44,7 @@ pub async fn list<B>(
     state: &AppState,
     request: &Request<B>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    let access = subscriber_access(state, request.headers(), request.uri().query())?;
+    let access = subscriber_access(state, request.headers(), request.uri())?;
     let claim = access.private_topics.as_ref();
     let mut topics: BTreeMap<String, TopicView> = BTreeMap::new();
     for history in state.store.topics().await? {
@@ -145,7 +145,7 @@ pub async fn events(
 ) -> Result<Response<ResponseBody>, ApiError> {
     let raw_query = request.uri().query();
     let params = query::pairs(raw_query.unwrap_or("").as_bytes());
-    let access = subscriber_access(state, request.headers(), raw_query)?;
+    let access = subscriber_access(state, request.headers(), request.uri())?;
     let limit = match query::first(&params, "limit") {
         None => DEFAULT_LIMIT,
         Some(text) => text

@@ -47,9 +47,12 @@ pub struct Subscriber {
 #[derive(Debug, Clone)]
 pub struct Identity {
     /// `urn:uuid:…`, unique per subscription.
-    pub urn: String,
+    pub urn: Box<str>,
     /// The token's `mercure.payload`, passed through.
     pub payload: Option<serde_json::Value>,
+    /// Subscribed the Mercure 1.0 way (`match=`): it receives the hub's subscription events
+    /// in the 1.0 format only, a 0.x subscriber in the JSON-LD format only.
+    pub mercure1: bool,
 }
 
 /// Told about every subscriber that joins (`true`) or leaves (`false`).
@@ -59,17 +62,17 @@ impl Subscriber {
     /// May this subscriber receive `update`? A topic of the update must match the selectors and,
     /// for a private update, a topic of the update must also match the token's claim.
     pub fn may_receive(&self, update: &Update) -> bool {
-        self.selectors.matches_any(&update.topics)
-            && crate::visibility::may_see(self.private_access.as_ref(), update)
+        self.selectors.matches_any(&update.topics) && self.may_receive_selected(update)
     }
 
-    /// As [`Subscriber::may_receive`], for an update already known to match the selectors.
+    /// As [`Subscriber::may_receive`], for an update already known to match the selectors: the
+    /// one visibility rule ([`crate::visibility`]), and subscription events in this
+    /// subscriber's own format.
     pub fn may_receive_selected(&self, update: &Update) -> bool {
-        !update.private
-            || self
-                .private_access
-                .as_ref()
-                .is_some_and(|claim| claim.matches_any(&update.topics))
+        crate::visibility::may_see(self.private_access.as_ref(), update)
+            && self.identity.as_ref().is_none_or(|identity| {
+                crate::visibility::in_subscription_format(identity.mercure1, update)
+            })
     }
 
     /// True when one of the subscriber's selectors is exactly `topic`.
@@ -569,6 +572,12 @@ mod tests {
                 .zip(&counts.counts)
                 .all(|(s, c)| s <= c)
         );
+    }
+
+    #[test]
+    fn the_identity_kept_per_subscriber_did_not_grow() {
+        // 56 bytes before the Mercure 1.0 flag: the urn became a `Box<str>` to make room.
+        assert!(std::mem::size_of::<Identity>() <= 56);
     }
 
     #[test]

@@ -76,6 +76,9 @@ struct AnySlot {
 #[derive(Default)]
 struct Patterns {
     any: AnySlot,
+    /// Subscribers with a Mercure 1.0 URL Pattern selector, once each: their selectors are
+    /// asked per update (each distinct pattern keeps its answers, see `topic::urlpattern`).
+    url_patterns: Vec<Arc<Subscriber>>,
     templates: PrefixIndex<TemplateSlot>,
     /// The total complexity of the distinct templates in `templates`.
     complexity: usize,
@@ -117,12 +120,19 @@ impl Registry {
             let mut guard = self.patterns.write();
             let Patterns {
                 any,
+                url_patterns,
                 templates,
                 complexity,
             } = &mut *guard;
+            let mut url_pattern_filed = false;
             for selector in subscriber.selectors.iter() {
                 let list = match selector {
                     Selector::Exact(_) => continue,
+                    Selector::UrlPattern(_) if url_pattern_filed => continue,
+                    Selector::UrlPattern(_) => {
+                        url_pattern_filed = true;
+                        &mut *url_patterns
+                    }
                     Selector::Any => {
                         if single {
                             &mut any.single
@@ -189,6 +199,7 @@ impl Registry {
             for selector in subscriber.selectors.iter() {
                 match selector {
                     Selector::Exact(_) => {}
+                    Selector::UrlPattern(_) => remove_from(&mut patterns.url_patterns, id),
                     Selector::Any => {
                         remove_from(&mut patterns.any.single, id);
                         remove_from(&mut patterns.any.mixed, id);
@@ -255,6 +266,11 @@ impl Registry {
             .iter()
             .chain(&any.mixed)
             .for_each(|subscriber| deliver(subscriber));
+        for subscriber in &patterns.url_patterns {
+            if subscriber.selectors.matches_any(&update.topics) {
+                deliver(subscriber);
+            }
+        }
         for topic in &update.topics {
             patterns
                 .templates
@@ -307,6 +323,13 @@ impl Registry {
                 true
             };
             complete &= count_mixed(&patterns.any.mixed, &mut left);
+            let url_pattern_matches: Vec<Arc<Subscriber>> = patterns
+                .url_patterns
+                .iter()
+                .filter(|subscriber| subscriber.selectors.matches(topic))
+                .cloned()
+                .collect();
+            complete &= count_mixed(&url_pattern_matches, &mut left);
             let mut matched: Vec<&TemplateSlot> = Vec::new();
             patterns
                 .templates

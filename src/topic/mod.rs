@@ -1,4 +1,5 @@
-//! Topic selectors: exact topics, `*`, and RFC 6570 URI templates, compiled once into matchers.
+//! Topic selectors: exact topics, `*`, RFC 6570 URI templates and (Mercure 1.0) WHATWG URL
+//! Patterns, compiled once into matchers.
 //!
 //! Pure code: no I/O, no hub state. Templates are interned and their expensive answers cached
 //! ([`cache`]), so many subscribers of one template cost one match per topic, and the hub files
@@ -10,11 +11,13 @@
 pub mod cache;
 pub mod prefix;
 pub mod template;
+pub mod urlpattern;
 
 use std::sync::Arc;
 
 use cache::CachedTemplate;
 use template::looks_like_template;
+use urlpattern::CachedPattern;
 
 /// One compiled selector.
 #[derive(Debug, Clone)]
@@ -25,6 +28,9 @@ pub enum Selector {
     Exact(Arc<str>),
     /// An RFC 6570 URI template, shared by every selector with the same text.
     Template(Arc<CachedTemplate>),
+    /// A WHATWG URL Pattern (Mercure 1.0 `match_urlpattern`, `match_type: urlpattern`), shared
+    /// by every selector with the same text and base.
+    UrlPattern(Arc<CachedPattern>),
 }
 
 impl Selector {
@@ -46,6 +52,37 @@ impl Selector {
             Selector::Any => true,
             Selector::Exact(exact) => &**exact == topic,
             Selector::Template(template) => template.matches(topic),
+            Selector::UrlPattern(pattern) => pattern.matches(topic),
+        }
+    }
+
+    /// A Mercure 1.0 exact selector: byte for byte, never a template; `*` is the wildcard.
+    pub fn exact(source: &str) -> Selector {
+        if source == "*" {
+            Selector::Any
+        } else {
+            Selector::Exact(Arc::from(source))
+        }
+    }
+
+    /// A Mercure 1.0 URL Pattern selector resolved against `base` (the hub's URL); `*` is the
+    /// wildcard.
+    pub fn url_pattern(
+        source: &str,
+        base: &url::Url,
+    ) -> Result<Selector, urlpattern::PatternError> {
+        if source == "*" {
+            return Ok(Selector::Any);
+        }
+        urlpattern::intern(source, base).map(Selector::UrlPattern)
+    }
+
+    /// The Mercure 1.0 `match_type` of this selector (`uritemplate` for a 0.x template).
+    pub fn match_type(&self) -> &'static str {
+        match self {
+            Selector::Any | Selector::Exact(_) => "exact",
+            Selector::Template(_) => "uritemplate",
+            Selector::UrlPattern(_) => "urlpattern",
         }
     }
 
@@ -63,6 +100,7 @@ impl Selector {
             Selector::Any => "*",
             Selector::Exact(exact) => exact,
             Selector::Template(template) => template.source(),
+            Selector::UrlPattern(pattern) => pattern.source(),
         }
     }
 }
@@ -85,6 +123,21 @@ impl SelectorSet {
             let source = source.as_ref();
             if !selectors.iter().any(|known| known.source() == source) {
                 selectors.push(Selector::parse(source));
+            }
+        }
+        SelectorSet { selectors }
+    }
+
+    /// A set of already compiled selectors (Mercure 1.0 matchers and grants), dropping
+    /// duplicates (same kind and text).
+    pub fn from_selectors(list: impl IntoIterator<Item = Selector>) -> SelectorSet {
+        let mut selectors: Vec<Selector> = Vec::new();
+        for selector in list {
+            let known = selectors.iter().any(|other| {
+                other.source() == selector.source() && other.match_type() == selector.match_type()
+            });
+            if !known {
+                selectors.push(selector);
             }
         }
         SelectorSet { selectors }

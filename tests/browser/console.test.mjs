@@ -77,3 +77,28 @@ test('the console subscribes, publishes with a token and shows curl for both', {
     await hub.stop();
   }
 });
+
+test('the console subscribes the Mercure 1.0 way with a URL Pattern', {timeout: 60000}, async () => {
+  const hub = await startHub(['--store', 'memory:', '--demo', '--jwt-key', KEY]);
+  const context = await browser.newContext(DESKTOP);
+  try {
+    const page = await context.newPage();
+    const problems = watch(page);
+    await page.goto(`${hub.url}/console`);
+    await page.selectOption('#matcher', 'match_urlpattern');
+    await page.fill('#selectors', '/books/:id');
+    const subscribeCurl = await page.textContent('#subscribe-curl');
+    assert.ok(subscribeCurl.includes(`'${hub.url}/.well-known/mercure?match_urlpattern=%2Fbooks%2F%3Aid'`), subscribeCurl);
+    await page.click('#subscribe-start');
+    await eventually('the subscription to open', async () => (await page.textContent('#state')) === 'open');
+    await publish(hub, {topic: '/books/1/reviews', data: 'not for us'});
+    await publish(hub, {topic: '/books/7', data: 'a relative topic'});
+    await eventually('the matching update', async () => (await eventsText(page)).some((text) => text.includes('a relative topic')));
+    assert.ok(!(await eventsText(page)).some((text) => text.includes('not for us')));
+    await page.click('#subscribe-stop');
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+    await hub.stop();
+  }
+});

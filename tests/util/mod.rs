@@ -303,6 +303,11 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// A stream over a response obtained some other way (another method, another client).
+    pub fn from_response(response: reqwest::Response) -> Stream {
+        Stream::new(response)
+    }
+
     pub fn new(response: reqwest::Response) -> Stream {
         Stream {
             status: response.status().as_u16(),

@@ -58,6 +58,8 @@ impl From<herald_sse::Event> for Event {
 pub struct SubscriberBuilder {
     hub: String,
     topics: Vec<String>,
+    /// Mercure 1.0 matchers: (`match` or `match_urlpattern`, value).
+    matchers: Vec<(&'static str, String)>,
     token: Option<String>,
     headers: Vec<(String, String)>,
     last_event_id: Option<String>,
@@ -83,6 +85,20 @@ impl SubscriberBuilder {
         T: Into<String>,
     {
         self.topics.extend(topics.into_iter().map(Into::into));
+        self
+    }
+
+    /// A Mercure 1.0 exact matcher (`match=`): the topic byte for byte; `*` for every topic.
+    /// Repeatable; cannot be mixed with [`SubscriberBuilder::topic`].
+    pub fn match_exact(mut self, topic: impl Into<String>) -> Self {
+        self.matchers.push(("match", topic.into()));
+        self
+    }
+
+    /// A Mercure 1.0 URL Pattern matcher (`match_urlpattern=`), e.g. `/books/:id`; relative
+    /// patterns resolve against the hub's URL. Repeatable.
+    pub fn match_urlpattern(mut self, pattern: impl Into<String>) -> Self {
+        self.matchers.push(("match_urlpattern", pattern.into()));
         self
     }
 
@@ -151,11 +167,26 @@ impl SubscriberBuilder {
     /// first polled.
     pub fn build(self) -> Result<Subscriber, ClientError> {
         let mut url = hub_endpoint(&self.hub).map_err(ClientError::Config)?;
-        if self.topics.is_empty() {
-            return Err(ClientError::Config("give at least one topic".into()));
+        match (self.topics.is_empty(), self.matchers.is_empty()) {
+            (true, true) => {
+                return Err(ClientError::Config(
+                    "give at least one topic (or a Mercure 1.0 matcher)".into(),
+                ));
+            }
+            (false, false) => {
+                return Err(ClientError::Config(
+                    "topics (Mercure 0.x) and matchers (Mercure 1.0) cannot be mixed".into(),
+                ));
+            }
+            _ => {}
         }
         url.query_pairs_mut()
-            .extend_pairs(self.topics.iter().map(|topic| ("topic", topic.as_str())));
+            .extend_pairs(self.topics.iter().map(|topic| ("topic", topic.as_str())))
+            .extend_pairs(
+                self.matchers
+                    .iter()
+                    .map(|(name, value)| (*name, value.as_str())),
+            );
 
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
@@ -260,6 +291,7 @@ impl Subscriber {
         SubscriberBuilder {
             hub: hub.into(),
             topics: Vec::new(),
+            matchers: Vec::new(),
             token: None,
             headers: Vec::new(),
             last_event_id: None,
