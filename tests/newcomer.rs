@@ -1067,3 +1067,66 @@ async fn hub_publish(base: &str, key: &str, form: &[(&str, &str)]) {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// The README's "Mercure 1.0 clients" section, pasted block by block: a hub that trusts an
+/// issuer, a URL-Pattern subscriber, and a publish with a minted 1.0 access token.
+#[tokio::test]
+async fn the_readme_mercure_1_0_section_works_when_pasted() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Mercure 1.0 clients")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let blocks = sh_blocks(section);
+    assert_eq!(blocks.len(), 3, "{blocks:?}");
+    let path = path_with_herald();
+    let env = [("PATH", path.as_str())];
+    let [serve] = blocks[0].as_slice() else {
+        panic!("the first block starts the hub: {:?}", blocks[0]);
+    };
+    assert!(serve.starts_with("herald serve"), "{serve}");
+    let dir = TempDir::new("tour-1.0");
+    let hub = Background::start_in(
+        &format!("exec {serve} --listen 127.0.0.1:0"),
+        &env,
+        Some(dir.path()),
+    );
+    assert!(hub.wait_for("  publish:").await, "{}", hub.output());
+    let first = hub.output().lines().next().unwrap().to_owned();
+    let addr = first
+        .strip_prefix("herald listening on http://")
+        .unwrap()
+        .to_owned();
+    let subscribe = blocks[1].join("\n").replace("127.0.0.1:8088", &addr);
+    assert!(subscribe.starts_with("curl -N"), "{subscribe}");
+    let subscriber = Background::start(&subscribe, &env);
+    let deadline = std::time::Instant::now() + crate::util::SOON;
+    loop {
+        let text = client()
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|line| line == "herald_subscriptions 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let publish = blocks[2].join("\n").replace("127.0.0.1:8088", &addr);
+    let (code, out, stderr) = bash(&publish, &env);
+    assert_eq!(code, 0, "{publish}\n{stderr}");
+    assert!(out.starts_with("urn:uuid:"), "the hub answered {out}");
+    assert!(
+        subscriber.wait_for("data: hi").await,
+        "{}",
+        subscriber.output()
+    );
+}
