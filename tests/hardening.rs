@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::util::{Hub, KEY, SOON, client, encode_form, problem, token};
+use crate::util::{Hub, KEY, SOON, client, encode_form, problem, rss_kib, token};
 
 /// Serializes the tests that hold thousands of sockets.
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -97,15 +97,6 @@ async fn read_until(stream: &mut TcpStream, needle: &[u8], limit: Duration) -> V
 /// Reads until the response head is complete; returns what was read.
 async fn read_head(stream: &mut TcpStream, limit: Duration) -> String {
     String::from_utf8_lossy(&read_until(stream, b"\r\n\r\n", limit).await).into_owned()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 fn signed(claims: serde_json::Value) -> String {

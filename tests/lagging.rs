@@ -151,21 +151,13 @@ async fn without_history_for_it_a_slow_subscriber_is_closed_and_resumes_with_a_g
 
 #[tokio::test]
 async fn stalled_subscribers_keep_memory_bounded() {
-    fn rss_kb(pid: u32) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .unwrap()
-    }
     let hub = Hub::start(&["--queue-size", "64", "--history-size", "100"]);
     let mut stalled = Vec::new();
     for _ in 0..200 {
         stalled.push(stalled_subscriber(&hub, "big").await);
     }
     hub.wait_subscriptions(200).await;
-    let before = rss_kb(hub.pid());
+    let before = crate::util::rss_kib(hub.pid());
     let payload = "z".repeat(64 * 1024);
     for n in 0..160 {
         hub.publish_ok(&[
@@ -176,7 +168,7 @@ async fn stalled_subscribers_keep_memory_bounded() {
         .await;
     }
     // 10 MB published to 200 readers that never read: 2 GB if anything were copied per reader.
-    let after = rss_kb(hub.pid());
+    let after = crate::util::rss_kib(hub.pid());
     let grown_mb = after.saturating_sub(before) / 1024;
     assert!(grown_mb < 200, "RSS grew by {grown_mb} MB");
 }

@@ -12,22 +12,13 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::util::{Hub, SOON};
+use crate::util::{Hub, SOON, rss_kib};
 
 /// Serializes the tests that measure the hub's memory or publish tens of megabytes.
 static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Size of the updates the stalled subscribers are flooded with.
 const BIG: usize = 60 * 1024;
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 /// A connection with a tiny receive buffer, so the hub's writes block soon once it stops
 /// reading.

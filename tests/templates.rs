@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::util::{Hub, SOON, Stream, client, encode_form, problem, token};
+use crate::util::{Hub, SOON, Stream, client, encode_form, problem, rss_kib, token};
 
 /// The default `--max-template-complexity`.
 const DEFAULT_LIMIT: usize = 256;
@@ -65,15 +65,6 @@ async fn publish_long_topics(hub: &Hub, count: usize) {
         });
         futures_util::future::join_all(publishes).await;
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 #[tokio::test]
