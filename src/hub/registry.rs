@@ -323,12 +323,18 @@ impl Registry {
                 true
             };
             complete &= count_mixed(&patterns.any.mixed, &mut left);
-            let url_pattern_matches: Vec<Arc<Subscriber>> = patterns
-                .url_patterns
-                .iter()
-                .filter(|subscriber| subscriber.selectors.matches(topic))
-                .cloned()
-                .collect();
+            // URL-pattern subscribers are asked one by one, each charged to the budget.
+            let mut url_pattern_matches = Vec::new();
+            for subscriber in &patterns.url_patterns {
+                if left < MIXED_VISIT_COST {
+                    complete = false;
+                    break;
+                }
+                left -= MIXED_VISIT_COST;
+                if subscriber.selectors.matches(topic) {
+                    url_pattern_matches.push(Arc::clone(subscriber));
+                }
+            }
             complete &= count_mixed(&url_pattern_matches, &mut left);
             let mut matched: Vec<&TemplateSlot> = Vec::new();
             patterns
