@@ -20,25 +20,29 @@ pub fn layer(args: ServeArgs, path: &Path) -> Result<ServeArgs, ConfigError> {
     })
 }
 
-/// Reads the file and checks its options: unknown keys and wrong types are refused here, in
-/// the file's own words. Keys may use `-` or `_`. The options come back as a JSON object keyed
-/// like [`ServeArgs`].
+/// Reads the file and checks its options (see [`parse`]).
 pub fn read(path: &Path) -> Result<Map<String, Value>, ConfigError> {
-    let fail = |reason: String| ConfigError::File {
-        path: path.to_owned(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| fail(one_line(&e.to_string())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string());
+    text.and_then(|text| parse(&text))
+        .map_err(|reason| ConfigError::File {
+            path: path.to_owned(),
+            reason,
+        })
+}
+
+/// The file's options as a JSON object keyed like [`ServeArgs`], once checked: unknown keys and
+/// wrong types are refused here, in the file's own words. Keys may use `-` or `_`.
+fn parse(text: &str) -> Result<Map<String, Value>, String> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| one_line(&e.to_string()))?;
     let normalized: toml::Table = table
         .into_iter()
         .map(|(key, value)| (key.replace('_', "-"), value))
         .collect();
-    ServeArgs::deserialize(normalized.clone()).map_err(|e| fail(one_line(&e.to_string())))?;
+    ServeArgs::deserialize(normalized.clone()).map_err(|e| one_line(&e.to_string()))?;
     match serde_json::to_value(normalized) {
         Ok(Value::Object(options)) => Ok(options),
-        Ok(_) => Err(fail("not a table".to_owned())),
-        Err(error) => Err(fail(one_line(&error.to_string()))),
+        Ok(_) => Err("not a table".to_owned()),
+        Err(error) => Err(one_line(&error.to_string())),
     }
 }
 
