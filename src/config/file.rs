@@ -49,6 +49,9 @@ fn parse(text: &str) -> Result<Map<String, Value>, String> {
 /// `args`, with the file's value for every option `args` leaves unset. Unset is the value a
 /// flag has when neither the command line nor the environment gave it: `None`, `false`, an
 /// empty list; so a file's `anonymous = true` turns it on whatever the environment says.
+///
+/// Both sides meet as JSON objects keyed by the option's name, so no option is named here; the
+/// one thing that cannot make the trip is a path given on the command line that is not UTF-8.
 fn fill_unset(args: ServeArgs, file: Map<String, Value>) -> Result<ServeArgs, String> {
     let config = args.config.clone();
     let Value::Object(given) = serde_json::to_value(args).map_err(|e| e.to_string())? else {
@@ -61,6 +64,7 @@ fn fill_unset(args: ServeArgs, file: Map<String, Value>) -> Result<ServeArgs, St
     Ok(args)
 }
 
+/// Did the command line or the environment give this option?
 fn is_set(value: &Value) -> bool {
     match value {
         Value::Null | Value::Bool(false) => false,
