@@ -122,12 +122,7 @@ impl Server {
             && config.keys.publisher_key.is_none()
             && config.keys.subscriber_key.is_none()
         {
-            if !config.keys.algorithm.is_hmac() {
-                return Err(StartError::Config(format!(
-                    "--jwt-algorithm {} needs --jwt-key (a PEM public key)",
-                    config.keys.algorithm
-                )));
-            }
+            // `Config::validate` refused a non-HMAC algorithm without a key.
             let (secret, file) = match (&config.store, config.demo) {
                 // Only with --demo: a development secret kept beside the history it protects.
                 (StoreSpec::Path(dir), true) => {

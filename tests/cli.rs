@@ -163,6 +163,100 @@ async fn a_config_file_configures_the_hub_and_flags_win() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The same option given in up to three places, each a value `validate` refuses naming it: the
+/// refusal shows which one won. Command line over environment over file (over defaults, which
+/// apply when none is given: `config::tests`).
+#[test]
+fn flags_win_over_the_environment_which_wins_over_the_file() {
+    let dir = crate::util::TempDir::new("precedence");
+    let file = dir.path().join("herald.toml");
+    for (key, variable) in [
+        ("heartbeat", "HERALD_HEARTBEAT"),
+        ("max-body", "HERALD_MAX_BODY"),
+        ("log-format", "HERALD_LOG_FORMAT"),
+        ("cors-origin", "HERALD_CORS_ORIGIN"),
+    ] {
+        std::fs::write(&file, format!("{key} = \"from-file\"\n")).unwrap();
+        let flag = format!("--{key}");
+        let args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory:",
+            "--config",
+            file.to_str().unwrap(),
+        ];
+        let env = [(variable, "from-env")];
+        for (extra, env, winner) in [
+            (vec![flag.as_str(), "from-flag"], &env[..], "from-flag"),
+            (vec![], &env[..], "from-env"),
+            (vec![], &[][..], "from-file"),
+        ] {
+            let mut args = args.clone();
+            args.extend(extra);
+            let (code, _, stderr) = run_cli(&args, env);
+            assert_eq!(code, 64, "{args:?}: {stderr}");
+            assert!(
+                stderr.contains(&format!("--{key} \"{winner}\"")),
+                "{args:?} {env:?}: {stderr}"
+            );
+        }
+    }
+}
+
+/// Keys, issuer keys and TLS files are checked with the rest of the configuration: a bad one
+/// exits 64 before the store directory is made or a JWKS fetched.
+#[test]
+fn unusable_keys_and_certificates_exit_64_before_anything_is_opened() {
+    let dir = crate::util::TempDir::new("early-keys");
+    let store = dir.path().join("store");
+    let store = store.to_str().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let jwks = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    jwks.set_nonblocking(true).unwrap();
+    let jwks_url = format!("http://{}/jwks.json", jwks.local_addr().unwrap());
+    let file = dir.path().join("herald.toml");
+    std::fs::write(
+        &file,
+        format!("[issuer-keys.\"https://partner.example\"]\nkey = \"{missing}\"\nalgorithm = \"RS256\"\n"),
+    )
+    .unwrap();
+    let common = ["serve", "--listen", "127.0.0.1:0", "--store", store];
+    for (extra, mentions) in [
+        (vec!["--jwt-algorithm", "ES256"], "needs --jwt-key"),
+        (
+            vec!["--jwt-algorithm", "RS256", "--jwt-key", missing],
+            "missing.pem",
+        ),
+        (
+            vec!["--jwks-url", &jwks_url, "--config", file.to_str().unwrap()],
+            "missing.pem",
+        ),
+        (
+            vec!["--tls-cert", missing, "--tls-key", missing],
+            "TLS certificate",
+        ),
+    ] {
+        let mut args = common.to_vec();
+        args.extend(extra);
+        let (code, _, stderr) = run_cli(&args, &[]);
+        assert_eq!(code, 64, "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.contains(mentions), "{args:?}: {stderr}");
+        assert!(
+            !std::path::Path::new(store).exists(),
+            "{args:?} made the store"
+        );
+    }
+    let contacted = jwks.accept();
+    assert!(
+        matches!(&contacted, Err(error) if error.kind() == std::io::ErrorKind::WouldBlock),
+        "the JWKS was fetched: {contacted:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_banner_prints_a_working_curl_pair() {
     // No key given: a random secret is made and a usable token printed.
