@@ -12,7 +12,7 @@
 //! - [`redis`]: `XREAD BLOCK` on a dedicated connection.
 //! - [`nats`]: a JetStream ordered push consumer.
 //!
-//! Both run in [`follow_forever`]: one session after another, with capped, jittered backoff
+//! Both run in `follow_forever`: one session after another, with capped, jittered backoff
 //! ([`herald_client::Backoff`]) between them, which starts over once a session has read well.
 
 pub mod nats;

@@ -4,7 +4,7 @@
 //! Every node runs one feed from the newest sequence at start-up (read by
 //! [`NatsStore::connect`](crate::store::nats::NatsStore::connect)). The client recreates the
 //! consumer after a reconnect from the last sequence delivered; when the consumer fails
-//! altogether, [`super::follow_forever`] starts a new session from there. Sequences are
+//! altogether, `follow_forever` starts a new session from there. Sequences are
 //! contiguous, so a jump means messages were removed before this node read them: it is logged,
 //! counted in `herald_bus_gaps_total`, and reported to the sink. `herald_bus_lag_seconds` is now
 //! minus the server time of the newest message delivered.

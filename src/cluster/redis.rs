@@ -5,7 +5,7 @@
 //! read would stall the store's), from the newest stream id at start-up (read by
 //! [`RedisStore::connect`](crate::store::redis::RedisStore::connect) before the server accepts
 //! subscribers): the same global order on every node, each update once per node. After a broken
-//! connection it reconnects (in [`super::follow_forever`]) and resumes after the last id it
+//! connection it reconnects (in `follow_forever`) and resumes after the last id it
 //! delivered. Each read also fetches the newest entry ever deleted (`meta` field `trimmed`): if
 //! what the feed had not read yet was trimmed meanwhile, it logs it, counts
 //! `herald_bus_gaps_total`, and tells the sink, so the streams that may have missed updates end

@@ -4,7 +4,7 @@
 //! This module owns one JetStream stream (named after `--nats-prefix` in upper case, default
 //! `HERALD`) and history reads. It knows nothing of HTTP or subscribers. The task that follows
 //! the stream for the hub is the cluster layer's ([`crate::cluster::nats`]);
-//! [`NatsStore::tail`] hands it what it needs.
+//! `NatsStore::tail` hands it what it needs.
 //!
 //! # Layout
 //! - Each update is one message on the subject `{prefix}.updates.{key}`, its payload the record

@@ -4,7 +4,7 @@
 //! This module owns the Redis keys under one prefix (`--redis-prefix`, default `herald`), the
 //! Lua scripts that keep them (`redis/*.lua`), and history reads. It knows nothing of HTTP or
 //! subscribers. The task that reads the stream for the hub is the cluster layer's
-//! ([`crate::cluster::redis`]); [`RedisStore::tail`] hands it what it needs.
+//! ([`crate::cluster::redis`]); `RedisStore::tail` hands it what it needs.
 //!
 //! # Keys
 //! - `{prefix}:log`: the stream. One entry per update, fields `r` (the record, in the shared
