@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use herald::store::redb::RedbStore;
-use herald::store::writer::Writer;
+use herald::store::writer::{CommitMetrics, Writer};
 use herald::store::{Retention, Store};
 use herald::update::{Draft, Update};
 
@@ -110,8 +110,14 @@ fn append(c: &mut Criterion) {
             counted_commits.fetch_add(1, Ordering::Relaxed);
             counted_events.fetch_add(batch.len() as u64, Ordering::Relaxed);
         });
-        let (writer, task) =
-            rt.block_on(async { Writer::spawn(Arc::clone(&store), on_commit, MAX_BATCH) });
+        let (writer, task) = rt.block_on(async {
+            Writer::spawn(
+                Arc::clone(&store),
+                on_commit,
+                CommitMetrics::none(),
+                MAX_BATCH,
+            )
+        });
         group.bench_with_input(
             BenchmarkId::new("acknowledged", format!("{publishers}_publishers")),
             &publishers,

@@ -14,10 +14,13 @@
 //! - [`subscriptions`]: Mercure subscription events and the subscriptions API documents.
 //! - [`topic`]: selectors (exact, `*`, URI templates) compiled into matchers.
 //! - [`update`]: the `Update` value and its single SSE encoding.
-//! - [`store`]: the `Store` trait, the memory ring, the group-commit writer.
+//! - [`store`]: the `Store` trait, its backends (redb, memory ring, Redis, NATS), the
+//!   group-commit writer.
+//! - [`cluster`]: on a node with a shared store, the feed that follows the shared log (Redis
+//!   Streams, NATS JetStream) and hands every update to the hub; one reconnect loop for both.
 //! - [`auth`]: JWT keys and claims.
 //! - [`visibility`]: the one rule of who may see an update (fan-out, replay, cursors, views).
-//! - [`telemetry`]: metrics recorder and logs.
+//! - [`telemetry`]: metrics recorder and logs; every metric's name (`telemetry::names`).
 //! - [`cli`]: the `herald` subcommands.
 //! - [`demo`]: the `--demo` clock and the shape of chat messages (pages are in `http::pages`).
 //!
@@ -25,6 +28,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod http;

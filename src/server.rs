@@ -9,16 +9,17 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::auth::jwks::Jwks;
 use crate::auth::{Authorizer, KeyError, random_secret};
+use crate::cluster::{Feed, FeedSink};
 use crate::config::{Config, StoreSpec};
 use crate::http::{AppState, serve};
 use crate::hub::Hub;
+use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::nats::NatsStore;
 use crate::store::redb::RedbStore;
 use crate::store::redis::RedisStore;
-use crate::store::writer::{OnCommit, Writer};
-use crate::store::{FeedSink, Store};
-use crate::telemetry;
+use crate::store::writer::{CommitMetrics, OnCommit, Writer};
+use crate::telemetry::{self, names};
 use crate::update::Update;
 
 /// Pending connections the kernel queues for us: enough for a reconnect storm.
@@ -160,14 +161,19 @@ impl Server {
             auth = auth.with_issuer_key(&issuer.issuer, &issuer.key, issuer.algorithm)?;
         }
         let metrics = telemetry::prometheus();
-        let store: Arc<dyn Store> = match &config.store {
-            StoreSpec::Memory => Arc::new(MemoryStore::new(config.retention)),
-            StoreSpec::Path(dir) => Arc::new(RedbStore::open(dir, config.retention)?),
+        // A shared store comes with the cluster feed that follows its log.
+        let (store, feed): (Arc<dyn Store>, Option<Feed>) = match &config.store {
+            StoreSpec::Memory => (Arc::new(MemoryStore::new(config.retention)), None),
+            StoreSpec::Path(dir) => (Arc::new(RedbStore::open(dir, config.retention)?), None),
             StoreSpec::Redis { url, prefix } => {
-                Arc::new(RedisStore::connect(url, prefix, config.retention).await?)
+                let store = RedisStore::connect(url, prefix, config.retention).await?;
+                let feed = Feed::redis(&store);
+                (Arc::new(store), Some(feed))
             }
             StoreSpec::Nats { url, prefix } => {
-                Arc::new(NatsStore::connect(url, prefix, config.retention).await?)
+                let store = NatsStore::connect(url, prefix, config.retention).await?;
+                let feed = Feed::nats(&store);
+                (Arc::new(store), Some(feed))
             }
         };
         let listener = bind_listener(config.listen).map_err(|source| StartError::Bind {
@@ -185,14 +191,20 @@ impl Server {
         let hub = Hub::with_budget(config.queue_size, config.queue_bytes);
         // A shared store feeds every node from its log (the same order everywhere); otherwise
         // the writer fans out what it commits.
-        let on_commit: OnCommit = match store.spawn_feed(Arc::new(HubSink(Arc::clone(&hub)))) {
+        let feed_task = feed.map(|feed| feed.spawn(Arc::new(HubSink(Arc::clone(&hub)))));
+        let on_commit: OnCommit = match feed_task {
             Some(_feed_task) => Arc::new(|_: &[Arc<Update>]| {}),
             None => {
                 let fan_out = Arc::clone(&hub);
                 Arc::new(move |batch: &[Arc<Update>]| fan_out.fan_out(batch))
             }
         };
-        let (writer, _writer_task) = Writer::spawn(Arc::clone(&store), on_commit, MAX_BATCH);
+        let commit_metrics = CommitMetrics {
+            commit_seconds: metrics::histogram!(names::STORE_COMMIT_SECONDS),
+            publishes: metrics::counter!(names::PUBLISHES_TOTAL),
+        };
+        let (writer, _writer_task) =
+            Writer::spawn(Arc::clone(&store), on_commit, commit_metrics, MAX_BATCH);
         if config.subscriptions {
             let (hook, _events_task) = crate::subscriptions::lifecycle_publisher(writer.clone());
             hub.set_lifecycle(hook);

@@ -24,13 +24,14 @@ use bytes::{Bytes, BytesMut};
 use crate::hub::Subscription;
 use crate::hub::mailbox::{Delivery, Status};
 use crate::store::{Store, StoreError};
+use crate::telemetry::names;
 use crate::update::Update;
 
 /// `herald_deliveries_total`, looked up once: a registry lookup per chunk shows in profiles. The
 /// first delivery happens after the server installed the recorder.
 fn deliveries() -> &'static metrics::Counter {
     static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
-    COUNTER.get_or_init(|| metrics::counter!("herald_deliveries_total"))
+    COUNTER.get_or_init(|| metrics::counter!(names::DELIVERIES_TOTAL))
 }
 
 /// Most updates read from history per store call.
@@ -157,7 +158,7 @@ impl EventStream {
                             after = self.last_seq,
                             "updates the client has not seen were trimmed; closing the stream"
                         );
-                        metrics::counter!("herald_lagging_subscribers_total", "action" => "close")
+                        metrics::counter!(names::LAGGING_SUBSCRIBERS_TOTAL, "action" => "close")
                             .increment(1);
                         self.phase = Phase::Done;
                         if chunk.is_some() {
@@ -190,7 +191,7 @@ impl EventStream {
                         Status::Lagging => {
                             let action = self.lag_action().await;
                             metrics::counter!(
-                                "herald_lagging_subscribers_total",
+                                names::LAGGING_SUBSCRIBERS_TOTAL,
                                 "action" => action.label()
                             )
                             .increment(1);
@@ -238,7 +239,7 @@ impl EventStream {
                     if trimmed > self.last_seq.max(self.announced) {
                         if written > 0 {
                             deliveries().increment(written);
-                            metrics::counter!("herald_replayed_total").increment(written);
+                            metrics::counter!(names::REPLAYED_TOTAL).increment(written);
                         }
                         return Ok(Replayed::Lost(
                             Some(chunk.freeze()).filter(|chunk| !chunk.is_empty()),
@@ -256,7 +257,7 @@ impl EventStream {
             }
             if written > 0 {
                 deliveries().increment(written);
-                metrics::counter!("herald_replayed_total").increment(written);
+                metrics::counter!(names::REPLAYED_TOTAL).increment(written);
                 return Ok(Replayed::Chunk(chunk.freeze()));
             }
             // Nothing in this page was for this subscriber: read on, unless history ends here.

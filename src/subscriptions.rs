@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::hub::{Lifecycle, Subscriber};
 use crate::store::writer::Writer;
+use crate::telemetry::names;
 use crate::topic::Selector;
 use crate::update::{Draft, Update};
 
@@ -249,11 +250,10 @@ pub fn lifecycle_publisher(writer: Writer) -> (Lifecycle, tokio::task::JoinHandl
                 match offer {
                     Offer::Queued => wake.notify_one(),
                     Offer::Coalesced => {
-                        metrics::counter!("herald_subscription_events_coalesced_total")
-                            .increment(1);
+                        metrics::counter!(names::SUBSCRIPTION_EVENTS_COALESCED_TOTAL).increment(1);
                     }
                     Offer::Dropped => {
-                        metrics::counter!("herald_subscription_events_dropped_total").increment(1);
+                        metrics::counter!(names::SUBSCRIPTION_EVENTS_DROPPED_TOTAL).increment(1);
                     }
                 }
             }

@@ -6,6 +6,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::LogFormat;
 
+pub mod names;
+
 /// Commit latency buckets, in seconds: from a memory append to a slow disk fsync.
 const COMMIT_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -19,7 +21,7 @@ pub fn prometheus() -> PrometheusHandle {
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
-                    Matcher::Full("herald_store_commit_seconds".into()),
+                    Matcher::Full(names::STORE_COMMIT_SECONDS.into()),
                     COMMIT_BUCKETS,
                 )
                 .unwrap_or_else(|_| PrometheusBuilder::new());
@@ -55,46 +57,46 @@ fn spawn_upkeep(handle: PrometheusHandle) {
 
 /// Names and explains every metric, and makes each appear at zero before its first event.
 fn describe() {
-    metrics::describe_gauge!("herald_connections", "Open client connections");
-    metrics::describe_gauge!("herald_subscriptions", "Live subscriptions");
-    metrics::describe_counter!("herald_publishes_total", "Updates committed");
-    metrics::describe_counter!("herald_deliveries_total", "Updates written to subscribers");
+    metrics::describe_gauge!(names::CONNECTIONS, "Open client connections");
+    metrics::describe_gauge!(names::SUBSCRIPTIONS, "Live subscriptions");
+    metrics::describe_counter!(names::PUBLISHES_TOTAL, "Updates committed");
+    metrics::describe_counter!(names::DELIVERIES_TOTAL, "Updates written to subscribers");
     metrics::describe_counter!(
-        "herald_replayed_total",
+        names::REPLAYED_TOTAL,
         "Updates written to subscribers from history"
     );
     metrics::describe_counter!(
-        "herald_lagging_subscribers_total",
+        names::LAGGING_SUBSCRIBERS_TOTAL,
         "Subscribers that fell behind, by what was done (catch_up from history, or close)"
     );
     metrics::describe_counter!(
-        "herald_queue_overflows_total",
+        names::QUEUE_OVERFLOWS_TOTAL,
         "Queue overflows that made a subscriber lag"
     );
     metrics::describe_counter!(
-        "herald_fanout_queued_total",
+        names::FANOUT_QUEUED_TOTAL,
         "Updates queued for subscribers by the fan-out (one per subscriber and update)"
     );
     metrics::describe_counter!(
-        "herald_delivered_bytes_total",
+        names::DELIVERED_BYTES_TOTAL,
         "Bytes of event streams handed to subscriber connections (events, replay, heartbeats)"
     );
     metrics::describe_counter!(
-        "herald_limit_rejections_total",
+        names::LIMIT_REJECTIONS_TOTAL,
         "Connections and requests refused by a limit, by limit"
     );
     metrics::describe_histogram!(
-        "herald_store_commit_seconds",
+        names::STORE_COMMIT_SECONDS,
         "Time to commit one batch of updates"
     );
-    metrics::gauge!("herald_connections").set(0.0);
-    metrics::gauge!("herald_subscriptions").set(0.0);
-    metrics::counter!("herald_publishes_total").absolute(0);
-    metrics::counter!("herald_deliveries_total").absolute(0);
-    metrics::counter!("herald_replayed_total").absolute(0);
-    metrics::counter!("herald_queue_overflows_total").absolute(0);
-    metrics::counter!("herald_fanout_queued_total").absolute(0);
-    metrics::counter!("herald_delivered_bytes_total").absolute(0);
+    metrics::gauge!(names::CONNECTIONS).set(0.0);
+    metrics::gauge!(names::SUBSCRIPTIONS).set(0.0);
+    metrics::counter!(names::PUBLISHES_TOTAL).absolute(0);
+    metrics::counter!(names::DELIVERIES_TOTAL).absolute(0);
+    metrics::counter!(names::REPLAYED_TOTAL).absolute(0);
+    metrics::counter!(names::QUEUE_OVERFLOWS_TOTAL).absolute(0);
+    metrics::counter!(names::FANOUT_QUEUED_TOTAL).absolute(0);
+    metrics::counter!(names::DELIVERED_BYTES_TOTAL).absolute(0);
     for limit in [
         "connections",
         "connections_per_ip",
@@ -105,42 +107,42 @@ fn describe() {
         "publish_rate",
         "body",
     ] {
-        metrics::counter!("herald_limit_rejections_total", "limit" => limit).absolute(0);
+        metrics::counter!(names::LIMIT_REJECTIONS_TOTAL, "limit" => limit).absolute(0);
     }
     for action in ["catch_up", "close"] {
-        metrics::counter!("herald_lagging_subscribers_total", "action" => action).absolute(0);
+        metrics::counter!(names::LAGGING_SUBSCRIBERS_TOTAL, "action" => action).absolute(0);
     }
     metrics::describe_counter!(
-        "herald_subscription_events_dropped_total",
+        names::SUBSCRIPTION_EVENTS_DROPPED_TOTAL,
         "Subscription events (--subscriptions) dropped because too many were waiting to be written"
     );
     metrics::describe_counter!(
-        "herald_subscription_events_coalesced_total",
+        names::SUBSCRIPTION_EVENTS_COALESCED_TOTAL,
         "Subscription events not written because the subscriber left before its join was written"
     );
     metrics::describe_counter!(
-        "herald_write_timeouts_total",
+        names::WRITE_TIMEOUTS_TOTAL,
         "Connections closed because a write waited longer than --write-timeout (a client that stopped reading)"
     );
-    metrics::counter!("herald_write_timeouts_total").absolute(0);
-    metrics::counter!("herald_subscription_events_dropped_total").absolute(0);
-    metrics::counter!("herald_subscription_events_coalesced_total").absolute(0);
+    metrics::counter!(names::WRITE_TIMEOUTS_TOTAL).absolute(0);
+    metrics::counter!(names::SUBSCRIPTION_EVENTS_DROPPED_TOTAL).absolute(0);
+    metrics::counter!(names::SUBSCRIPTION_EVENTS_COALESCED_TOTAL).absolute(0);
     // Registered without a sample, so `_count 0` and the buckets show before the first commit.
-    let _ = metrics::histogram!("herald_store_commit_seconds");
+    let _ = metrics::histogram!(names::STORE_COMMIT_SECONDS);
 }
 
 /// Names the cluster feed's metrics and makes them appear at zero (only on clustered nodes).
 pub fn describe_bus_metrics() {
     metrics::describe_counter!(
-        "herald_bus_gaps_total",
+        names::BUS_GAPS_TOTAL,
         "Times the cluster feed found updates trimmed before this node could read them"
     );
     metrics::describe_gauge!(
-        "herald_bus_lag_seconds",
+        names::BUS_LAG_SECONDS,
         "Age of the newest update the cluster feed delivered (now minus its stream time)"
     );
-    metrics::counter!("herald_bus_gaps_total").absolute(0);
-    metrics::gauge!("herald_bus_lag_seconds").set(0.0);
+    metrics::counter!(names::BUS_GAPS_TOTAL).absolute(0);
+    metrics::gauge!(names::BUS_LAG_SECONDS).set(0.0);
 }
 
 /// Logs to stderr, as text or JSON; `HERALD_LOG` (or `RUST_LOG`) filters, default `info`.

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::stream::EventStream;
+use crate::telemetry::names;
 
 type NextChunk = Pin<Box<dyn Future<Output = (Option<Bytes>, EventStream)> + Send>>;
 
@@ -58,13 +59,13 @@ impl ResponseBody {
 /// The first chunk is written after the server installed the recorder.
 pub(super) fn delivered_bytes() -> &'static metrics::Counter {
     static COUNTER: std::sync::OnceLock<metrics::Counter> = std::sync::OnceLock::new();
-    COUNTER.get_or_init(|| metrics::counter!("herald_delivered_bytes_total"))
+    COUNTER.get_or_init(|| metrics::counter!(names::DELIVERED_BYTES_TOTAL))
 }
 
 /// Counts a connection closed because a write to it did not complete within `--write-timeout`
 /// (`herald_write_timeouts_total`), and returns the error that ends it.
 pub(super) fn write_timed_out() -> std::io::Error {
-    metrics::counter!("herald_write_timeouts_total").increment(1);
+    metrics::counter!(names::WRITE_TIMEOUTS_TOTAL).increment(1);
     std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         "the client did not take a write within --write-timeout",

@@ -35,6 +35,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::problem::ApiError;
 use crate::config::{Config, PublishRate};
+use crate::telemetry::names;
 use crate::topic::SelectorSet;
 use crate::update::Draft;
 
@@ -115,7 +116,7 @@ impl LimitError {
 
 /// Counts one refusal by a limit (`herald_limit_rejections_total{limit}`).
 pub fn count_rejection(limit: &'static str) {
-    metrics::counter!("herald_limit_rejections_total", "limit" => limit).increment(1);
+    metrics::counter!(names::LIMIT_REJECTIONS_TOTAL, "limit" => limit).increment(1);
 }
 
 /// Every limit of one hub, built from its configuration.

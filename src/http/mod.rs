@@ -43,6 +43,7 @@ use crate::config::Config;
 use crate::hub::Hub;
 use crate::store::Store;
 use crate::store::writer::Writer;
+use crate::telemetry::names;
 
 /// Everything a request handler may use.
 pub struct AppState {
@@ -139,7 +140,7 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     watcher: ShutdownSignal,
 ) {
-    metrics::gauge!("herald_connections").increment(1.0);
+    metrics::gauge!(names::CONNECTIONS).increment(1.0);
     let header_timeout = state.config.header_timeout;
     let result = match tls {
         None => {
@@ -179,7 +180,7 @@ async fn serve_connection(
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "connection ended with an error");
     }
-    metrics::gauge!("herald_connections").decrement(1.0);
+    metrics::gauge!(names::CONNECTIONS).decrement(1.0);
 }
 
 /// Serves a connection with hyper (HTTP/1.1 or HTTP/2) until it closes: shut down gracefully

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::telemetry::names;
 use crate::topic::SelectorSet;
 use crate::update::Update;
 use expiry::ExpiryQueue;
@@ -173,7 +174,7 @@ impl Hub {
             reached: AtomicU64::new(0),
         });
         self.registry.insert(Arc::clone(&subscriber));
-        metrics::gauge!("herald_subscriptions").increment(1.0);
+        metrics::gauge!(names::SUBSCRIPTIONS).increment(1.0);
         if let Some(hook) = self.lifecycle.get() {
             hook(&subscriber, true);
         }
@@ -219,10 +220,10 @@ impl Hub {
             let result = self.registry.fan_out(update);
             queued += result.queued;
             if result.overflowed > 0 {
-                metrics::counter!("herald_queue_overflows_total").increment(result.overflowed);
+                metrics::counter!(names::QUEUE_OVERFLOWS_TOTAL).increment(result.overflowed);
             }
         }
-        metrics::counter!("herald_fanout_queued_total").increment(queued);
+        metrics::counter!(names::FANOUT_QUEUED_TOTAL).increment(queued);
     }
 
     /// Sends a heartbeat comment to every subscriber with nothing queued.
@@ -351,7 +352,7 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if self.hub.registry.remove(self.subscriber.id).is_some() {
-            metrics::gauge!("herald_subscriptions").decrement(1.0);
+            metrics::gauge!(names::SUBSCRIPTIONS).decrement(1.0);
             if let Some(hook) = self.hub.lifecycle.get() {
                 hook(&self.subscriber, false);
             }

@@ -3,9 +3,10 @@
 //! The store is a global append-only log of updates keyed by a monotonic sequence number, with an
 //! index from event id to sequence. It decides the order of updates (it assigns `seq`) and keeps
 //! history bounded by count and age. It knows nothing of subscribers: the writer hands each
-//! committed batch to a callback, which the wiring connects to the hub's fan-out. A store shared
-//! by several nodes (Redis, NATS) instead feeds every node, the publishing one included, from
-//! the shared log ([`Store::spawn_feed`]), so that each node sees the same order.
+//! committed batch to a callback, which the wiring connects to the hub's fan-out. With a store
+//! shared by several nodes (Redis, NATS) every node, the publishing one included, is fed instead
+//! from the shared log by [`crate::cluster`], so that each node sees the same order; the Redis
+//! and NATS stores hand it what it needs to follow their log.
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -32,10 +33,20 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 pub const BUS_FLOOR: usize = 10_000;
 /// How long start-up keeps trying to reach a shared engine (Redis, NATS).
 const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
-/// After a failure, a cluster feed waits this long before it restarts, at first ...
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// After a failure, a connection to a shared engine (and a cluster feed) waits about this long
+/// before it tries again, at first ...
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// ... doubling up to this.
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// How long a shared engine's connection waits before its `attempt`th consecutive reconnection
+/// (counting from 0): [`BACKOFF_MIN`] doubled per attempt, up to [`BACKOFF_MAX`], jittered by
+/// [`herald_client::Backoff`] (in the upper half of that ceiling).
+pub(crate) fn reconnect_delay(attempt: usize) -> Duration {
+    let doublings = u32::try_from(attempt.min(6)).unwrap_or(6);
+    let ceiling = BACKOFF_MIN.saturating_mul(1 << doublings).min(BACKOFF_MAX);
+    herald_client::Backoff::new(ceiling, BACKOFF_MAX).next_delay()
+}
 
 /// A store failure. Every variant means "not durable": the publisher is answered 503.
 #[derive(Debug, thiserror::Error)]
@@ -160,16 +171,6 @@ pub enum SnapshotError {
     Store(#[from] StoreError),
 }
 
-/// Where a shared store's feed hands what it reads (the wiring connects it to the hub).
-pub trait FeedSink: Send + Sync + 'static {
-    /// Updates appended by any node, in the global order, each once.
-    fn deliver(&self, updates: &[Arc<Update>]);
-    /// Updates were lost to this node (removed from the shared log before it could read them):
-    /// the streams that may have missed them must end, so their clients reconnect with
-    /// `Last-Event-ID` and learn of the gap.
-    fn gap(&self);
-}
-
 /// The history backend.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -201,14 +202,5 @@ pub trait Store: Send + Sync + 'static {
     /// hands it over. Only the redb store can; the others answer [`SnapshotError::Unsupported`].
     async fn snapshot(&self) -> Result<Snapshot, SnapshotError> {
         Err(SnapshotError::Unsupported)
-    }
-
-    /// For a store shared by several nodes: starts the task that hands `sink` every update
-    /// appended by any node (this one included), in the global order, each once. The writer's
-    /// commit callback must then do nothing, or local subscribers would see updates twice.
-    /// `None` (the default): only this process appends, and fan-out comes from the writer.
-    fn spawn_feed(&self, sink: Arc<dyn FeedSink>) -> Option<tokio::task::JoinHandle<()>> {
-        let _ = sink;
-        None
     }
 }

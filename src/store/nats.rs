@@ -2,8 +2,9 @@
 //! JetStream stream.
 //!
 //! This module owns one JetStream stream (named after `--nats-prefix` in upper case, default
-//! `HERALD`) and the task that follows it for the hub. It knows nothing of HTTP or subscribers:
-//! the feed hands each update to a [`FeedSink`].
+//! `HERALD`) and history reads. It knows nothing of HTTP or subscribers. The task that follows
+//! the stream for the hub is the cluster layer's ([`crate::cluster::nats`]);
+//! `NatsStore::tail` hands it what it needs.
 //!
 //! # Layout
 //! - Each update is one message on the subject `{prefix}.updates.{key}`, its payload the record
@@ -28,11 +29,8 @@
 //! and fsyncs periodically (`sync_interval`), unless the stream is replicated.
 //!
 //! # The feed
-//! Every node runs one ordered push consumer from the newest sequence at start-up; the client
-//! recreates it after a reconnect from the last sequence delivered. Sequences are contiguous, so
-//! a jump means messages were removed before this node read them: it is logged, counted in
-//! `herald_bus_gaps_total`, and reported to the sink. `herald_bus_lag_seconds` is now minus the
-//! server time of the newest message delivered.
+//! Every node follows the stream from the newest sequence at start-up (read here): see
+//! [`crate::cluster::nats`].
 //!
 //! `/topics` scans the messages history holds (fine up to ~100,000; it is an operator's view).
 
@@ -40,23 +38,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, stream};
+use async_nats::jetstream::{self, stream};
 use async_trait::async_trait;
 use base64::Engine;
-use futures_util::{FutureExt, StreamExt};
-use tokio::task::JoinHandle;
 
 use super::record::{encode, parse};
 use super::{
-    BACKOFF_MAX, BACKOFF_MIN, BUS_FLOOR, Bounds, CONNECT_PATIENCE, FeedSink, OP_TIMEOUT,
-    ReplayFrom, Retention, Store, StoreError, TopicHistory,
+    BUS_FLOOR, Bounds, CONNECT_PATIENCE, OP_TIMEOUT, ReplayFrom, Retention, Store, StoreError,
+    TopicHistory, reconnect_delay,
 };
 use crate::update::{Update, now_ms};
 
 /// Messages read from the stream per page (pipelined gets).
 const PAGE: u64 = 256;
-/// Most messages handed to the hub at once by the feed.
-const FEED_BATCH: usize = 1024;
 
 /// Why the store could not start. Each message is one line naming the URL.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +63,16 @@ pub enum ConnectError {
         stream: String,
         reason: String,
     },
+}
+
+/// The stream as a cluster feed follows it.
+pub(crate) struct StreamTail {
+    pub(crate) stream: stream::Stream,
+    /// The subjects of every update.
+    pub(crate) filter: String,
+    /// The newest sequence at start-up: where the feed starts.
+    pub(crate) start_seq: u64,
+    pub(crate) url: String,
 }
 
 /// The NATS JetStream store. Cheap to share behind an `Arc`.
@@ -104,13 +108,7 @@ impl NatsStore {
                 .connection_timeout(OP_TIMEOUT)
                 .request_timeout(Some(OP_TIMEOUT))
                 .ping_interval(Duration::from_secs(5))
-                .reconnect_delay_callback(|attempt| {
-                    jitter(
-                        BACKOFF_MIN
-                            .saturating_mul(1 << attempt.min(6))
-                            .min(BACKOFF_MAX),
-                    )
-                });
+                .reconnect_delay_callback(reconnect_delay);
             let error = match tokio::time::timeout(CONNECT_PATIENCE, options.connect(address)).await
             {
                 Ok(Ok(client)) => break client,
@@ -183,6 +181,16 @@ impl NatsStore {
             start_seq: info.state.last_sequence,
             url: shown,
         })
+    }
+
+    /// What a cluster feed needs to follow this stream from where it stood at start-up.
+    pub(crate) fn tail(&self) -> StreamTail {
+        StreamTail {
+            stream: self.stream.clone(),
+            filter: format!("{}.updates.>", self.prefix),
+            start_seq: self.start_seq,
+            url: self.url.clone(),
+        }
     }
 
     fn subject(&self, id: &str) -> String {
@@ -369,7 +377,7 @@ impl Stored {
 }
 
 /// Nanoseconds since the Unix epoch -> milliseconds.
-fn unix_ms(nanos: i128) -> u64 {
+pub(crate) fn unix_ms(nanos: i128) -> u64 {
     u64::try_from(nanos / 1_000_000).unwrap_or(0)
 }
 
@@ -524,126 +532,6 @@ impl Store for NatsStore {
         })
         .await
     }
-
-    fn spawn_feed(&self, sink: Arc<dyn FeedSink>) -> Option<JoinHandle<()>> {
-        let feed = Feed {
-            stream: self.stream.clone(),
-            filter: format!("{}.updates.>", self.prefix),
-            last: self.start_seq,
-            sink,
-            url: self.url.clone(),
-        };
-        Some(tokio::spawn(feed.run()))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The feed
-
-struct Feed {
-    stream: stream::Stream,
-    filter: String,
-    /// The newest sequence delivered (or the start).
-    last: u64,
-    sink: Arc<dyn FeedSink>,
-    url: String,
-}
-
-impl Feed {
-    async fn run(mut self) {
-        crate::telemetry::describe_bus_metrics();
-        let mut delay = BACKOFF_MIN;
-        loop {
-            match self.follow().await {
-                Ok(()) => delay = BACKOFF_MIN,
-                Err(error) => {
-                    tracing::warn!(url = %self.url, %error, last = self.last, "cluster feed interrupted; restarting it");
-                }
-            }
-            tokio::time::sleep(jitter(delay)).await;
-            delay = (delay * 2).min(BACKOFF_MAX);
-        }
-    }
-
-    /// Follows the stream from `self.last` until the consumer fails.
-    async fn follow(&mut self) -> Result<(), String> {
-        let consumer = self
-            .stream
-            .create_consumer(consumer::push::OrderedConfig {
-                deliver_subject: format!("_INBOX.herald.{}", uuid::Uuid::now_v7().simple()),
-                filter_subject: self.filter.clone(),
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: self.last + 1,
-                },
-                ..consumer::push::OrderedConfig::default()
-            })
-            .await
-            .map_err(|error| error.to_string())?;
-        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-        let mut batch = Vec::new();
-        loop {
-            let Some(first) = messages.next().await else {
-                return Err("the consumer ended".into());
-            };
-            let mut next = Some(first);
-            // Everything already received goes to the hub in one call.
-            while let Some(message) = next.take() {
-                let message = message.map_err(|error| error.to_string())?;
-                let (seq, time_ms) = {
-                    let info = message.info().map_err(|error| error.to_string())?;
-                    (
-                        info.stream_sequence,
-                        unix_ms(info.published.unix_timestamp_nanos()),
-                    )
-                };
-                if seq <= self.last {
-                    continue;
-                }
-                if seq > self.last + 1 {
-                    self.gap(seq);
-                }
-                self.last = seq;
-                match parse(&message.payload) {
-                    Some(record) => batch.push((Arc::new(record.to_update(seq)), time_ms)),
-                    None => {
-                        tracing::error!(seq, "cluster feed skipped a message it cannot decode");
-                    }
-                }
-                if batch.len() < FEED_BATCH {
-                    next = messages.next().now_or_never().flatten();
-                }
-            }
-            if let Some((_, time_ms)) = batch.last() {
-                let lag = now_ms().saturating_sub(*time_ms) as f64 / 1000.0;
-                let updates: Vec<Arc<Update>> = batch.drain(..).map(|(update, _)| update).collect();
-                self.sink.deliver(&updates);
-                metrics::gauge!("herald_bus_lag_seconds").set(lag);
-            }
-        }
-    }
-
-    fn gap(&self, seq: u64) {
-        metrics::counter!("herald_bus_gaps_total").increment(1);
-        tracing::error!(
-            url = %self.url,
-            last_read = self.last,
-            next = seq,
-            "cluster feed: updates were removed before this node read them; ending the streams that may have missed them"
-        );
-        self.sink.gap();
-    }
-}
-
-/// `delay` give or take a quarter.
-fn jitter(delay: Duration) -> Duration {
-    let quarter = delay / 4;
-    let spread = u64::try_from(quarter.as_millis()).unwrap_or(0) * 2;
-    let offset = if spread == 0 {
-        0
-    } else {
-        rand::random::<u64>() % spread
-    };
-    delay - quarter + Duration::from_millis(offset)
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! `--store redis://host:port/[db]`: history and fan-out shared by several nodes through Redis
 //! Streams.
 //!
-//! This module owns the Redis keys under one prefix (`--redis-prefix`, default `herald`) and the
-//! task that reads the stream for the hub. It knows nothing of HTTP or subscribers: the feed
-//! hands each update to a [`FeedSink`].
+//! This module owns the Redis keys under one prefix (`--redis-prefix`, default `herald`), the
+//! Lua scripts that keep them (`redis/*.lua`), and history reads. It knows nothing of HTTP or
+//! subscribers. The task that reads the stream for the hub is the cluster layer's
+//! ([`crate::cluster::redis`]); `RedisStore::tail` hands it what it needs.
 //!
 //! # Keys
 //! - `{prefix}:log`: the stream. One entry per update, fields `r` (the record, in the shared
@@ -49,15 +50,10 @@
 //! was stored: never the reverse.
 //!
 //! # The feed
-//! Every node, the publishing one included, runs one task doing `XREAD BLOCK` on a dedicated
-//! connection from the last id it delivered, and hands the entries to the hub in stream order:
-//! the same global order on every node, each update once per node. It starts from the newest
-//! id at start-up (read before the server accepts subscribers), and after a broken connection
-//! reconnects with capped, jittered backoff and resumes where it stopped. If what it had not read
-//! yet was trimmed meanwhile, it logs it, counts `herald_bus_gaps_total`, and tells the sink so
-//! the streams that may have missed updates end (their clients reconnect with `Last-Event-ID`
-//! and get a `herald-gap` notice). `herald_bus_lag_seconds` is now minus the time of the newest
-//! entry delivered.
+//! Every node, the publishing one included, follows the stream from the newest id at start-up
+//! (read here, before the server accepts subscribers) and hands the entries to the hub in stream
+//! order: see [`crate::cluster::redis`]. The append script records in `meta` the newest entry it
+//! deleted (`trimmed`), so the feed can tell that something it had not read yet was trimmed.
 //!
 //! Requires Redis 6.2 or newer (exclusive ranges, `XTRIM MINID`).
 
@@ -65,23 +61,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Script, Value};
-use tokio::task::JoinHandle;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script, Value};
 
 use super::record::{encode, parse};
 use super::{
-    BACKOFF_MAX, BACKOFF_MIN, BUS_FLOOR, Bounds, CONNECT_PATIENCE, FeedSink, OP_TIMEOUT,
-    ReplayFrom, Retention, Store, StoreError, TopicHistory,
+    BUS_FLOOR, Bounds, CONNECT_PATIENCE, OP_TIMEOUT, ReplayFrom, Retention, Store, StoreError,
+    TopicHistory,
 };
-use crate::update::{Update, now_ms};
+use crate::update::Update;
 
 /// The stream keeps entries this much longer than `--history-max-age`, for the same reason.
 pub const BUS_GRACE: Duration = Duration::from_secs(60);
-/// How long one `XREAD` blocks before it is sent again.
-const BLOCK: Duration = Duration::from_secs(5);
-/// Most entries one `XREAD` returns.
-const READ_COUNT: usize = 1024;
 /// Most entries one history read asks for.
 const PAGE: usize = 512;
 
@@ -154,6 +145,21 @@ pub struct RedisStore {
     /// The newest stream id at start-up: where the feed starts.
     start_id: String,
     url: String,
+}
+
+/// The stream as a cluster feed follows it: its keys, a client to open the feed's own
+/// connection with, and the store's connection (the feed wakes it after an outage).
+pub(crate) struct StreamTail {
+    pub(crate) client: Client,
+    pub(crate) manager: ConnectionManager,
+    /// `{prefix}:log`.
+    pub(crate) log_key: String,
+    /// `{prefix}:meta` (its `trimmed` field).
+    pub(crate) meta_key: String,
+    /// The newest stream id at start-up: where the feed starts.
+    pub(crate) start_id: String,
+    /// The URL, without password.
+    pub(crate) url: String,
 }
 
 /// Runs a read with `$manager` (a clone of the store's connection), once more if the
@@ -251,6 +257,18 @@ impl RedisStore {
         &self.url
     }
 
+    /// What a cluster feed needs to follow this store's stream from where it stood at start-up.
+    pub(crate) fn tail(&self) -> StreamTail {
+        StreamTail {
+            client: self.client.clone(),
+            manager: self.manager.clone(),
+            log_key: self.keys.log.clone(),
+            meta_key: self.keys.meta.clone(),
+            start_id: self.start_id.clone(),
+            url: self.url.clone(),
+        }
+    }
+
     fn max_age_ms(&self) -> u64 {
         self.retention
             .max_age
@@ -292,7 +310,7 @@ fn backend(error: redis::RedisError) -> StoreError {
     StoreError::Backend(format!("redis: {error}"))
 }
 
-fn malformed(what: &str) -> StoreError {
+pub(crate) fn malformed(what: &str) -> StoreError {
     StoreError::Backend(format!("redis: unexpected reply ({what})"))
 }
 
@@ -333,7 +351,7 @@ fn version_at_least(version: &str, (major, minor): (u64, u64)) -> bool {
 // Sequence numbers <-> stream ids
 
 /// `ms-n` -> `ms << 16 | n`.
-fn seq_of(id: &str) -> Result<u64, StoreError> {
+pub(crate) fn seq_of(id: &str) -> Result<u64, StoreError> {
     let bad = || StoreError::Backend(format!("redis: stream id {id:?} cannot be a sequence"));
     let (ms, n) = id.split_once('-').ok_or_else(bad)?;
     let ms: u64 = ms.parse().map_err(|_| bad())?;
@@ -353,13 +371,13 @@ fn id_of(seq: u64) -> String {
 // Replies
 
 /// One stream entry as read: its id and fields.
-struct Entry {
-    id: String,
+pub(crate) struct Entry {
+    pub(crate) id: String,
     record: Vec<u8>,
 }
 
 impl Entry {
-    fn decode(&self) -> Result<Update, StoreError> {
+    pub(crate) fn decode(&self) -> Result<Update, StoreError> {
         let seq = seq_of(&self.id)?;
         parse(&self.record)
             .map(|record| record.to_update(seq))
@@ -367,7 +385,7 @@ impl Entry {
     }
 
     /// The entry's millisecond.
-    fn ms(&self) -> u64 {
+    pub(crate) fn ms(&self) -> u64 {
         seq_of(&self.id).map_or(0, |seq| seq >> 16)
     }
 }
@@ -403,7 +421,7 @@ fn text(value: Value) -> Option<String> {
     }
 }
 
-fn array(value: Value) -> Option<Vec<Value>> {
+pub(crate) fn array(value: Value) -> Option<Vec<Value>> {
     match value {
         Value::Array(items) | Value::Set(items) => Some(items),
         Value::Nil => Some(Vec::new()),
@@ -412,7 +430,7 @@ fn array(value: Value) -> Option<Vec<Value>> {
 }
 
 /// `[[id, [field, value, ...]], ...]` (an XRANGE reply) -> entries.
-fn entries(value: Value) -> Result<Vec<Entry>, StoreError> {
+pub(crate) fn entries(value: Value) -> Result<Vec<Entry>, StoreError> {
     let items = array(value).ok_or_else(|| malformed("entries"))?;
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -438,19 +456,6 @@ fn entries(value: Value) -> Result<Vec<Entry>, StoreError> {
         out.push(Entry { id, record });
     }
     Ok(out)
-}
-
-/// An XREAD reply for one stream: `[[key, [entries]]]`, or nil on timeout.
-fn read_reply(value: Value) -> Result<Vec<Entry>, StoreError> {
-    let streams = array(value).ok_or_else(|| malformed("XREAD"))?;
-    let Some(stream) = streams.into_iter().next() else {
-        return Ok(Vec::new());
-    };
-    let mut pair = array(stream)
-        .ok_or_else(|| malformed("XREAD stream"))?
-        .into_iter();
-    let _key = pair.next();
-    entries(pair.next().unwrap_or(Value::Nil))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -590,483 +595,34 @@ impl Store for RedisStore {
         }
         Ok(found)
     }
-
-    fn spawn_feed(&self, sink: Arc<dyn FeedSink>) -> Option<JoinHandle<()>> {
-        let feed = Feed {
-            client: self.client.clone(),
-            manager: self.manager.clone(),
-            keys: self.keys.clone(),
-            last: self.start_id.clone(),
-            sink,
-            url: self.url.clone(),
-        };
-        Some(tokio::spawn(feed.run()))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The feed
-
-struct Feed {
-    client: Client,
-    /// The store's connection, checked after an outage (see [`Feed::wake_manager`]).
-    manager: ConnectionManager,
-    keys: Keys,
-    /// The newest stream id delivered (or the start).
-    last: String,
-    sink: Arc<dyn FeedSink>,
-    url: String,
-}
-
-/// Why a feed connection ended.
-enum Broken {
-    Redis(redis::RedisError),
-    Reply(StoreError),
-}
-
-impl std::fmt::Display for Broken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Broken::Redis(error) => error.fmt(f),
-            Broken::Reply(error) => error.fmt(f),
-        }
-    }
-}
-
-impl Feed {
-    async fn run(mut self) {
-        crate::telemetry::describe_bus_metrics();
-        let mut delay = BACKOFF_MIN;
-        let mut failing = false;
-        loop {
-            let connection = self
-                .client
-                .get_multiplexed_async_connection_with_config(
-                    &AsyncConnectionConfig::new()
-                        .set_connection_timeout(Some(OP_TIMEOUT))
-                        .set_response_timeout(Some(BLOCK + OP_TIMEOUT)),
-                )
-                .await;
-            match connection {
-                Ok(mut connection) => {
-                    if failing {
-                        tracing::info!(url = %self.url, from = %self.last, "cluster feed reconnected; resuming");
-                        self.wake_manager().await;
-                    }
-                    delay = BACKOFF_MIN;
-                    let broken = self.follow(&mut connection).await;
-                    tracing::warn!(url = %self.url, error = %broken, last = %self.last, "cluster feed lost its connection; reconnecting");
-                    failing = true;
-                }
-                Err(error) => {
-                    if !failing {
-                        tracing::warn!(url = %self.url, %error, "cluster feed cannot connect; retrying");
-                        failing = true;
-                    }
-                }
-            }
-            tokio::time::sleep(jitter(delay)).await;
-            delay = (delay * 2).min(BACKOFF_MAX);
-        }
-    }
-
-    /// Redis is back: make the store's connection notice now if it went stale, rather than
-    /// failing the next publish (the manager reconnects after a command fails).
-    async fn wake_manager(&self) {
-        let mut manager = self.manager.clone();
-        for _ in 0..2 {
-            let ping = redis::cmd("PING");
-            let pong = ping.query_async::<()>(&mut manager);
-            if let Ok(Ok(())) = tokio::time::timeout(OP_TIMEOUT, pong).await {
-                return;
-            }
-        }
-    }
-
-    /// Reads and delivers until the connection breaks.
-    async fn follow(&mut self, connection: &mut MultiplexedConnection) -> Broken {
-        loop {
-            let reply: redis::RedisResult<(Value, Option<String>)> = redis::pipe()
-                .cmd("XREAD")
-                .arg("COUNT")
-                .arg(READ_COUNT)
-                .arg("BLOCK")
-                .arg(u64::try_from(BLOCK.as_millis()).unwrap_or(5000))
-                .arg("STREAMS")
-                .arg(&self.keys.log)
-                .arg(&self.last)
-                .cmd("HGET")
-                .arg(&self.keys.meta)
-                .arg("trimmed")
-                .query_async(connection)
-                .await;
-            let (value, trimmed) = match reply {
-                Ok(reply) => reply,
-                Err(error) => return Broken::Redis(error),
-            };
-            let batch = match read_reply(value) {
-                Ok(batch) => batch,
-                Err(error) => return Broken::Reply(error),
-            };
-            self.check_gap(trimmed.as_deref(), batch.first());
-            let Some(newest) = batch.last() else {
-                metrics::gauge!("herald_bus_lag_seconds").set(0.0);
-                continue;
-            };
-            let lag_ms = now_ms().saturating_sub(newest.ms());
-            let mut updates = Vec::with_capacity(batch.len());
-            for entry in &batch {
-                match entry.decode() {
-                    Ok(update) => updates.push(Arc::new(update)),
-                    Err(error) => {
-                        tracing::error!(%error, "cluster feed skipped an entry it cannot decode");
-                    }
-                }
-            }
-            self.last.clone_from(&newest.id);
-            self.sink.deliver(&updates);
-            metrics::gauge!("herald_bus_lag_seconds").set(lag_ms as f64 / 1000.0);
-        }
-    }
-
-    /// Was something after `self.last` deleted before this node read it?
-    fn check_gap(&self, trimmed: Option<&str>, first: Option<&Entry>) {
-        let (Some(trimmed), Ok(last)) = (trimmed, seq_of(&self.last)) else {
-            return;
-        };
-        let Ok(trimmed_seq) = seq_of(trimmed) else {
-            return;
-        };
-        let first_seq = first.and_then(|entry| seq_of(&entry.id).ok());
-        if lost(last, trimmed_seq, first_seq) {
-            metrics::counter!("herald_bus_gaps_total").increment(1);
-            tracing::error!(
-                url = %self.url,
-                last_read = %self.last,
-                trimmed_up_to = %trimmed,
-                "cluster feed: updates were trimmed before this node read them; ending the streams that may have missed them"
-            );
-            self.sink.gap();
-        }
-    }
-}
-
-/// After delivering up to `last`, a read returned entries from `first` on (or none), and the
-/// newest entry ever deleted is `trimmed`. Deletion only takes the oldest entries, so something
-/// this node had not read was deleted exactly when `trimmed` lies after `last` and before
-/// `first`. (A `trimmed` at or past `first` was deleted after the read; if the read was behind
-/// by a whole stream, the next read tells.)
-fn lost(last: u64, trimmed: u64, first: Option<u64>) -> bool {
-    trimmed > last && first.is_none_or(|first| trimmed < first)
-}
-
-/// `delay` give or take a quarter.
-fn jitter(delay: Duration) -> Duration {
-    let quarter = delay / 4;
-    let spread = u64::try_from(quarter.as_millis()).unwrap_or(0) * 2;
-    let offset = if spread == 0 {
-        0
-    } else {
-        rand::random::<u64>() % spread
-    };
-    delay - quarter + Duration::from_millis(offset)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Lua
 
 /// Shared helpers: stream ids as (ms, n) numbers, exact below 2^53.
-const LUA_HELPERS: &str = r#"
-local function split(id)
-  local dash = string.find(id, '-', 1, true)
-  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
-end
-local function fmt(ms, n)
-  return string.format('%.0f-%.0f', ms, n)
-end
-local function newer(a, b)
-  local am, an = split(a)
-  local bm, bn = split(b)
-  return am > bm or (am == bm and an > bn)
-end
-local function field(fields, name)
-  for i = 1, #fields, 2 do
-    if fields[i] == name then return fields[i + 1] end
-  end
-  return nil
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
--- Is the entry private? The record's flags byte (after format u8 and published_at u64 LE) has
--- bit 1 set. An entry without a readable record counts as private: never shown to everyone.
-local function private(fields)
-  local record = field(fields, 'r')
-  local flags = record and string.byte(record, 10)
-  return (not flags) or flags % 2 == 1
-end
--- Recounts the public tallies from the entries after `floor` (history), unless `tallied` says
--- they are up to date with `last`. Returns the new `tallied`.
-local function retally(log, pcount, plast, floor, last, tallied)
-  if (not last) or tallied == last then return tallied end
-  redis.call('DEL', pcount, plast)
-  local from = '(' .. floor
-  while true do
-    local page = redis.call('XRANGE', log, from, '+', 'COUNT', 1000)
-    for _, e in ipairs(page) do
-      local topics = field(e[2], 't')
-      if topics and not private(e[2]) then
-        local id = field(e[2], 'i') or ''
-        for _, topic in ipairs(cjson.decode(topics)) do
-          redis.call('HINCRBY', pcount, topic, 1)
-          redis.call('HSET', plast, topic, id)
-        end
-      end
-    end
-    if #page < 1000 then break end
-    from = '(' .. page[#page][1]
-  end
-  return last
-end
--- The first id history holds: after `lower` (exclusive) and, with an age limit, not older
--- than it (inclusive). An XRANGE start.
-local function window_start(lower, maxage, now)
-  if maxage > 0 then
-    local cutoff = now - maxage
-    if cutoff > split(lower) then return fmt(cutoff, 0) end
-  end
-  return '(' .. lower
-end
-"#;
+const LUA_HELPERS: &str = include_str!("redis/helpers.lua");
 
 /// KEYS: log, ids, meta, topic-count, topic-last, topic-public-count, topic-public-last. ARGV:
 /// history size, stream size, max age ms (0: none), grace ms, then (record, id, topics JSON) per
 /// update. Returns the stream ids.
-const LUA_APPEND: &str = r#"
-local log, ids, meta, tcount, tlast = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local pcount, plast = KEYS[6], KEYS[7]
-local hs, physmax = tonumber(ARGV[1]), tonumber(ARGV[2])
-local maxage, grace = tonumber(ARGV[3]), tonumber(ARGV[4])
-local now = now_ms()
-local state = redis.call('HMGET', meta, 'last', 'floor', 'kept', 'trimmed', 'tallied')
-retally(log, pcount, plast, state[2] or '0-0', state[1], state[5])
-local last = state[1]
-if not last then
-  -- No bookkeeping yet (a new stream, or it was lost): continue after what the stream says.
-  last = '0-0'
-  if redis.call('EXISTS', log) == 1 then
-    local info = redis.call('XINFO', 'STREAM', log)
-    for i = 1, #info, 2 do
-      if info[i] == 'last-generated-id' then last = info[i + 1] end
-    end
-  end
-end
-local floor = state[2] or '0-0'
-local kept = tonumber(state[3] or '0')
-local trimmed = state[4] or '0-0'
-
-local lms, ln = split(last)
-local out = {}
-for i = 5, #ARGV, 3 do
-  if now > lms then
-    lms, ln = now, 0
-  elseif ln < 65535 then
-    ln = ln + 1
-  else
-    lms, ln = lms + 1, 0
-  end
-  local id = fmt(lms, ln)
-  redis.call('XADD', log, id, 'r', ARGV[i], 'i', ARGV[i + 1], 't', ARGV[i + 2])
-  redis.call('ZADD', ids, lms, ARGV[i + 1])
-  local public = not private({'r', ARGV[i]})
-  for _, topic in ipairs(cjson.decode(ARGV[i + 2])) do
-    redis.call('HINCRBY', tcount, topic, 1)
-    redis.call('HSET', tlast, topic, ARGV[i + 1])
-    if public then
-      redis.call('HINCRBY', pcount, topic, 1)
-      redis.call('HSET', plast, topic, ARGV[i + 1])
-    end
-  end
-  out[#out + 1] = id
-  kept = kept + 1
-end
-last = fmt(lms, ln)
-
--- Logical retention: move the floor past what history no longer holds.
-local function forget(entries)
-  for _, e in ipairs(entries) do
-    local topics = field(e[2], 't')
-    if topics then
-      local public = not private(e[2])
-      for _, topic in ipairs(cjson.decode(topics)) do
-        if redis.call('HINCRBY', tcount, topic, -1) <= 0 then
-          redis.call('HDEL', tcount, topic)
-          redis.call('HDEL', tlast, topic)
-        end
-        -- The newest public id stays until the last public entry goes (oldest go first).
-        if public and redis.call('HINCRBY', pcount, topic, -1) <= 0 then
-          redis.call('HDEL', pcount, topic)
-          redis.call('HDEL', plast, topic)
-        end
-      end
-    end
-    floor = e[1]
-    kept = kept - 1
-  end
-end
-kept = math.min(kept, redis.call('XLEN', log))
-if kept > hs then
-  local wanted = kept - hs
-  local gone = redis.call('XRANGE', log, '(' .. floor, '+', 'COUNT', wanted)
-  forget(gone)
-  if #gone < wanted then kept = 0 end
-end
-if maxage > 0 and now - maxage > 0 then
-  forget(redis.call('XRANGE', log, '(' .. floor, '(' .. fmt(now - maxage, 0), 'COUNT', 10000))
-end
-
--- Physical retention: the stream is also the bus, so it keeps more than history.
-local len = redis.call('XLEN', log)
-if len > physmax then
-  local excess = len - physmax
-  local newest_gone
-  if excess <= 10000 then
-    local gone = redis.call('XRANGE', log, '-', '+', 'COUNT', excess)
-    newest_gone = gone[#gone][1]
-  end
-  redis.call('XTRIM', log, 'MAXLEN', physmax)
-  if not newest_gone then
-    -- Too many to list: just before the first entry left (at least as new as what went).
-    local first = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)
-    local fms, fn = split(first[1][1])
-    if fn > 0 then newest_gone = fmt(fms, fn - 1) else newest_gone = fmt(fms - 1, 65535) end
-  end
-  if newer(newest_gone, trimmed) then trimmed = newest_gone end
-end
-if maxage > 0 and now - maxage - grace > 0 then
-  local minid = fmt(now - maxage - grace, 0)
-  local gone = redis.call('XREVRANGE', log, '(' .. minid, '-', 'COUNT', 1)
-  if #gone > 0 then
-    if newer(gone[1][1], trimmed) then trimmed = gone[1][1] end
-    redis.call('XTRIM', log, 'MINID', minid)
-  end
-end
-if newer(trimmed, floor) then
-  -- Never expected (the stream keeps more than history): history starts after what is gone.
-  floor = trimmed
-  kept = redis.call('XLEN', log)
-end
-
-redis.call('HSET', meta, 'last', last, 'floor', floor, 'kept', kept, 'trimmed', trimmed,
-  'tallied', last)
-redis.call('ZREMRANGEBYSCORE', ids, '-inf', '(' .. string.format('%.0f', split(floor)))
-return out
-"#;
+const LUA_APPEND: &str = include_str!("redis/append.lua");
 
 /// KEYS: log, meta. ARGV: after (stream id), count, max age ms. Returns XRANGE entries.
-const LUA_READ: &str = r#"
-local log, meta = KEYS[1], KEYS[2]
-local after, count, maxage = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local floor = redis.call('HGET', meta, 'floor') or '0-0'
-local lower = floor
-if newer(after, floor) then lower = after end
-return redis.call('XRANGE', log, window_start(lower, maxage, now_ms()), '+', 'COUNT', count)
-"#;
+const LUA_READ: &str = include_str!("redis/read.lua");
 
 /// KEYS: log, ids, meta. ARGV: event id, max age ms. Returns the stream id, or nil.
-const LUA_RESOLVE: &str = r#"
-local log, ids, meta = KEYS[1], KEYS[2], KEYS[3]
-local wanted, maxage = ARGV[1], tonumber(ARGV[2])
-local score = redis.call('ZSCORE', ids, wanted)
-if not score then return false end
-local ms = tonumber(score)
-local found = false
-for _, e in ipairs(redis.call('XRANGE', log, fmt(ms, 0), fmt(ms, 65535))) do
-  if field(e[2], 'i') == wanted then found = e[1] end
-end
-if not found then return false end
-local floor = redis.call('HGET', meta, 'floor') or '0-0'
-if not newer(found, floor) then return false end
-if maxage > 0 and ms < now_ms() - maxage then return false end
-return found
-"#;
+const LUA_RESOLVE: &str = include_str!("redis/resolve.lua");
 
 /// KEYS: log, meta. ARGV: max age ms. Returns {last, [oldest id, oldest event id, newest id,
 /// newest event id]}.
-const LUA_BOUNDS: &str = r#"
-local log, meta = KEYS[1], KEYS[2]
-local maxage = tonumber(ARGV[1])
-local state = redis.call('HMGET', meta, 'last', 'floor')
-local last = state[1] or '0-0'
-local start = window_start(state[2] or '0-0', maxage, now_ms())
-local out = {last}
-local first = redis.call('XRANGE', log, start, '+', 'COUNT', 1)
-if #first > 0 then
-  local newest = redis.call('XREVRANGE', log, '+', start, 'COUNT', 1)
-  out[2] = first[1][1]
-  out[3] = field(first[1][2], 'i') or ''
-  out[4] = newest[1][1]
-  out[5] = field(newest[1][2], 'i') or ''
-end
-return out
-"#;
+const LUA_BOUNDS: &str = include_str!("redis/bounds.lua");
 
 /// KEYS: log, meta, topic-count, topic-last, topic-public-count, topic-public-last. ARGV: max
 /// age ms. Brings the public tallies up to date if needed, subtracts what aged out since the
 /// last append, and returns `topic, events, last id, public events, last public id or ""` per
 /// topic left.
-const LUA_TOPICS: &str = r#"
-local log, meta, tcount, tlast, pcount, plast = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local maxage = tonumber(ARGV[1])
-local state = redis.call('HMGET', meta, 'last', 'floor', 'tallied')
-local floor = state[2] or '0-0'
-local tallied = retally(log, pcount, plast, floor, state[1], state[3])
-if tallied and tallied ~= state[3] then redis.call('HSET', meta, 'tallied', tallied) end
-local aged, aged_public = {}, {}
-if maxage > 0 then
-  local cutoff = now_ms() - maxage
-  if cutoff > split(floor) then
-    local from, upto = '(' .. floor, '(' .. fmt(cutoff, 0)
-    while true do
-      local page = redis.call('XRANGE', log, from, upto, 'COUNT', 1000)
-      for _, e in ipairs(page) do
-        local topics = field(e[2], 't')
-        if topics then
-          local public = not private(e[2])
-          for _, topic in ipairs(cjson.decode(topics)) do
-            aged[topic] = (aged[topic] or 0) + 1
-            if public then aged_public[topic] = (aged_public[topic] or 0) + 1 end
-          end
-        end
-      end
-      if #page < 1000 then break end
-      from = '(' .. page[#page][1]
-    end
-  end
-end
-local out = {}
-local counts = redis.call('HGETALL', tcount)
-for i = 1, #counts, 2 do
-  local topic = counts[i]
-  local events = tonumber(counts[i + 1]) - (aged[topic] or 0)
-  if events > 0 then
-    local public = tonumber(redis.call('HGET', pcount, topic) or '0') - (aged_public[topic] or 0)
-    local public_last = ''
-    if public > 0 then
-      public_last = redis.call('HGET', plast, topic) or ''
-    else
-      public = 0
-    end
-    out[#out + 1] = topic
-    out[#out + 1] = string.format('%.0f', events)
-    out[#out + 1] = redis.call('HGET', tlast, topic) or ''
-    out[#out + 1] = string.format('%.0f', public)
-    out[#out + 1] = public_last
-  end
-end
-return out
-"#;
+const LUA_TOPICS: &str = include_str!("redis/topics.lua");
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1108,26 +664,5 @@ mod tests {
             server_version("# Server\r\nredis_version:7.0.15\r\n"),
             "7.0.15"
         );
-    }
-
-    #[test]
-    fn a_gap_is_a_deletion_between_the_last_read_and_the_next() {
-        // Nothing deleted after what was read.
-        assert!(!lost(10, 5, Some(11)));
-        assert!(!lost(10, 10, Some(11)));
-        assert!(!lost(10, 0, None));
-        // Deleted before this node read them.
-        assert!(lost(10, 12, Some(20)));
-        assert!(lost(10, 12, None));
-        // Deleted after this read returned them.
-        assert!(!lost(10, 20, Some(15)));
-    }
-
-    #[test]
-    fn jitter_stays_near_the_delay() {
-        for _ in 0..100 {
-            let delay = jitter(Duration::from_millis(400));
-            assert!(delay >= Duration::from_millis(300) && delay <= Duration::from_millis(500));
-        }
     }
 }

@@ -19,6 +19,25 @@ use crate::update::Update;
 /// Called with every committed batch, in order, before publishers are acknowledged.
 pub type OnCommit = Arc<dyn Fn(&[Arc<Update>]) + Send + Sync>;
 
+/// Where the writer counts its work. The wiring names the metrics (the store knows no telemetry).
+#[derive(Clone)]
+pub struct CommitMetrics {
+    /// Observes each append's duration, failed ones included.
+    pub commit_seconds: metrics::Histogram,
+    /// Counts the updates committed.
+    pub publishes: metrics::Counter,
+}
+
+impl CommitMetrics {
+    /// Counts nothing.
+    pub fn none() -> CommitMetrics {
+        CommitMetrics {
+            commit_seconds: metrics::Histogram::noop(),
+            publishes: metrics::Counter::noop(),
+        }
+    }
+}
+
 /// Publishes waiting for the writer beyond this many are refused rather than queued forever.
 const SUBMIT_QUEUE: usize = 16 * 1024;
 
@@ -39,10 +58,11 @@ impl Writer {
     pub fn spawn(
         store: Arc<dyn Store>,
         on_commit: OnCommit,
+        metrics: CommitMetrics,
         max_batch: usize,
     ) -> (Writer, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(SUBMIT_QUEUE);
-        let task = tokio::spawn(run(store, on_commit, receiver, max_batch.max(1)));
+        let task = tokio::spawn(run(store, on_commit, metrics, receiver, max_batch.max(1)));
         (Writer { queue }, task)
     }
 
@@ -60,6 +80,7 @@ impl Writer {
 async fn run(
     store: Arc<dyn Store>,
     on_commit: OnCommit,
+    metrics: CommitMetrics,
     mut receiver: mpsc::Receiver<Pending>,
     max_batch: usize,
 ) {
@@ -77,10 +98,12 @@ async fn run(
             waiting.drain(..).map(|p| (p.update, p.ack)).unzip();
         let started = Instant::now();
         let result = store.append(updates).await;
-        metrics::histogram!("herald_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        metrics
+            .commit_seconds
+            .record(started.elapsed().as_secs_f64());
         match result {
             Ok(stored) => {
-                metrics::counter!("herald_publishes_total").increment(stored.len() as u64);
+                metrics.publishes.increment(stored.len() as u64);
                 on_commit(&stored);
                 for (ack, update) in acks.into_iter().zip(stored) {
                     // A publisher that went away still had its update committed and delivered.
@@ -122,6 +145,7 @@ mod tests {
             Arc::new(move |batch: &[Arc<Update>]| {
                 seen_in_callback.lock().extend(batch.iter().map(|u| u.seq));
             }),
+            CommitMetrics::none(),
             64,
         );
         let mut handles = Vec::new();
