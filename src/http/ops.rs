@@ -29,7 +29,7 @@ pub fn metrics(state: &AppState) -> Response<ResponseBody> {
 }
 
 /// Serves `GET /metrics` (and nothing else: 404) on its own listener, for `--metrics-listen`,
-/// until the task is aborted. Plain HTTP/1.1; meant for a loopback or private address.
+/// until shutdown drops it. Plain HTTP/1.1; meant for a loopback or private address.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     metrics: metrics_exporter_prometheus::PrometheusHandle,

@@ -12,6 +12,7 @@ pub mod registry;
 
 pub use registry::PatternCounts;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -110,6 +111,9 @@ pub const HEAVY_FAN_OUT: usize = 1_000_000;
 /// Time one [`Hub::pattern_subscriber_counts`] may take, however fast the machine.
 pub const COUNTING_TIME: Duration = Duration::from_millis(200);
 
+/// How often the expiry ticker looks for streams whose token expired.
+const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
 /// The heartbeat frame: an empty comment line alone (`:\n`), no blank line, so clients that
 /// dispatch on every blank line (`@microsoft/fetch-event-source`) see no empty message.
 const HEARTBEAT: Bytes = Bytes::from_static(herald_sse::EMPTY_COMMENT);
@@ -184,6 +188,7 @@ impl Hub {
         Ok(Subscription {
             hub: Arc::clone(self),
             subscriber,
+            expires_at: AtomicU64::new(NO_EXPIRY),
         })
     }
 
@@ -231,10 +236,11 @@ impl Hub {
             .for_each(|subscriber| subscriber.mailbox.push_idle_comment(&HEARTBEAT));
     }
 
-    /// Starts the one hub-wide heartbeat ticker.
-    pub fn spawn_heartbeat(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// The one hub-wide heartbeat ticker, to run as a background task
+    /// ([`crate::shutdown::Tasks::spawn`]): ends when the hub closes or is dropped.
+    pub fn heartbeats(self: &Arc<Self>, every: Duration) -> impl Future<Output = ()> + use<> {
         let hub = Arc::downgrade(self);
-        tokio::spawn(async move {
+        async move {
             let mut ticker = tokio::time::interval(every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await;
@@ -245,14 +251,15 @@ impl Hub {
                     _ => return,
                 }
             }
-        })
+        }
     }
 
-    /// Starts the one hub-wide ticker that closes streams whose token expired.
-    pub fn spawn_expiry(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// The one hub-wide ticker that closes streams whose token expired, to run as a background
+    /// task: ends when the hub closes or is dropped.
+    pub fn expiry_ticks(self: &Arc<Self>) -> impl Future<Output = ()> + use<> {
         let hub = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_millis(250));
+        async move {
+            let mut ticker = tokio::time::interval(EXPIRY_TICK);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
@@ -266,7 +273,12 @@ impl Hub {
                     _ => return,
                 }
             }
-        })
+        }
+    }
+
+    /// Subscriptions waiting in the token-expiry queue (each leaves it when dropped).
+    pub fn expiry_queue_len(&self) -> usize {
+        self.expiring.len()
     }
 
     /// Refuses new subscribers and ends every stream after what is queued.
@@ -331,7 +343,12 @@ impl Hub {
 pub struct Subscription {
     hub: Arc<Hub>,
     subscriber: Arc<Subscriber>,
+    /// Its entry in the expiry queue, [`NO_EXPIRY`] when it has none.
+    expires_at: AtomicU64,
 }
+
+/// [`Subscription::expires_at`] when the subscription is not in the expiry queue.
+const NO_EXPIRY: u64 = u64::MAX;
 
 impl Subscription {
     /// The subscriber.
@@ -340,16 +357,28 @@ impl Subscription {
     }
 
     /// Ends the stream when its token expires (`exp`, Unix seconds). A token already expired
-    /// closes the stream at the next tick.
+    /// closes the stream at the next tick. The subscription leaves the queue when dropped.
     pub fn expire_at(&self, expires_at: u64) {
+        if expires_at == NO_EXPIRY {
+            return; // Never, in practice.
+        }
+        let id = self.subscriber.id;
+        let previous = self.expires_at.swap(expires_at, Ordering::AcqRel);
+        if previous != NO_EXPIRY {
+            self.hub.expiring.remove(previous, id);
+        }
         self.hub
             .expiring
-            .insert(expires_at, Arc::downgrade(&self.subscriber));
+            .insert(expires_at, id, Arc::downgrade(&self.subscriber));
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        let expires_at = *self.expires_at.get_mut();
+        if expires_at != NO_EXPIRY {
+            self.hub.expiring.remove(expires_at, self.subscriber.id);
+        }
         if self.hub.registry.remove(self.subscriber.id).is_some() {
             metrics::gauge!("herald_subscriptions").decrement(1.0);
             if let Some(hook) = self.hub.lifecycle.get() {
@@ -472,6 +501,106 @@ mod tests {
             "gone subscribers are skipped"
         );
         assert!(hub.expiring.is_empty());
+    }
+
+    #[test]
+    fn subscribers_with_long_lived_tokens_leave_the_expiry_queue_when_they_leave() {
+        let hub = Hub::new(4);
+        let far = crate::update::now_ms() / 1000 + 365 * 24 * 3600;
+        for round in 0..3 {
+            let subscriptions: Vec<_> = (0..1000u64)
+                .map(|n| {
+                    let subscription = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+                    // Several share one expiry second, as tokens minted together do.
+                    subscription.expire_at(far + n / 10);
+                    subscription
+                })
+                .collect();
+            assert_eq!(hub.expiry_queue_len(), 1000, "round {round}");
+            let mut subscriptions = subscriptions;
+            let staying = subscriptions.split_off(500);
+            drop(subscriptions);
+            assert_eq!(hub.expiry_queue_len(), 500, "round {round}");
+            drop(staying);
+            assert_eq!(hub.expiry_queue_len(), 0, "round {round}");
+        }
+        assert_eq!(hub.subscriptions(), 0);
+    }
+
+    #[test]
+    fn leaving_takes_out_only_ones_own_entry_and_a_new_expiry_replaces_the_old() {
+        let hub = Hub::new(4);
+        let first = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+        let second = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+        first.expire_at(100);
+        second.expire_at(100);
+        second.expire_at(500);
+        assert_eq!(hub.expiry_queue_len(), 2);
+        drop(first);
+        assert_eq!(hub.expiry_queue_len(), 1);
+        assert_eq!(
+            hub.expiring.close_expired(200),
+            0,
+            "the old expiry was replaced"
+        );
+        assert_eq!(hub.expiring.close_expired(500), 1);
+        assert_eq!(hub.expiry_queue_len(), 0);
+        drop(second);
+        assert_eq!(hub.expiry_queue_len(), 0);
+    }
+
+    fn status(subscription: &Subscription) -> Poll<Status> {
+        let mut cx = Context::from_waker(Waker::noop());
+        subscription
+            .subscriber()
+            .mailbox
+            .poll_drain(&mut cx, &mut Vec::new())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_expiry_ticker_closes_an_expired_stream_within_one_tick_and_stops_with_the_hub() {
+        let hub = Hub::new(4);
+        let expired = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+        let valid = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+        let now = crate::update::now_ms() / 1000;
+        expired.expire_at(now.saturating_sub(1));
+        valid.expire_at(now + 3600);
+        let ticker = tokio::spawn(hub.expiry_ticks());
+        tokio::time::sleep(EXPIRY_TICK).await;
+        assert_eq!(status(&expired), Poll::Ready(Status::Closed));
+        assert_eq!(status(&valid), Poll::Pending);
+        assert_eq!(hub.expiry_queue_len(), 1);
+        hub.close();
+        tokio::time::sleep(EXPIRY_TICK * 2).await;
+        assert!(ticker.is_finished(), "the ticker outlived the hub");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_reach_idle_subscribers_once_per_period_and_stop_with_the_hub() {
+        let hub = Hub::new(4);
+        let idle = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+        let every = Duration::from_secs(15);
+        let ticker = tokio::spawn(hub.heartbeats(every));
+        let comments = |subscription: &Subscription| {
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut out = Vec::new();
+            let _ = subscription
+                .subscriber()
+                .mailbox
+                .poll_drain(&mut cx, &mut out);
+            out.iter()
+                .filter(|d| matches!(d, Delivery::Comment(c) if c[..] == HEARTBEAT[..]))
+                .count()
+        };
+        tokio::time::sleep(every - Duration::from_millis(1)).await;
+        assert_eq!(comments(&idle), 0, "no heartbeat before the first period");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(comments(&idle), 1);
+        tokio::time::sleep(every * 3).await;
+        assert_eq!(comments(&idle), 1, "an undrained heartbeat is not repeated");
+        hub.close();
+        tokio::time::sleep(every * 2).await;
+        assert!(ticker.is_finished(), "the heartbeat outlived the hub");
     }
 
     #[test]
