@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::util::Hub;
 
 #[tokio::test]
@@ -67,6 +69,9 @@ async fn after_shutdown_no_background_task_is_still_running() {
         .await
         .expect("the hub starts");
     let addr = server.local_addr().expect("bound");
+    let metrics_addr = server
+        .metrics_addr()
+        .expect("the metrics listener is bound");
     let tasks = server.tasks();
     assert!(
         tasks.running() >= 5,
@@ -93,6 +98,17 @@ async fn after_shutdown_no_background_task_is_still_running() {
     );
     assert!(tasks.running() >= 6, "the metrics listener too");
     assert!(!tasks.is_finished());
+    // A scraper's keep-alive connection, answered once and left open.
+    let mut scraper = tokio::net::TcpStream::connect(metrics_addr)
+        .await
+        .expect("the metrics listener accepts");
+    scraper
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: hub\r\n\r\n")
+        .await
+        .expect("request sent");
+    let mut answer = vec![0u8; 256];
+    let read = scraper.read(&mut answer).await.expect("answered");
+    assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
 
     let started = Instant::now();
     let _ = stop.send(());
@@ -107,4 +123,10 @@ async fn after_shutdown_no_background_task_is_still_running() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(stream.read_to_end(Duration::from_secs(2)).await);
+    // The scrape connection was closed with its listener, not left behind.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), scraper.read_to_end(&mut rest))
+        .await
+        .expect("the metrics connection outlived shutdown")
+        .expect("closed cleanly");
 }
