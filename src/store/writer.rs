@@ -37,7 +37,8 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task.
+    /// Starts the writer task, detached: it stops when every [`Writer`] is dropped (benches and
+    /// tests; the server uses [`Writer::spawn_in`]).
     pub fn spawn(
         store: Arc<dyn Store>,
         on_commit: OnCommit,
