@@ -7,7 +7,6 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::store::StoreError;
@@ -27,28 +26,27 @@ pub const MAX_MESSAGE_CHARS: usize = 2000;
 /// The name of a sender who gave none.
 pub const ANONYMOUS_NAME: &str = "anonymous";
 
-/// Starts the clock: publishes `{"message":"Current time is HH:MM:SS"}` (UTC) to `clock` at once
-/// and then every [`CLOCK_PERIOD`], until the writer closes.
-pub fn spawn_clock(writer: Writer) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(CLOCK_PERIOD);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let update = match Update::from_draft(clock_draft(now_ms())) {
-                Ok(update) => update,
-                Err(error) => {
-                    tracing::error!(%error, "clock tick is not a valid update");
-                    return;
-                }
-            };
-            match writer.submit(update).await {
-                Ok(_) => {}
-                Err(StoreError::Closed) => return,
-                Err(error) => tracing::warn!(%error, "clock tick not published"),
+/// The clock, to run as a background task ([`crate::shutdown::Tasks::spawn`]): publishes
+/// `{"message":"Current time is HH:MM:SS"}` (UTC) to `clock` at once and then every
+/// [`CLOCK_PERIOD`], until the writer closes.
+pub async fn run_clock(writer: Writer) {
+    let mut ticker = tokio::time::interval(CLOCK_PERIOD);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let update = match Update::from_draft(clock_draft(now_ms())) {
+            Ok(update) => update,
+            Err(error) => {
+                tracing::error!(%error, "clock tick is not a valid update");
+                return;
             }
+        };
+        match writer.submit(update).await {
+            Ok(_) => {}
+            Err(StoreError::Closed) => return,
+            Err(error) => tracing::warn!(%error, "clock tick not published"),
         }
-    })
+    }
 }
 
 /// The clock's update for a moment (milliseconds since the epoch).

@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`config`]: the `serve` flags, environment and TOML file, validated into a `Config`.
 //! - [`server`]: wiring: store + writer + hub + keys + listener.
+//! - [`shutdown`]: owns every background task; shutdown signals them and waits, with a deadline.
 //! - [`http`]: accept loop, routes, subscribe, publish, CORS, the SSE body, JSON views, the
 //!   online backup endpoint, errors.
 //! - [`hub`]: subscriber registry, bounded per-subscriber queues, fan-out, heartbeat.
@@ -34,6 +35,7 @@ pub mod demo;
 pub mod http;
 pub mod hub;
 pub mod server;
+pub mod shutdown;
 pub mod store;
 pub mod stream;
 pub mod subscriptions;

@@ -13,6 +13,7 @@ use crate::cluster::{Feed, FeedSink};
 use crate::config::{Config, StoreSpec};
 use crate::http::{AppState, serve};
 use crate::hub::Hub;
+use crate::shutdown::{TaskWatch, Tasks};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
 use crate::store::nats::NatsStore;
@@ -112,11 +113,15 @@ pub struct Server {
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// The separate `/metrics` listener (`--metrics-listen`).
     metrics_listener: Option<TcpListener>,
+    /// Every background task: the writer, the feed, the tickers, the refreshers.
+    tasks: Tasks,
 }
 
 impl Server {
     /// Validates keys, opens the store, binds the listener and starts the writer and heartbeat.
     pub async fn bind(mut config: Config) -> Result<Server, StartError> {
+        // Dropped on an early return: whatever was started stops.
+        let tasks = Tasks::new();
         let no_jwks = config.jwks.0.is_none() && config.jwks.1.is_none();
         let mut secret_file = None;
         let generated_secret = if no_jwks
@@ -148,11 +153,11 @@ impl Server {
             Some((cert, key)) => Some(crate::http::tls::acceptor(cert, key)?),
             None => None,
         };
-        let publisher_set = key_set(config.jwks.0.as_deref()).await?;
+        let publisher_set = key_set(config.jwks.0.as_deref(), &tasks).await?;
         let subscriber_set = if config.jwks.1 == config.jwks.0 {
             publisher_set.clone()
         } else {
-            key_set(config.jwks.1.as_deref()).await?
+            key_set(config.jwks.1.as_deref(), &tasks).await?
         };
         let mut auth = auth
             .with_jwks(publisher_set, subscriber_set)
@@ -191,9 +196,11 @@ impl Server {
         let hub = Hub::with_budget(config.queue_size, config.queue_bytes);
         // A shared store feeds every node from its log (the same order everywhere); otherwise
         // the writer fans out what it commits.
-        let feed_task = feed.map(|feed| feed.spawn(Arc::new(HubSink(Arc::clone(&hub)))));
-        let on_commit: OnCommit = match feed_task {
-            Some(_feed_task) => Arc::new(|_: &[Arc<Update>]| {}),
+        let on_commit: OnCommit = match feed {
+            Some(feed) => {
+                tasks.adopt(feed.spawn(Arc::new(HubSink(Arc::clone(&hub)))));
+                Arc::new(|_: &[Arc<Update>]| {})
+            }
             None => {
                 let fan_out = Arc::clone(&hub);
                 Arc::new(move |batch: &[Arc<Update>]| fan_out.fan_out(batch))
@@ -203,17 +210,23 @@ impl Server {
             commit_seconds: metrics::histogram!(names::STORE_COMMIT_SECONDS),
             publishes: metrics::counter!(names::PUBLISHES_TOTAL),
         };
-        let (writer, _writer_task) =
-            Writer::spawn(Arc::clone(&store), on_commit, commit_metrics, MAX_BATCH);
+        let writer = Writer::spawn_in(
+            &tasks,
+            Arc::clone(&store),
+            on_commit,
+            commit_metrics,
+            MAX_BATCH,
+        );
         if config.subscriptions {
-            let (hook, _events_task) = crate::subscriptions::lifecycle_publisher(writer.clone());
+            let (hook, events_task) = crate::subscriptions::lifecycle_publisher(writer.clone());
             hub.set_lifecycle(hook);
+            tasks.spawn(events_task);
         }
-        hub.spawn_heartbeat(config.heartbeat);
+        tasks.spawn(hub.heartbeats(config.heartbeat));
         if config.demo {
-            crate::demo::spawn_clock(writer.clone());
+            tasks.spawn(crate::demo::run_clock(writer.clone()));
         }
-        hub.spawn_expiry();
+        tasks.spawn(hub.expiry_ticks());
         let limits = crate::http::limits::Limits::new(&config);
         let state = Arc::new(AppState {
             limits,
@@ -231,7 +244,14 @@ impl Server {
             secret_file,
             tls,
             metrics_listener,
+            tasks,
         })
+    }
+
+    /// A view of the background tasks that outlives [`Server::run`]: after it returns, none is
+    /// running (unless one overran `--shutdown-timeout`).
+    pub fn tasks(&self) -> TaskWatch {
+        self.tasks.watch()
     }
 
     /// The address actually bound (useful with port 0).
@@ -262,31 +282,39 @@ impl Server {
         self.secret_file.as_deref()
     }
 
-    /// Serves until `shutdown` completes, then ends every stream and returns within seconds.
+    /// Serves until `shutdown` completes, then ends every stream, stops the background tasks
+    /// and returns, within `--shutdown-timeout`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let metrics_task = self.metrics_listener.map(|listener| {
-            tokio::spawn(crate::http::ops::serve_metrics(
+        if let Some(listener) = self.metrics_listener {
+            self.tasks.spawn(crate::http::ops::serve_metrics(
                 listener,
                 self.state.metrics.clone(),
                 self.state.config.header_timeout,
-            ))
-        });
-        serve(self.listener, self.state, self.tls, shutdown).await;
-        if let Some(task) = metrics_task {
-            task.abort();
+            ));
         }
+        let timeout = self.state.config.shutdown_timeout;
+        let began = std::sync::OnceLock::new();
+        let shutdown = async {
+            shutdown.await;
+            let _ = began.set(std::time::Instant::now());
+        };
+        serve(self.listener, self.state, self.tls, shutdown).await;
+        let left = began
+            .get()
+            .map_or(timeout, |at| timeout.saturating_sub(at.elapsed()));
+        self.tasks.shutdown(left).await;
     }
 }
 
 /// A JWKS cache for `url`, fetched once now and kept fresh.
-async fn key_set(url: Option<&str>) -> Result<Option<Arc<Jwks>>, StartError> {
+async fn key_set(url: Option<&str>, tasks: &Tasks) -> Result<Option<Arc<Jwks>>, StartError> {
     let Some(url) = url else { return Ok(None) };
     let jwks = Arc::new(Jwks::new(url.to_owned()).map_err(StartError::Config)?);
     match jwks.fetch().await {
         Ok(count) => tracing::info!(url, count, "JWKS loaded"),
         Err(error) => tracing::warn!(%error, "JWKS not loaded yet; tokens fail until it is"),
     }
-    jwks.spawn_refresher();
+    tasks.spawn(Arc::clone(&jwks).keep_fresh());
     Ok(Some(jwks))
 }
 

@@ -212,14 +212,16 @@ enum Offer {
 /// The lifecycle hook that publishes a private update per selector when a subscriber joins or
 /// leaves, and the one task that writes them. The hook never spawns a task and never blocks:
 /// it queues into a bounded [`Pending`] (see there), and the task hands batches to the writer.
-pub fn lifecycle_publisher(writer: Writer) -> (Lifecycle, tokio::task::JoinHandle<()>) {
+/// The task is for the caller to run ([`crate::shutdown::Tasks::spawn`]).
+pub fn lifecycle_publisher(
+    writer: Writer,
+) -> (
+    Lifecycle,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
     let pending = Arc::new(Mutex::new(Pending::default()));
     let wake = Arc::new(tokio::sync::Notify::new());
-    let task = tokio::spawn(write_events(
-        Arc::downgrade(&pending),
-        Arc::clone(&wake),
-        writer,
-    ));
+    let task = write_events(Arc::downgrade(&pending), Arc::clone(&wake), writer);
     let hook: Lifecycle = Arc::new(move |subscriber: &Subscriber, active: bool| {
         for (index, selector) in subscriber.selectors.iter().enumerate() {
             let Some(mut object) = subscription_json(selector.source(), subscriber, active) else {

@@ -183,7 +183,36 @@ pub fn new_event_id() -> String {
 }
 
 /// Milliseconds since the Unix epoch.
+#[cfg(not(test))]
 pub fn now_ms() -> u64 {
+    wall_clock_ms()
+}
+
+/// Milliseconds since the Unix epoch, as far as tokio's clock has moved: in the library's unit
+/// tests, time that a test on paused time (`start_paused`) advances ages updates and tokens
+/// too, so retention and expiry tests need not wait for the wall clock. Without a paused
+/// runtime this is the wall clock.
+#[cfg(test)]
+pub fn now_ms() -> u64 {
+    use std::time::{Duration, Instant};
+    // A minute back, so a paused runtime built just before the first call does not start
+    // behind the anchor.
+    static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
+    let &(anchor, anchor_ms) = ANCHOR.get_or_init(|| {
+        let now = Instant::now();
+        let back = Duration::from_secs(60);
+        match now.checked_sub(back) {
+            Some(earlier) => (earlier, wall_clock_ms().saturating_sub(60_000)),
+            None => (now, wall_clock_ms()),
+        }
+    });
+    let elapsed = tokio::time::Instant::now()
+        .into_std()
+        .saturating_duration_since(anchor);
+    anchor_ms.saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
@@ -193,6 +222,19 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn in_unit_tests_the_clock_follows_paused_tokio_time() {
+        let before = now_ms();
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        assert_eq!(now_ms() - before, 3_600_000);
+        assert!(now_ms().abs_diff(wall_clock_ms()) > 3_000_000);
+    }
+
+    #[test]
+    fn without_a_paused_runtime_the_clock_is_the_wall_clock() {
+        assert!(now_ms().abs_diff(wall_clock_ms()) < 1000);
+    }
 
     fn draft(topic: &str, data: &str) -> Draft {
         Draft {

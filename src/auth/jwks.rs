@@ -114,24 +114,23 @@ impl Jwks {
         Ok(count)
     }
 
-    /// Keeps the cache fresh for the life of the process, after a first [`Jwks::fetch`]: every
-    /// [`REFRESH_EVERY`], and when asked (not more often than [`MIN_REFETCH`]).
-    pub fn spawn_refresher(self: &Arc<Self>) {
-        let jwks = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                let _ = tokio::time::timeout(REFRESH_EVERY, jwks.wake.notified()).await;
-                let since = jwks.last_fetch.lock().map(|at| at.elapsed());
-                if let Some(wait) = since.and_then(|since| MIN_REFETCH.checked_sub(since)) {
-                    tokio::time::sleep(wait).await;
-                }
-                match jwks.fetch().await {
-                    Ok(count) => tracing::debug!(url = %jwks.url, count, "JWKS refreshed"),
-                    Err(error) => {
-                        tracing::warn!(%error, "JWKS refresh failed; keeping the old keys");
-                    }
+    /// Keeps the cache fresh, after a first [`Jwks::fetch`]: every [`REFRESH_EVERY`], and when
+    /// asked (not more often than [`MIN_REFETCH`]). Runs until dropped: a background task
+    /// ([`crate::shutdown::Tasks::spawn`]).
+    pub async fn keep_fresh(self: Arc<Self>) {
+        let jwks = self;
+        loop {
+            let _ = tokio::time::timeout(REFRESH_EVERY, jwks.wake.notified()).await;
+            let since = jwks.last_fetch.lock().map(|at| at.elapsed());
+            if let Some(wait) = since.and_then(|since| MIN_REFETCH.checked_sub(since)) {
+                tokio::time::sleep(wait).await;
+            }
+            match jwks.fetch().await {
+                Ok(count) => tracing::debug!(url = %jwks.url, count, "JWKS refreshed"),
+                Err(error) => {
+                    tracing::warn!(%error, "JWKS refresh failed; keeping the old keys");
                 }
             }
-        });
+        }
     }
 }

@@ -29,7 +29,8 @@ pub fn metrics(state: &AppState) -> Response<ResponseBody> {
 }
 
 /// Serves `GET /metrics` (and nothing else: 404) on its own listener, for `--metrics-listen`,
-/// until the task is aborted. Plain HTTP/1.1; meant for a loopback or private address.
+/// until shutdown drops it, and its open connections with it. Plain HTTP/1.1; meant for a
+/// loopback or private address.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -39,8 +40,15 @@ pub async fn serve_metrics(
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout);
+    // Owned here: dropping this future ends every scrape connection (Prometheus keeps them
+    // open between scrapes).
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let stream = match accepted {
             Ok((stream, _peer)) => stream,
             Err(error) => {
                 tracing::warn!(%error, "metrics listener: accept failed");
@@ -66,7 +74,7 @@ pub async fn serve_metrics(
                 std::future::ready(Ok::<_, std::convert::Infallible>(response))
             }),
         );
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "metrics connection ended with an error");
             }

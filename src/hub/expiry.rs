@@ -1,75 +1,48 @@
 //! Closing streams whose token expires: one hub-wide queue ordered by expiry and one ticker,
-//! not a timer per connection.
+//! not a timer per connection. A subscription leaves the queue when it is dropped, so the
+//! queue holds live subscribers only, however long their tokens last.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::sync::Weak;
 
 use parking_lot::Mutex;
 
 use super::Subscriber;
 
-/// Subscribers with an expiry, soonest first.
+/// Subscribers with an expiry, soonest first, keyed by (expiry, subscriber id).
 #[derive(Default)]
 pub struct ExpiryQueue {
-    heap: Mutex<BinaryHeap<Reverse<Entry>>>,
-}
-
-struct Entry {
-    expires_at: u64,
-    subscriber: Weak<Subscriber>,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.expires_at == other.expires_at
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.expires_at.cmp(&other.expires_at)
-    }
+    entries: Mutex<BTreeMap<(u64, u64), Weak<Subscriber>>>,
 }
 
 impl ExpiryQueue {
-    /// Remembers that `subscriber` must be closed at `expires_at` (Unix seconds).
-    pub fn insert(&self, expires_at: u64, subscriber: Weak<Subscriber>) {
-        self.heap.lock().push(Reverse(Entry {
-            expires_at,
-            subscriber,
-        }));
+    /// Remembers that subscriber `id` must be closed at `expires_at` (Unix seconds).
+    pub fn insert(&self, expires_at: u64, id: u64, subscriber: Weak<Subscriber>) {
+        self.entries.lock().insert((expires_at, id), subscriber);
+    }
+
+    /// Forgets the entry [`ExpiryQueue::insert`] made (the subscriber left first).
+    pub fn remove(&self, expires_at: u64, id: u64) {
+        self.entries.lock().remove(&(expires_at, id));
     }
 
     /// Closes every subscriber whose expiry is at or before `now`; returns how many.
     pub fn close_expired(&self, now: u64) -> usize {
-        let mut expired = Vec::new();
-        {
-            let mut heap = self.heap.lock();
-            while heap
-                .peek()
-                .is_some_and(|Reverse(entry)| entry.expires_at <= now)
-            {
-                if let Some(Reverse(entry)) = heap.pop() {
-                    expired.push(entry.subscriber);
-                }
-            }
-        }
+        let expired = {
+            let mut entries = self.entries.lock();
+            let later = entries.split_off(&(now.saturating_add(1), 0));
+            std::mem::replace(&mut *entries, later)
+        };
         expired
-            .into_iter()
+            .into_values()
             .filter_map(|subscriber| subscriber.upgrade())
             .inspect(|subscriber| subscriber.mailbox.close())
             .count()
     }
 
-    /// Entries waiting (including ones whose subscriber already left).
+    /// Entries waiting.
     pub fn len(&self) -> usize {
-        self.heap.lock().len()
+        self.entries.lock().len()
     }
 
     /// True when nothing waits.

@@ -12,6 +12,7 @@ pub mod registry;
 
 pub use registry::PatternCounts;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -111,6 +112,9 @@ pub const HEAVY_FAN_OUT: usize = 1_000_000;
 /// Time one [`Hub::pattern_subscriber_counts`] may take, however fast the machine.
 pub const COUNTING_TIME: Duration = Duration::from_millis(200);
 
+/// How often the expiry ticker looks for streams whose token expired.
+const EXPIRY_TICK: Duration = Duration::from_millis(250);
+
 /// The heartbeat frame: an empty comment line alone (`:\n`), no blank line, so clients that
 /// dispatch on every blank line (`@microsoft/fetch-event-source`) see no empty message.
 const HEARTBEAT: Bytes = Bytes::from_static(herald_sse::EMPTY_COMMENT);
@@ -185,6 +189,7 @@ impl Hub {
         Ok(Subscription {
             hub: Arc::clone(self),
             subscriber,
+            expires_at: AtomicU64::new(NO_EXPIRY),
         })
     }
 
@@ -232,10 +237,11 @@ impl Hub {
             .for_each(|subscriber| subscriber.mailbox.push_idle_comment(&HEARTBEAT));
     }
 
-    /// Starts the one hub-wide heartbeat ticker.
-    pub fn spawn_heartbeat(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// The one hub-wide heartbeat ticker, to run as a background task
+    /// ([`crate::shutdown::Tasks::spawn`]): ends when the hub closes or is dropped.
+    pub fn heartbeats(self: &Arc<Self>, every: Duration) -> impl Future<Output = ()> + use<> {
         let hub = Arc::downgrade(self);
-        tokio::spawn(async move {
+        async move {
             let mut ticker = tokio::time::interval(every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticker.tick().await;
@@ -246,14 +252,15 @@ impl Hub {
                     _ => return,
                 }
             }
-        })
+        }
     }
 
-    /// Starts the one hub-wide ticker that closes streams whose token expired.
-    pub fn spawn_expiry(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// The one hub-wide ticker that closes streams whose token expired, to run as a background
+    /// task: ends when the hub closes or is dropped.
+    pub fn expiry_ticks(self: &Arc<Self>) -> impl Future<Output = ()> + use<> {
         let hub = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(Duration::from_millis(250));
+        async move {
+            let mut ticker = tokio::time::interval(EXPIRY_TICK);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
@@ -267,7 +274,12 @@ impl Hub {
                     _ => return,
                 }
             }
-        })
+        }
+    }
+
+    /// Subscriptions waiting in the token-expiry queue (each leaves it when dropped).
+    pub fn expiry_queue_len(&self) -> usize {
+        self.expiring.len()
     }
 
     /// Refuses new subscribers and ends every stream after what is queued.
@@ -332,7 +344,12 @@ impl Hub {
 pub struct Subscription {
     hub: Arc<Hub>,
     subscriber: Arc<Subscriber>,
+    /// Its entry in the expiry queue, [`NO_EXPIRY`] when it has none.
+    expires_at: AtomicU64,
 }
+
+/// [`Subscription::expires_at`] when the subscription is not in the expiry queue.
+const NO_EXPIRY: u64 = u64::MAX;
 
 impl Subscription {
     /// The subscriber.
@@ -341,16 +358,28 @@ impl Subscription {
     }
 
     /// Ends the stream when its token expires (`exp`, Unix seconds). A token already expired
-    /// closes the stream at the next tick.
+    /// closes the stream at the next tick. The subscription leaves the queue when dropped.
     pub fn expire_at(&self, expires_at: u64) {
+        if expires_at == NO_EXPIRY {
+            return; // Never, in practice.
+        }
+        let id = self.subscriber.id;
+        let previous = self.expires_at.swap(expires_at, Ordering::AcqRel);
+        if previous != NO_EXPIRY {
+            self.hub.expiring.remove(previous, id);
+        }
         self.hub
             .expiring
-            .insert(expires_at, Arc::downgrade(&self.subscriber));
+            .insert(expires_at, id, Arc::downgrade(&self.subscriber));
     }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        let expires_at = *self.expires_at.get_mut();
+        if expires_at != NO_EXPIRY {
+            self.hub.expiring.remove(expires_at, self.subscriber.id);
+        }
         if self.hub.registry.remove(self.subscriber.id).is_some() {
             metrics::gauge!(names::SUBSCRIPTIONS).decrement(1.0);
             if let Some(hook) = self.hub.lifecycle.get() {
@@ -362,234 +391,4 @@ impl Drop for Subscription {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use std::task::{Context, Poll, Waker};
-
-    use super::mailbox::{Delivery, Status};
-    use super::*;
-    use crate::update::Draft;
-
-    fn update(topics: &[&str], private: bool) -> Arc<Update> {
-        Arc::new(
-            Update::from_draft(Draft {
-                topics: topics.iter().map(|t| t.to_string()).collect(),
-                private,
-                ..Draft::default()
-            })
-            .unwrap(),
-        )
-    }
-
-    fn received(subscription: &Subscription) -> Vec<String> {
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut out = Vec::new();
-        let _ = subscription
-            .subscriber()
-            .mailbox
-            .poll_drain(&mut cx, &mut out);
-        out.into_iter()
-            .filter_map(|d| match d {
-                Delivery::Update(u) => Some(u.topic().to_owned()),
-                Delivery::Comment(_) => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn each_matching_subscriber_gets_each_update_once() {
-        let hub = Hub::new(16);
-        let exact = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
-        let both = hub.subscribe(SelectorSet::parse(["a", "*"]), None).unwrap();
-        let other = hub.subscribe(SelectorSet::parse(["b"]), None).unwrap();
-        hub.fan_out(&[update(&["a"], false), update(&["a", "b"], false)]);
-        assert_eq!(received(&exact), ["a", "a"]);
-        assert_eq!(received(&both), ["a", "a"]);
-        assert_eq!(received(&other), ["a"]);
-    }
-
-    #[test]
-    fn private_updates_need_a_matching_claim() {
-        let hub = Hub::new(16);
-        let public = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
-        let allowed = hub
-            .subscribe(SelectorSet::parse(["a"]), Some(SelectorSet::parse(["a"])))
-            .unwrap();
-        let other_claim = hub
-            .subscribe(SelectorSet::parse(["a"]), Some(SelectorSet::parse(["b"])))
-            .unwrap();
-        hub.fan_out(&[update(&["a"], true)]);
-        assert!(received(&public).is_empty());
-        assert_eq!(received(&allowed), ["a"]);
-        assert!(received(&other_claim).is_empty());
-    }
-
-    #[test]
-    fn dropping_a_subscription_removes_it_at_once() {
-        let hub = Hub::new(16);
-        let subscription = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
-        assert_eq!(hub.subscriptions(), 1);
-        drop(subscription);
-        assert_eq!(hub.subscriptions(), 0);
-        hub.fan_out(&[update(&["a"], false)]);
-    }
-
-    #[test]
-    fn close_ends_streams_and_refuses_newcomers() {
-        let hub = Hub::new(16);
-        let subscription = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
-        hub.close();
-        let mut cx = Context::from_waker(Waker::noop());
-        let status = subscription
-            .subscriber()
-            .mailbox
-            .poll_drain(&mut cx, &mut Vec::new());
-        assert_eq!(status, Poll::Ready(Status::Closed));
-        assert!(hub.subscribe(SelectorSet::parse(["a"]), None).is_err());
-    }
-
-    #[test]
-    fn expired_subscribers_are_closed_and_others_stay() {
-        let hub = Hub::new(16);
-        let soon = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
-        let later = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
-        soon.expire_at(100);
-        later.expire_at(200);
-        assert_eq!(hub.expiring.close_expired(150), 1);
-        let mut cx = Context::from_waker(Waker::noop());
-        let status = soon
-            .subscriber()
-            .mailbox
-            .poll_drain(&mut cx, &mut Vec::new());
-        assert_eq!(status, Poll::Ready(Status::Closed));
-        let status = later
-            .subscriber()
-            .mailbox
-            .poll_drain(&mut cx, &mut Vec::new());
-        assert_eq!(status, Poll::Pending);
-        drop(later);
-        assert_eq!(
-            hub.expiring.close_expired(300),
-            0,
-            "gone subscribers are skipped"
-        );
-        assert!(hub.expiring.is_empty());
-    }
-
-    #[test]
-    fn template_subscribers_get_each_update_once_through_any_number_of_selectors() {
-        let hub = Hub::new(16);
-        let books = hub
-            .subscribe(SelectorSet::parse(["https://e.com/books/{id}"]), None)
-            .unwrap();
-        let twice = hub
-            .subscribe(
-                SelectorSet::parse([
-                    "https://e.com/books/{id}",
-                    "https://e.com/{+any}",
-                    "https://e.com/books/1",
-                    "*",
-                ]),
-                None,
-            )
-            .unwrap();
-        let users = hub
-            .subscribe(SelectorSet::parse(["https://e.com/users/{id}"]), None)
-            .unwrap();
-        let unprefixed = hub.subscribe(SelectorSet::parse(["{+x}/1"]), None).unwrap();
-        hub.fan_out(&[
-            update(&["https://e.com/books/1"], false),
-            update(&["https://e.com/books/2", "https://e.com/books/1"], false),
-            update(&["https://e.com/users/7"], false),
-        ]);
-        assert_eq!(
-            received(&books),
-            ["https://e.com/books/1", "https://e.com/books/2"]
-        );
-        assert_eq!(
-            received(&twice),
-            [
-                "https://e.com/books/1",
-                "https://e.com/books/2",
-                "https://e.com/users/7"
-            ]
-        );
-        assert_eq!(received(&users), ["https://e.com/users/7"]);
-        assert_eq!(
-            received(&unprefixed),
-            ["https://e.com/books/1", "https://e.com/books/2"]
-        );
-    }
-
-    #[test]
-    fn subscribers_of_one_template_share_one_slot_and_leave_nothing_behind() {
-        let hub = Hub::new(4);
-        let many: Vec<_> = (0..1000)
-            .map(|_| {
-                hub.subscribe(SelectorSet::parse(["https://e.com/rooms/{id}"]), None)
-                    .unwrap()
-            })
-            .collect();
-        let distinct: Vec<_> = (0..50)
-            .map(|n| {
-                hub.subscribe(
-                    SelectorSet::parse([format!("https://e.com/r{n}/{{id}}")]),
-                    None,
-                )
-                .unwrap()
-            })
-            .collect();
-        assert_eq!(hub.registry.template_stats().0, 51);
-        drop(many);
-        drop(distinct);
-        assert_eq!(hub.registry.template_stats(), (0, 1));
-    }
-
-    #[test]
-    fn pattern_counts_are_per_distinct_template_and_bounded_by_the_budget() {
-        let hub = Hub::new(4);
-        let _subscriptions: Vec<_> = [
-            vec!["https://e.com/books/{id}"],
-            vec!["https://e.com/books/{id}"],
-            vec!["https://e.com/books/{id}", "https://e.com/books/1"],
-            vec!["https://e.com/books/{id}", "{+all}"],
-            vec!["*"],
-            vec!["*", "https://e.com/books/2"],
-            vec!["https://e.com/books/1"],
-        ]
-        .into_iter()
-        .map(|selectors| hub.subscribe(SelectorSet::parse(selectors), None).unwrap())
-        .collect();
-        let topics = ["https://e.com/books/1", "https://e.com/books/2", "other"];
-        let counts = hub.pattern_subscriber_counts_now(&topics, usize::MAX);
-        assert!(counts.complete);
-        // Those that also select the topic exactly are counted elsewhere (with exact selectors).
-        assert_eq!(counts.counts, [5, 5, 3]);
-        let starved = hub.pattern_subscriber_counts_now(&topics, 10);
-        assert!(!starved.complete);
-        assert!(
-            starved
-                .counts
-                .iter()
-                .zip(&counts.counts)
-                .all(|(s, c)| s <= c)
-        );
-    }
-
-    #[test]
-    fn the_identity_kept_per_subscriber_did_not_grow() {
-        // 56 bytes before the Mercure 1.0 flag: the urn became a `Box<str>` to make room.
-        assert!(std::mem::size_of::<Identity>() <= 56);
-    }
-
-    #[test]
-    fn one_update_reaches_ten_thousand_queues() {
-        let hub = Hub::new(4);
-        let subscriptions: Vec<_> = (0..10_000)
-            .map(|_| hub.subscribe(SelectorSet::parse(["t"]), None).unwrap())
-            .collect();
-        let update = update(&["t"], false);
-        hub.fan_out(&[Arc::clone(&update)]);
-        // Every queue holds the same allocation: one reference per subscriber.
-        assert_eq!(Arc::strong_count(&update), 1 + subscriptions.len());
-    }
-}
+mod tests;

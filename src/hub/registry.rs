@@ -393,3 +393,7 @@ impl Registry {
         (templates, patterns.templates.node_count())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;

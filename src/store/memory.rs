@@ -363,17 +363,18 @@ mod tests {
         assert_eq!(all.first().map(|u| u.seq), Some(2));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn retention_by_age_drops_old_updates() {
         let store = MemoryStore::new(Retention {
             max_events: 100,
-            // Wide enough that a slow fsync on a busy machine cannot age out the update
-            // a test expects to find; 80 ms windows did.
             max_age: Some(Duration::from_secs(1)),
             per_topic: 0,
         });
         store.append(vec![update("a", "old")]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1300)).await;
+        // On paused time the limit is exact: kept a millisecond before it, gone just after.
+        tokio::time::sleep(Duration::from_millis(999)).await;
+        assert_ne!(store.resolve("old").await.unwrap(), ReplayFrom::Unknown);
+        tokio::time::sleep(Duration::from_millis(2)).await;
         store.append(vec![update("a", "new")]).await.unwrap();
         assert_eq!(store.resolve("old").await.unwrap(), ReplayFrom::Unknown);
         assert_eq!(store.read_after(0, 10).await.unwrap().len(), 1);
@@ -391,7 +392,7 @@ mod tests {
         scenario::count_retention(&MemoryStore::new(scenario::BY_COUNT)).await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn tallies_follow_retention_by_age() {
         use crate::store::conformance as scenario;
         scenario::age_retention(&MemoryStore::new(scenario::BY_AGE)).await;
@@ -409,7 +410,7 @@ mod tests {
         scenario::per_topic_limits(&MemoryStore::new(scenario::BY_TOPIC_TIGHT)).await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn per_topic_retention_yields_to_age() {
         use crate::store::conformance as scenario;
         scenario::per_topic_age(&MemoryStore::new(scenario::BY_TOPIC_AND_AGE)).await;

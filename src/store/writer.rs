@@ -12,8 +12,10 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError};
+use crate::shutdown::Tasks;
 use crate::update::Update;
 
 /// Called with every committed batch, in order, before publishers are acknowledged.
@@ -54,7 +56,8 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task.
+    /// Starts the writer task, detached: it stops when every [`Writer`] is dropped (benches and
+    /// tests; the server uses [`Writer::spawn_in`]).
     pub fn spawn(
         store: Arc<dyn Store>,
         on_commit: OnCommit,
@@ -62,8 +65,32 @@ impl Writer {
         max_batch: usize,
     ) -> (Writer, JoinHandle<()>) {
         let (queue, receiver) = mpsc::channel(SUBMIT_QUEUE);
-        let task = tokio::spawn(run(store, on_commit, metrics, receiver, max_batch.max(1)));
+        let never = CancellationToken::new();
+        let task = tokio::spawn(run(
+            store,
+            on_commit,
+            metrics,
+            receiver,
+            max_batch.max(1),
+            never,
+        ));
         (Writer { queue }, task)
+    }
+
+    /// Starts the writer task among `tasks`: when shutdown begins it refuses new submits
+    /// ([`StoreError::Closed`]), commits what is already queued, and stops.
+    pub fn spawn_in(
+        tasks: &Tasks,
+        store: Arc<dyn Store>,
+        on_commit: OnCommit,
+        metrics: CommitMetrics,
+        max_batch: usize,
+    ) -> Writer {
+        let (queue, receiver) = mpsc::channel(SUBMIT_QUEUE);
+        tasks.spawn_graceful(|stop| {
+            run(store, on_commit, metrics, receiver, max_batch.max(1), stop)
+        });
+        Writer { queue }
     }
 
     /// Appends one update and waits until it is committed and fanned out.
@@ -83,9 +110,24 @@ async fn run(
     metrics: CommitMetrics,
     mut receiver: mpsc::Receiver<Pending>,
     max_batch: usize,
+    stop: CancellationToken,
 ) {
     let mut waiting = Vec::with_capacity(max_batch);
-    while receiver.recv_many(&mut waiting, max_batch).await > 0 {
+    let mut stopping = false;
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = stop.cancelled(), if !stopping => {
+                // No new submits; what is queued is still committed below.
+                receiver.close();
+                stopping = true;
+                continue;
+            }
+            received = receiver.recv_many(&mut waiting, max_batch) => received,
+        };
+        if received == 0 {
+            break;
+        }
         // Publishers woken at the same moment are about to submit: let them join this commit.
         tokio::task::yield_now().await;
         while waiting.len() < max_batch {
@@ -171,5 +213,48 @@ mod tests {
         task.await.unwrap();
         let seen = seen.lock();
         assert_eq!(*seen, (1..=200).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_what_is_queued_is_committed_and_later_submits_are_refused() {
+        let store = Arc::new(MemoryStore::new(Retention {
+            max_events: 1000,
+            max_age: None,
+            per_topic: 0,
+        }));
+        let tasks = crate::shutdown::Tasks::new();
+        let writer = Writer::spawn_in(
+            &tasks,
+            store.clone(),
+            Arc::new(|_: &[Arc<Update>]| {}),
+            CommitMetrics::none(),
+            8,
+        );
+        let draft = |n: usize| {
+            Update::from_draft(Draft {
+                topics: vec!["t".into()],
+                data: n.to_string(),
+                ..Draft::default()
+            })
+            .unwrap()
+        };
+        let submits: Vec<_> = (0..100)
+            .map(|n| {
+                let writer = writer.clone();
+                let update = draft(n);
+                tokio::spawn(async move { writer.submit(update).await })
+            })
+            .collect();
+        // Let every submitter queue its update (or have it committed already).
+        tokio::task::yield_now().await;
+        assert!(tasks.shutdown(std::time::Duration::from_secs(10)).await);
+        for submit in submits {
+            assert!(submit.await.unwrap().is_ok(), "a queued update was lost");
+        }
+        assert!(matches!(
+            writer.submit(draft(100)).await,
+            Err(StoreError::Closed)
+        ));
+        assert!(tasks.is_empty());
     }
 }
