@@ -295,7 +295,7 @@ impl Drop for Permit {
 
 /// The address a connection counts against: IPv4 as is, IPv6 by its /64 network (one host
 /// usually owns a whole /64), IPv4-mapped IPv6 as IPv4.
-fn address_key(ip: IpAddr) -> IpAddr {
+pub(super) fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
