@@ -16,6 +16,7 @@
 //! - [`update`]: the `Update` value and its single SSE encoding.
 //! - [`store`]: the `Store` trait, the memory ring, the group-commit writer.
 //! - [`auth`]: JWT keys and claims.
+//! - `serde_util`: shapes shared by the JSON and TOML readers (`OneOrMany`).
 //! - [`visibility`]: the one rule of who may see an update (fan-out, replay, cursors, views).
 //! - [`telemetry`]: metrics recorder and logs.
 //! - [`cli`]: the `herald` subcommands.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod hub;
+pub(crate) mod serde_util;
 pub mod server;
 pub mod store;
 pub mod stream;

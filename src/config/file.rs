@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::{ConfigError, ServeArgs};
+use crate::serde_util::OneOrMany;
 
 /// The file's options; unknown keys are an error, so typos do not pass silently.
 #[derive(Debug, Default, Deserialize)]
@@ -60,13 +61,6 @@ pub struct FileOptions {
 struct IssuerKeyFile {
     key: String,
     algorithm: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,6 +23,7 @@ use super::problem::{ApiError, BearerError};
 use super::query;
 use super::router::ok;
 use crate::auth::{AuthError, Claims, KeyRole, TokenSource, extract_token_with, is_access_token};
+use crate::serde_util::OneOrMany;
 use crate::topic::SelectorSet;
 use crate::update::{Draft, Update};
 
@@ -275,13 +276,6 @@ struct JsonUpdate {
     private: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
 /// `{"topic": "t" | [..], "data": string | any JSON, "id", "type", "retry", "private"}`.
 fn parse_json(body: &[u8]) -> Result<Draft, ApiError> {
     let update: JsonUpdate = serde_json::from_slice(body)
@@ -306,10 +300,7 @@ fn parse_json(body: &[u8]) -> Result<Draft, ApiError> {
         }
     };
     Ok(Draft {
-        topics: match update.topic {
-            OneOrMany::One(topic) => vec![topic],
-            OneOrMany::Many(topics) => topics,
-        },
+        topics: update.topic.into(),
         data,
         id: update.id,
         event_type: update.event_type,
