@@ -210,7 +210,7 @@ enum Offer {
 
 /// The lifecycle hook that publishes a private update per selector when a subscriber joins or
 /// leaves, and the one task that writes them. The hook never spawns a task and never blocks:
-/// it queues into a bounded [`Pending`] (see there), and the task hands batches to the writer.
+/// it queues into a bounded `Pending` (see there), and the task hands batches to the writer.
 pub fn lifecycle_publisher(writer: Writer) -> (Lifecycle, tokio::task::JoinHandle<()>) {
     let pending = Arc::new(Mutex::new(Pending::default()));
     let wake = Arc::new(tokio::sync::Notify::new());

@@ -403,7 +403,7 @@ super::rewind::forward_async_write!(FirstRequestDeadline);
 // Publish rate
 
 /// Token buckets, one per publisher (the token's `sub`, or the token itself): `burst` publishes
-/// at once, refilled at the configured rate. At most [`MAX_BUCKETS`] are kept; past that, full
+/// at once, refilled at the configured rate. At most `MAX_BUCKETS` are kept; past that, full
 /// buckets are forgotten first (forgetting a full bucket changes nothing), then the least
 /// recently used.
 pub struct RateLimiter {

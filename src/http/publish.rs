@@ -1,5 +1,5 @@
 //! `POST /.well-known/mercure` (form) and `POST /publish` (form or JSON): publish one update;
-//! and the publish pipeline ([`run`]) that every publishing endpoint goes through, the chat's
+//! and the publish pipeline (`run`) that every publishing endpoint goes through, the chat's
 //! `POST /chat/send` included.
 //!
 //! Token first (401/403 before any body is read), then the publish rate, then the size-limited
