@@ -18,7 +18,7 @@ use crate::http::backup as endpoint;
 use crate::store::redb::inspect;
 
 use super::publish::{DEFAULT_HUB, runtime};
-use super::usage;
+use super::{root_cause, usage};
 
 /// `herald backup` options.
 #[derive(Debug, Args)]
@@ -182,15 +182,6 @@ async fn fetch(url: &str, token: &str, out: &Path) -> anyhow::Result<String> {
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-/// The innermost error: reqwest's chain repeats itself.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
 }
 
 #[cfg(test)]

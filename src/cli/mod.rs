@@ -77,6 +77,16 @@ pub fn exit_code(error: &anyhow::Error) -> ExitCode {
     }
 }
 
+/// The innermost cause of an error, as one line: `Connection refused (os error 111)`, not
+/// reqwest's chain, which repeats itself.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
 /// Parses the command line and runs the subcommand. `Ok` carries the exit code of a command
 /// that has said everything itself (`serve`, `bench`, `--help`); an error is for the caller to
 /// print (`herald: {error:#}`, one line) and to map with [`exit_code`].

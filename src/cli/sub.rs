@@ -12,7 +12,7 @@ use herald_client::{ClientError, Event, Subscriber};
 use serde::Serialize;
 
 use super::publish::{DEFAULT_HUB, PublisherAuth, runtime};
-use super::usage;
+use super::{root_cause, usage};
 
 /// Longest line printed about a reconnection.
 const MAX_RETRY_LINE: usize = 159;
@@ -249,15 +249,6 @@ fn retry_line(error: &ClientError, attempt: u32) -> String {
     let mut short: String = line.chars().take(MAX_RETRY_LINE - 1).collect();
     short.push('…');
     short
-}
-
-/// The innermost cause of an error: `Connection refused (os error 111)`, not reqwest's chain.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
 }
 
 fn print(event: &Event, json: bool, topic: Option<&str>) -> std::io::Result<()> {
