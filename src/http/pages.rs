@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::body::ResponseBody;
 use super::problem::ApiError;
-use super::publish::{self, Publisher};
+use super::publish::{self, BodyFormat, Publisher};
 use super::router::ok;
 use super::{AppState, Peer, limits, query};
 use crate::auth::{AuthError, Claims, TokenSource, extract_token};
@@ -203,8 +203,8 @@ pub async fn chat_send(
 
 /// A chat message, form or JSON `{"name", "message"}`, as the update it publishes.
 fn decode_chat(content_type: Option<&str>, bytes: &[u8]) -> Result<Draft, ApiError> {
-    let (name, message) = match content_type {
-        Some("application/json") => {
+    let (name, message) = match publish::body_format(content_type)? {
+        BodyFormat::Json => {
             let chat: ChatJson = serde_json::from_slice(bytes).map_err(|error| {
                 ApiError::BadRequest(format!("invalid JSON chat message: {error}"))
             })?;
@@ -213,17 +213,12 @@ fn decode_chat(content_type: Option<&str>, bytes: &[u8]) -> Result<Draft, ApiErr
                 chat.message.unwrap_or_default(),
             )
         }
-        None | Some("application/x-www-form-urlencoded") => {
+        BodyFormat::Form => {
             let pairs = query::pairs(bytes);
             (
                 query::first(&pairs, "name").unwrap_or("").to_owned(),
                 query::first(&pairs, "message").unwrap_or("").to_owned(),
             )
-        }
-        Some(other) => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "send application/x-www-form-urlencoded or application/json, not {other}"
-            )));
         }
     };
     chat_draft(&name, &message, now_ms()).map_err(|error| ApiError::BadRequest(error.to_string()))

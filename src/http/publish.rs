@@ -226,9 +226,26 @@ pub(super) async fn read_body(
 /// Decodes a publish body by its media type (`content_type` without parameters, lower case;
 /// `None` means a form): the Mercure form, or JSON. Pure, for the fuzzer and for tests.
 pub fn decode_publish(content_type: Option<&str>, body: &[u8]) -> Result<Draft, ApiError> {
+    match body_format(content_type)? {
+        BodyFormat::Json => parse_json(body),
+        BodyFormat::Form => parse_form(body),
+    }
+}
+
+/// The formats a publishing endpoint reads.
+pub(super) enum BodyFormat {
+    /// `application/x-www-form-urlencoded`, also assumed without a `Content-Type`.
+    Form,
+    /// `application/json`.
+    Json,
+}
+
+/// The format of a publish body by its media type (without parameters, lower case; `None`
+/// means a form): 415 for any other.
+pub(super) fn body_format(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
     match content_type {
-        Some("application/json") => parse_json(body),
-        None | Some("application/x-www-form-urlencoded") => parse_form(body),
+        Some("application/json") => Ok(BodyFormat::Json),
+        None | Some("application/x-www-form-urlencoded") => Ok(BodyFormat::Form),
         Some(other) => Err(ApiError::UnsupportedMediaType(format!(
             "send application/x-www-form-urlencoded or application/json, not {other}"
         ))),
