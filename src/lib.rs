@@ -20,6 +20,7 @@
 //! - [`cluster`]: on a node with a shared store, the feed that follows the shared log (Redis
 //!   Streams, NATS JetStream) and hands every update to the hub; one reconnect loop for both.
 //! - [`auth`]: JWT keys and claims.
+//! - `serde_util`: shapes shared by the JSON and TOML readers (`OneOrMany`).
 //! - [`visibility`]: the one rule of who may see an update (fan-out, replay, cursors, views).
 //! - [`telemetry`]: metrics recorder and logs; every metric's name (`telemetry::names`).
 //! - [`cli`]: the `herald` subcommands.
@@ -34,6 +35,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod hub;
+pub(crate) mod serde_util;
 pub mod server;
 pub mod shutdown;
 pub mod store;

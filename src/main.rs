@@ -1,7 +1,15 @@
-//! The `herald` binary: wiring only. Parses the command line and hands over to [`herald::cli`].
+//! The `herald` binary: wiring only. Parses the command line and hands over to [`herald::cli`];
+//! an error it returns is printed as one line and mapped to its exit code (64 for bad usage or
+//! configuration, 1 otherwise).
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    herald::cli::main()
+    match herald::cli::run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("herald: {error:#}");
+            herald::cli::exit_code(&error)
+        }
+    }
 }

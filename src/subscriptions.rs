@@ -211,7 +211,7 @@ enum Offer {
 
 /// The lifecycle hook that publishes a private update per selector when a subscriber joins or
 /// leaves, and the one task that writes them. The hook never spawns a task and never blocks:
-/// it queues into a bounded [`Pending`] (see there), and the task hands batches to the writer.
+/// it queues into a bounded `Pending` (see there), and the task hands batches to the writer.
 /// The task is for the caller to run ([`crate::shutdown::Tasks::spawn`]).
 pub fn lifecycle_publisher(
     writer: Writer,

@@ -8,8 +8,8 @@
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
-use herald_sse::{EventFields, encode_event, encoded_len, is_valid_field};
+use bytes::Bytes;
+use herald_sse::{EventFields, encode_event, encode_field_lines, encoded_len, is_valid_field};
 
 /// One published update, as stored and as delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,33 +134,14 @@ impl Update {
         self.topic_frame
             .0
             .get_or_init(|| {
-                let mut out = BytesMut::with_capacity(self.frame.len() + self.topic().len() + 8);
-                encode_topic_field(&mut out, self.topic());
+                // One `topic:` line per line of the topic (a line break cannot be written inside
+                // a field), like `data:`; a client joins them with LF.
+                let mut out = Vec::with_capacity(self.frame.len() + self.topic().len() + 8);
+                encode_field_lines(&mut out, "topic", self.topic());
                 out.extend_from_slice(&self.frame);
-                out.freeze()
+                Bytes::from(out)
             })
             .clone()
-    }
-}
-
-/// Writes `topic: …` lines: one per line of the topic (a line break cannot be written inside a
-/// field), like `data:`; a client joins them with LF.
-fn encode_topic_field(out: &mut BytesMut, topic: &str) {
-    let mut rest = topic;
-    loop {
-        let end = rest.find(['\r', '\n']).unwrap_or(rest.len());
-        out.extend_from_slice(b"topic: ");
-        out.extend_from_slice(&rest.as_bytes()[..end]);
-        out.extend_from_slice(b"\n");
-        if end == rest.len() {
-            return;
-        }
-        let skip = if rest[end..].starts_with("\r\n") {
-            2
-        } else {
-            1
-        };
-        rest = &rest[end + skip..];
     }
 }
 

@@ -198,6 +198,56 @@ async fn without_demo_sending_needs_a_token_that_covers_chat() {
 }
 
 #[tokio::test]
+async fn chat_messages_count_against_the_publish_rate_like_any_publish() {
+    let hub = Hub::start(&["--demo", "--publish-rate", "1/s", "--publish-burst", "2"]);
+    let hello = || serde_json::json!({"message": "hi"});
+    // Anonymous senders draw from their address's bucket: a burst of two, then 429.
+    assert_eq!(send_json(&hub, hello()).await.status(), 200);
+    assert_eq!(send_json(&hub, hello()).await.status(), 200);
+    let refused = send_json(&hub, hello()).await;
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        "1"
+    );
+    let (status, body) = problem(refused).await;
+    assert_eq!(status, 429);
+    assert!(body["detail"].as_str().unwrap().contains("1/s"), "{body}");
+    // A sender with a token draws from the token's bucket, shared with `POST /publish`.
+    let sender = token(&["chat"], &[]);
+    let chat = |token: String| {
+        client()
+            .post(hub.url("/chat/send"))
+            .bearer_auth(token)
+            .json(&hello())
+            .send()
+    };
+    let publish = |token: String| {
+        client()
+            .post(hub.url("/publish"))
+            .bearer_auth(token)
+            .form(&[("topic", "chat"), ("data", "x")])
+            .send()
+    };
+    assert_eq!(chat(sender.clone()).await.unwrap().status(), 200);
+    assert_eq!(publish(sender.clone()).await.unwrap().status(), 200);
+    assert_eq!(chat(sender.clone()).await.unwrap().status(), 429);
+    assert_eq!(publish(sender).await.unwrap().status(), 429);
+    assert_eq!(
+        hub.metric("herald_limit_rejections_total{limit=\"publish_rate\"}")
+            .await,
+        3.0
+    );
+    // After the advertised wait, the anonymous sender may chat again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(send_json(&hub, hello()).await.status(), 200);
+}
+
+#[tokio::test]
 async fn the_demo_clock_publishes_the_time_to_clock() {
     let hub = Hub::start(&["--demo"]);
     let mut stream = hub.subscribe("/events?topic=clock", &[]).await;

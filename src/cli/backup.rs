@@ -8,17 +8,17 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
 
 use crate::auth::{Algorithm, mint_admin};
 use crate::http::backup as endpoint;
 use crate::store::redb::inspect;
 
-use super::config_error;
 use super::publish::{DEFAULT_HUB, runtime};
+use super::{root_cause, usage};
 
 /// `herald backup` options.
 #[derive(Debug, Args)]
@@ -40,41 +40,27 @@ pub struct BackupArgs {
 
 /// Takes the backup. Exit 0 when OUT holds a checked snapshot, 1 when the hub refuses or the
 /// transfer fails (OUT untouched), 64 for bad usage.
-pub fn run(args: &BackupArgs) -> ExitCode {
+pub fn run(args: &BackupArgs) -> anyhow::Result<()> {
     let token = match (&args.token, &args.key) {
         (Some(token), _) if !token.is_empty() => token.clone(),
-        (_, Some(key)) if !key.is_empty() => {
-            match mint_admin(
-                key.as_bytes(),
-                Algorithm::HS256,
-                Some(Duration::from_secs(3600)),
-            ) {
-                Ok(token) => token,
-                Err(error) => {
-                    return config_error(format!("cannot mint a token from --key: {error}"));
-                }
-            }
-        }
+        (_, Some(key)) if !key.is_empty() => mint_admin(
+            key.as_bytes(),
+            Algorithm::HS256,
+            Some(Duration::from_secs(3600)),
+        )
+        .map_err(|error| usage(format!("cannot mint a token from --key: {error}")))?,
         _ => {
-            return config_error(
+            return Err(usage(
                 "an admin token is needed: give --token (herald token --admin) or --key, or set HERALD_ADMIN_TOKEN or HERALD_KEY",
-            );
+            ));
         }
     };
     let url = backup_url(&args.hub);
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(fetch(&url, &token, &args.out)) {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("herald: backup failed: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    let report = runtime()?
+        .block_on(fetch(&url, &token, &args.out))
+        .context("backup failed")?;
+    println!("{report}");
+    Ok(())
 }
 
 /// `{hub}/admin/backup`, from a base URL or the hub's `/.well-known/mercure` URL.
@@ -93,17 +79,17 @@ fn partial_path(out: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-async fn fetch(url: &str, token: &str, out: &Path) -> Result<String, String> {
+async fn fetch(url: &str, token: &str, out: &Path) -> anyhow::Result<String> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .build()
-        .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
+        .map_err(|error| anyhow!("cannot build the HTTP client: {error}"))?;
     let mut response = client
         .post(url)
         .bearer_auth(token)
         .send()
         .await
-        .map_err(|error| format!("cannot reach {url}: {}", root_cause(&error)))?;
+        .map_err(|error| anyhow!("cannot reach {url}: {}", root_cause(&error)))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
@@ -115,7 +101,7 @@ async fn fetch(url: &str, token: &str, out: &Path) -> Result<String, String> {
             401 | 403 => " (an admin token: herald token --admin --key <publisher key>)",
             _ => "",
         };
-        return Err(format!("{url} answered {status}: {detail}{hint}"));
+        bail!("{url} answered {status}: {detail}{hint}");
     }
     let header = |name: &str| {
         response
@@ -130,17 +116,17 @@ async fn fetch(url: &str, token: &str, out: &Path) -> Result<String, String> {
     let partial = partial_path(out);
     let result = async {
         let mut file = std::fs::File::create(&partial)
-            .map_err(|error| format!("cannot create {}: {error}", partial.display()))?;
+            .map_err(|error| anyhow!("cannot create {}: {error}", partial.display()))?;
         let progress = std::io::stderr().is_terminal();
         let mut received: u64 = 0;
         let mut shown = Instant::now();
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|error| format!("the transfer broke off: {}", root_cause(&error)))?
+            .map_err(|error| anyhow!("the transfer broke off: {}", root_cause(&error)))?
         {
             file.write_all(&chunk)
-                .map_err(|error| format!("cannot write {}: {error}", partial.display()))?;
+                .map_err(|error| anyhow!("cannot write {}: {error}", partial.display()))?;
             received += chunk.len() as u64;
             if progress && shown.elapsed() >= Duration::from_millis(500) {
                 shown = Instant::now();
@@ -157,24 +143,22 @@ async fn fetch(url: &str, token: &str, out: &Path) -> Result<String, String> {
         if let Some(expected) = expected
             && received != expected
         {
-            return Err(format!(
-                "the transfer broke off after {received} of {expected} bytes"
-            ));
+            bail!("the transfer broke off after {received} of {expected} bytes");
         }
         file.sync_all()
-            .map_err(|error| format!("cannot sync {}: {error}", partial.display()))?;
+            .map_err(|error| anyhow!("cannot sync {}: {error}", partial.display()))?;
         drop(file);
         let summary =
-            inspect(&partial).map_err(|error| format!("the snapshot is unusable: {error}"))?;
+            inspect(&partial).map_err(|error| anyhow!("the snapshot is unusable: {error}"))?;
         std::fs::rename(&partial, out)
-            .map_err(|error| format!("cannot move the snapshot to {}: {error}", out.display()))?;
+            .map_err(|error| anyhow!("cannot move the snapshot to {}: {error}", out.display()))?;
         // The rename itself is durable once the directory is synced.
         if let Some(dir) = out.parent().filter(|dir| !dir.as_os_str().is_empty())
             && let Ok(dir) = std::fs::File::open(dir)
         {
             let _ = dir.sync_all();
         }
-        Ok::<_, String>((received, summary))
+        anyhow::Ok((received, summary))
     }
     .await;
     let (bytes, summary) = match result {
@@ -198,15 +182,6 @@ async fn fetch(url: &str, token: &str, out: &Path) -> Result<String, String> {
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}
-
-/// The innermost error: reqwest's chain repeats itself.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut current = error;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current.to_string()
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! (built on the `herald-client` crate, never on the hub's internals).
 //!
 //! Usage errors and bad configuration exit 64 (EX_USAGE) with one clear line on stderr;
-//! runtime failures exit 1.
+//! runtime failures exit 1. The client subcommands return `anyhow::Result`; a [`UsageError`]
+//! in the chain marks the user's mistake, and [`exit_code`] (called by `main.rs`) is the one
+//! place that turns an error into its exit code.
 
 mod backup;
 mod bench;
@@ -55,42 +57,74 @@ pub enum Command {
     Backup(Box<backup::BackupArgs>),
 }
 
-/// Parses the command line and runs the subcommand.
-pub fn main() -> ExitCode {
+/// A mistake in the command line or in what it names (a bad value, a missing option, an
+/// unreadable data file): exits 64 ([`EXIT_USAGE`]). Any other error exits 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
+/// A [`UsageError`] saying `message`.
+pub fn usage(message: impl std::fmt::Display) -> anyhow::Error {
+    UsageError(message.to_string()).into()
+}
+
+/// The exit code for an error a subcommand returned: 64 for a [`UsageError`], else 1.
+pub fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.is::<UsageError>() {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The innermost cause of an error, as one line: `Connection refused (os error 111)`, not
+/// reqwest's chain, which repeats itself.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// Parses the command line and runs the subcommand. `Ok` carries the exit code of a command
+/// that has said everything itself (`serve`, `bench`, `--help`); an error is for the caller to
+/// print (`herald: {error:#}`, one line) and to map with [`exit_code`].
+pub fn run() -> anyhow::Result<ExitCode> {
     // reqwest is built without a TLS crypto provider of its own: ring serves every client.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(error) => return usage_error(&error),
+        Err(error) => return clap_error(&error),
     };
+    let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Serve(args) => serve::run(*args),
-        Command::Token(args) => token::run(&args),
-        Command::Pub(args) => publish::run(&args),
-        Command::Sub(args) => sub::run(&args),
-        Command::Bench(args) => bench::run(&args),
-        Command::Backup(args) => backup::run(&args),
+        Command::Serve(args) => Ok(serve::run(*args)),
+        Command::Token(args) => done(token::run(&args)),
+        Command::Pub(args) => done(publish::run(&args)),
+        Command::Sub(args) => done(sub::run(&args)),
+        Command::Bench(args) => Ok(bench::run(&args)),
+        Command::Backup(args) => done(backup::run(&args)),
     }
 }
 
-fn usage_error(error: &clap::Error) -> ExitCode {
+/// Help and version are printed by clap; any other parse error becomes one [`usage_line`].
+fn clap_error(error: &clap::Error) -> anyhow::Result<ExitCode> {
     use clap::error::ErrorKind;
     match error.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
             let _ = error.print();
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = error.print();
-            ExitCode::from(EXIT_USAGE)
+            Ok(ExitCode::from(EXIT_USAGE))
         }
         _ => {
             let args: Vec<String> = std::env::args().collect();
-            eprintln!(
-                "herald: {}",
-                usage_line(error, &args, |name| std::env::var(name).ok())
-            );
-            ExitCode::from(EXIT_USAGE)
+            Err(usage(usage_line(error, &args, |name| {
+                std::env::var(name).ok()
+            })))
         }
     }
 }
@@ -189,7 +223,8 @@ fn clap_reason(error: &clap::Error) -> String {
     line.strip_prefix("error: ").unwrap_or(&line).to_owned()
 }
 
-/// Prints one line and returns the usage exit code.
+/// Prints one line and returns the usage exit code (for `bench`, which still prints its own
+/// errors; the other subcommands return a [`UsageError`]).
 fn config_error(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("herald: {message}");
     ExitCode::from(EXIT_USAGE)

@@ -6,15 +6,15 @@
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::anyhow;
 use clap::Args;
 use herald_client::{PublishOptions, Publisher};
 
 use crate::auth::{Algorithm, MintClaims, mint_hmac};
 
-use super::config_error;
+use super::usage;
 
 /// Where the client subcommands look for the hub unless told otherwise.
 pub const DEFAULT_HUB: &str = "http://127.0.0.1:8088";
@@ -84,24 +84,17 @@ pub struct PubArgs {
 
 /// Publishes and prints the id. Exit 0 on success, 1 when the hub refuses or cannot be
 /// reached, 64 for bad usage.
-pub fn run(args: &PubArgs) -> ExitCode {
-    let retry = match args.retry.as_deref().map(parse_millis).transpose() {
-        Ok(retry) => retry,
-        Err(error) => return config_error(format!("invalid --retry: {error}")),
-    };
-    let data = match read_data(args) {
-        Ok(data) => data,
-        Err(error) => return config_error(error),
-    };
+pub fn run(args: &PubArgs) -> anyhow::Result<()> {
+    let retry = args
+        .retry
+        .as_deref()
+        .map(parse_millis)
+        .transpose()
+        .map_err(|error| usage(format!("invalid --retry: {error}")))?;
+    let data = read_data(args)?;
     let topics: Vec<&str> = args.topics.iter().map(String::as_str).collect();
-    let token = match args.auth.resolve(&["*"], &[]) {
-        Ok(token) => token,
-        Err(error) => return config_error(error),
-    };
-    let mut publisher = match Publisher::new(&args.hub) {
-        Ok(publisher) => publisher,
-        Err(error) => return config_error(error),
-    };
+    let token = args.auth.resolve(&["*"], &[]).map_err(usage)?;
+    let mut publisher = Publisher::new(&args.hub).map_err(usage)?;
     if let Some(token) = token {
         publisher = publisher.with_token(token);
     }
@@ -109,35 +102,35 @@ pub fn run(args: &PubArgs) -> ExitCode {
     options.id = args.id.clone();
     options.event_type = args.event_type.clone();
     options.retry = retry;
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(publisher.publish(&topics, &data, &options)) {
-        Ok(id) => {
-            println!("{id}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
+    let id = runtime()?
+        .block_on(publisher.publish(&topics, &data, &options))
+        .map_err(|error| {
             let hint = match error.status() {
                 Some(401) if args.auth.token.is_none() && args.auth.key.is_none() => {
                     " (give --token or --key, or set HERALD_TOKEN or HERALD_KEY)"
                 }
                 _ => "",
             };
-            eprintln!("herald: publish failed: {error}{hint}");
-            ExitCode::FAILURE
-        }
-    }
+            anyhow!("publish failed: {error}{hint}")
+        })?;
+    println!("{id}");
+    Ok(())
 }
 
 /// `--data`, else `--data-file`, else stdin; one trailing line ending dropped from the last two.
-fn read_data(args: &PubArgs) -> Result<String, String> {
+fn read_data(args: &PubArgs) -> anyhow::Result<String> {
     if let Some(data) = &args.data {
         return Ok(data.clone());
     }
     let mut text = match &args.data_file {
-        Some(path) if path.as_os_str() != "-" => std::fs::read_to_string(path)
-            .map_err(|error| format!("cannot read --data-file {}: {error}", path.display()))?,
+        Some(path) if path.as_os_str() != "-" => {
+            std::fs::read_to_string(path).map_err(|error| {
+                usage(format!(
+                    "cannot read --data-file {}: {error}",
+                    path.display()
+                ))
+            })?
+        }
         _ => {
             let mut stdin = std::io::stdin();
             if stdin.is_terminal() {
@@ -146,7 +139,7 @@ fn read_data(args: &PubArgs) -> Result<String, String> {
             let mut text = String::new();
             stdin
                 .read_to_string(&mut text)
-                .map_err(|error| format!("cannot read the data from stdin: {error}"))?;
+                .map_err(|error| usage(format!("cannot read the data from stdin: {error}")))?;
             text
         }
     };
@@ -160,25 +153,19 @@ fn read_data(args: &PubArgs) -> Result<String, String> {
 }
 
 /// Milliseconds (`5000`) or a human duration (`5s`).
-pub fn parse_millis(text: &str) -> Result<Duration, String> {
+pub fn parse_millis(text: &str) -> Result<Duration, humantime::DurationError> {
     match text.parse::<u64>() {
         Ok(millis) => Ok(Duration::from_millis(millis)),
-        Err(_) => humantime::parse_duration(text).map_err(|error| error.to_string()),
+        Err(_) => humantime::parse_duration(text),
     }
 }
 
-/// A runtime for one client command; prints why when it cannot start.
-pub fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_current_thread()
+/// A runtime for one client command.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => Some(runtime),
-        Err(error) => {
-            eprintln!("herald: cannot start the runtime: {error}");
-            None
-        }
-    }
+        .map_err(|error| anyhow!("cannot start the runtime: {error}"))
 }
 
 #[cfg(test)]

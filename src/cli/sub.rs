@@ -4,15 +4,15 @@
 //! the client's job; this file only turns flags into a builder and events into lines.
 
 use std::io::Write;
-use std::process::ExitCode;
 
+use anyhow::{anyhow, bail};
 use clap::Args;
 use futures_util::StreamExt;
 use herald_client::{ClientError, Event, Subscriber};
 use serde::Serialize;
 
-use super::config_error;
 use super::publish::{DEFAULT_HUB, PublisherAuth, runtime};
+use super::{root_cause, usage};
 
 /// Longest line printed about a reconnection.
 const MAX_RETRY_LINE: usize = 159;
@@ -81,7 +81,7 @@ impl SubscriberAuth {
         &self,
         topics: &[String],
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<String>, String> {
+    ) -> anyhow::Result<Option<String>> {
         let from_env = |name: &str| env(name).filter(|value| !value.is_empty());
         let token = self.token.clone().filter(|token| !token.is_empty());
         let token = match (token, from_env(SUBSCRIBER_TOKEN_VARIABLE)) {
@@ -100,7 +100,7 @@ impl SubscriberAuth {
             token: None,
             key: self.key.clone(),
         };
-        minting.resolve(&[], &topics)
+        minting.resolve(&[], &topics).map_err(usage)
     }
 }
 
@@ -118,16 +118,13 @@ struct JsonEvent<'a> {
 /// Subscribes until `--count`, `--timeout`, or a refusal. Exit 0 on a normal stop (count,
 /// timeout once connected, or the hub ending the stream with 204); 1 on 400, 401, 403 or 404
 /// (not retried) and at `--timeout` when the hub was never reached; 64 for bad usage.
-pub fn run(args: &SubArgs) -> ExitCode {
-    let timeout = match args
+pub fn run(args: &SubArgs) -> anyhow::Result<()> {
+    let timeout = args
         .timeout
         .as_deref()
         .map(humantime::parse_duration)
         .transpose()
-    {
-        Ok(timeout) => timeout,
-        Err(error) => return config_error(format!("invalid --timeout: {error}")),
-    };
+        .map_err(|error| usage(format!("invalid --timeout: {error}")))?;
     let mut builder = Subscriber::builder(args.hub.clone())
         .topics(args.topics.iter().cloned())
         .report_reconnects(true);
@@ -137,13 +134,9 @@ pub fn run(args: &SubArgs) -> ExitCode {
     for pattern in &args.match_urlpatterns {
         builder = builder.match_urlpattern(pattern.clone());
     }
-    let token = match args
+    let token = args
         .auth
-        .resolve(&args.topics, |name| std::env::var(name).ok())
-    {
-        Ok(token) => token,
-        Err(error) => return config_error(error),
-    };
+        .resolve(&args.topics, |name| std::env::var(name).ok())?;
     let has_credentials = token.is_some();
     if let Some(token) = token {
         builder = builder.token(token);
@@ -153,36 +146,29 @@ pub fn run(args: &SubArgs) -> ExitCode {
     }
     for header in &args.headers {
         let Some((name, value)) = header.split_once(':') else {
-            return config_error(format!("invalid --header {header:?}: use 'Name: value'"));
+            return Err(usage(format!(
+                "invalid --header {header:?}: use 'Name: value'"
+            )));
         };
         builder = builder.header(name.trim(), value.trim());
     }
-    let mut subscriber = match builder.build() {
-        Ok(subscriber) => subscriber,
-        Err(error) => return config_error(error),
-    };
+    let mut subscriber = builder.build().map_err(usage)?;
     // The topic of every event is known only when there is one exact topic.
     let topic = match (args.topics.as_slice(), args.matches.as_slice()) {
         ([only], []) if !only.contains(['{', '*']) => Some(only.as_str()),
         ([], [only]) if args.match_urlpatterns.is_empty() && only != "*" => Some(only.as_str()),
         _ => None,
     };
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    runtime.block_on(async {
+    runtime()?.block_on(async {
         let receive = receive(&mut subscriber, args, topic, has_credentials);
         match timeout {
             Some(limit) => match tokio::time::timeout(limit, receive).await {
-                Ok(code) => code,
-                Err(_) if subscriber.has_connected() => ExitCode::SUCCESS,
-                Err(_) => {
-                    eprintln!(
-                        "herald: no subscription within --timeout {}: the hub never accepted a connection",
-                        args.timeout.as_deref().unwrap_or_default()
-                    );
-                    ExitCode::FAILURE
-                }
+                Ok(result) => result,
+                Err(_) if subscriber.has_connected() => Ok(()),
+                Err(_) => Err(anyhow!(
+                    "no subscription within --timeout {}: the hub never accepted a connection",
+                    args.timeout.as_deref().unwrap_or_default()
+                )),
             },
             None => receive.await,
         }
@@ -194,11 +180,11 @@ async fn receive(
     args: &SubArgs,
     topic: Option<&str>,
     has_credentials: bool,
-) -> ExitCode {
+) -> anyhow::Result<()> {
     let mut attempts = 0u32;
     let mut received = 0u64;
     if args.count == Some(0) {
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
     while let Some(item) = subscriber.next().await {
         match item {
@@ -206,22 +192,21 @@ async fn receive(
                 attempts = 0;
                 if print(&event, args.json, topic).is_err() {
                     // stdout is gone (a closed pipe): nothing more to do.
-                    return ExitCode::SUCCESS;
+                    return Ok(());
                 }
                 received += 1;
                 if args.count.is_some_and(|count| received >= count) {
-                    return ExitCode::SUCCESS;
+                    return Ok(());
                 }
             }
             Err(ClientError::Ended) => {
                 if !args.quiet {
                     eprintln!("herald: the hub ended the subscription (204 No Content)");
                 }
-                return ExitCode::SUCCESS;
+                return Ok(());
             }
             Err(error) if error.is_fatal() || matches!(error.status(), Some(400 | 404)) => {
-                eprintln!("herald: {error}{}", hint(&error, has_credentials));
-                return ExitCode::FAILURE;
+                bail!("{error}{}", hint(&error, has_credentials));
             }
             Err(error) => {
                 attempts = attempts.saturating_add(1);
@@ -231,7 +216,7 @@ async fn receive(
             }
         }
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
 /// What to do about a final refusal, said after it on the same line.
@@ -264,15 +249,6 @@ fn retry_line(error: &ClientError, attempt: u32) -> String {
     let mut short: String = line.chars().take(MAX_RETRY_LINE - 1).collect();
     short.push('…');
     short
-}
-
-/// The innermost cause of an error: `Connection refused (os error 111)`, not reqwest's chain.
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
 }
 
 fn print(event: &Event, json: bool, topic: Option<&str>) -> std::io::Result<()> {

@@ -1,15 +1,13 @@
 //! `herald token`: mint a JWT for development and tests: a 0.x token (the `mercure` claim), or
 //! with `--issuer` and `--audience` a Mercure 1.0 access token (`typ: at+jwt`).
 
-use std::process::ExitCode;
-
 use clap::Args;
 
 use crate::auth::{
     Algorithm, MintAccessClaims, MintClaims, mint_access_token, mint_admin, mint_hmac,
 };
 
-use super::config_error;
+use super::usage;
 
 /// `herald token` options.
 #[derive(Debug, Args)]
@@ -53,36 +51,30 @@ pub struct TokenArgs {
 }
 
 /// Prints the token.
-pub fn run(args: &TokenArgs) -> ExitCode {
-    let algorithm = match args.algorithm.parse::<Algorithm>() {
-        Ok(algorithm) => algorithm,
-        Err(error) => return config_error(format!("invalid --algorithm: {error}")),
-    };
-    let ttl = match args
+pub fn run(args: &TokenArgs) -> anyhow::Result<()> {
+    let algorithm = args
+        .algorithm
+        .parse::<Algorithm>()
+        .map_err(|error| usage(format!("invalid --algorithm: {error}")))?;
+    let ttl = args
         .ttl
         .as_deref()
         .map(humantime::parse_duration)
         .transpose()
-    {
-        Ok(ttl) => ttl,
-        Err(error) => return config_error(format!("invalid --ttl: {error}")),
-    };
-    let payload = match args
+        .map_err(|error| usage(format!("invalid --ttl: {error}")))?;
+    let payload = args
         .payload
         .as_deref()
         .map(serde_json::from_str)
         .transpose()
-    {
-        Ok(payload) => payload,
-        Err(error) => return config_error(format!("invalid --payload JSON: {error}")),
-    };
-    if args.admin {
-        return print(mint_admin(args.key.as_bytes(), algorithm, ttl));
-    }
-    if args.publish.is_empty() && args.subscribe.is_empty() {
-        return config_error("give at least one --publish or --subscribe selector, or --admin");
-    }
-    if let (Some(issuer), Some(audience)) = (&args.issuer, &args.audience) {
+        .map_err(|error| usage(format!("invalid --payload JSON: {error}")))?;
+    let token = if args.admin {
+        mint_admin(args.key.as_bytes(), algorithm, ttl).map_err(usage)?
+    } else if args.publish.is_empty() && args.subscribe.is_empty() {
+        return Err(usage(
+            "give at least one --publish or --subscribe selector, or --admin",
+        ));
+    } else if let (Some(issuer), Some(audience)) = (&args.issuer, &args.audience) {
         let claims = MintAccessClaims {
             issuer: issuer.clone(),
             audience: audience.clone(),
@@ -94,29 +86,16 @@ pub fn run(args: &TokenArgs) -> ExitCode {
             // Access tokens must expire.
             ttl: ttl.unwrap_or(std::time::Duration::from_secs(3600)),
         };
-        return match mint_access_token(args.key.as_bytes(), algorithm, &claims) {
-            Ok(token) => {
-                println!("{token}");
-                ExitCode::SUCCESS
-            }
-            Err(error) => config_error(error),
+        mint_access_token(args.key.as_bytes(), algorithm, &claims).map_err(usage)?
+    } else {
+        let claims = MintClaims {
+            publish: args.publish.clone(),
+            subscribe: args.subscribe.clone(),
+            payload,
+            ttl,
         };
-    }
-    let claims = MintClaims {
-        publish: args.publish.clone(),
-        subscribe: args.subscribe.clone(),
-        payload,
-        ttl,
+        mint_hmac(args.key.as_bytes(), algorithm, &claims).map_err(usage)?
     };
-    print(mint_hmac(args.key.as_bytes(), algorithm, &claims))
-}
-
-fn print(minted: Result<String, crate::auth::KeyError>) -> ExitCode {
-    match minted {
-        Ok(token) => {
-            println!("{token}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => config_error(error),
-    }
+    println!("{token}");
+    Ok(())
 }

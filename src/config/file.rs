@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use super::{ConfigError, ServeArgs};
+use crate::serde_util::OneOrMany;
 
 /// `args` with every option it leaves unset taken from the file at `path`.
 pub fn layer(args: ServeArgs, path: &Path) -> Result<ServeArgs, ConfigError> {
@@ -80,16 +81,7 @@ fn one_line(text: &str) -> String {
 
 /// A list option: one string (`cors-origin = "https://a.example"`) or an array of them.
 pub fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(deserializer)? {
-        OneOrMany::One(one) => vec![one],
-        OneOrMany::Many(many) => many,
-    })
+    Ok(OneOrMany::deserialize(deserializer)?.into())
 }
 
 /// A size option: bytes (`max-body = 65536`) or text with a unit (`max-body = "64KiB"`), kept

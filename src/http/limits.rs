@@ -296,7 +296,7 @@ impl Drop for Permit {
 
 /// The address a connection counts against: IPv4 as is, IPv6 by its /64 network (one host
 /// usually owns a whole /64), IPv4-mapped IPv6 as IPv4.
-fn address_key(ip: IpAddr) -> IpAddr {
+pub(super) fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -404,7 +404,7 @@ super::rewind::forward_async_write!(FirstRequestDeadline);
 // Publish rate
 
 /// Token buckets, one per publisher (the token's `sub`, or the token itself): `burst` publishes
-/// at once, refilled at the configured rate. At most [`MAX_BUCKETS`] are kept; past that, full
+/// at once, refilled at the configured rate. At most `MAX_BUCKETS` are kept; past that, full
 /// buckets are forgotten first (forgetting a full bucket changes nothing), then the least
 /// recently used.
 pub struct RateLimiter {

@@ -10,25 +10,25 @@
 //! a hash of the file; a URL carrying the hub's version (`?v=VERSION`) is cached for a year.
 //!
 //! `POST /chat/send` (form or JSON `{"name", "message"}`) publishes a chat message to topic
-//! `chat` through the writer, like any publisher. Senders need no token with `--demo`; without
-//! it they need a publisher token covering `chat` in the `Authorization` header or the
-//! `authorization` query parameter (the cookie is not accepted here, so a page on another site
-//! cannot post in a visitor's name).
+//! `chat` through the publish pipeline (`publish::run`), like any publisher: the same limits,
+//! checks and publish rate. Senders need no token with `--demo` (each client address then has
+//! its own rate-limit bucket); without it they need a publisher token covering `chat` in the
+//! `Authorization` header or the `authorization` query parameter (the cookie is not accepted
+//! here, so a page on another site cannot post in a visitor's name).
 
-use http::{HeaderMap, HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Request, Response, header, request};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::AppState;
 use super::body::ResponseBody;
 use super::problem::ApiError;
-use super::publish::{media_type, read_body};
-use super::query;
+use super::publish::{self, BodyFormat, Publisher};
 use super::router::ok;
-use crate::auth::{AuthError, TokenSource, extract_token};
+use super::{AppState, Peer, limits, query};
+use crate::auth::{AuthError, Claims, TokenSource, extract_token};
 use crate::demo::{CHAT_TOPIC, chat_draft};
 use crate::topic::SelectorSet;
-use crate::update::{Update, now_ms};
+use crate::update::{Draft, now_ms};
 
 const INDEX: &str = include_str!("../../assets/index.html");
 const CHAT: &str = include_str!("../../assets/chat.html");
@@ -185,20 +185,27 @@ struct ChatJson {
     message: Option<String>,
 }
 
-/// `POST /chat/send`: publishes one chat message to topic `chat`; answers `{"id": …}`.
+/// `POST /chat/send`: publishes one chat message to topic `chat` through the publish pipeline
+/// (so the publish rate limit applies, per token or, for anonymous senders, per address);
+/// answers `{"id": …}`.
 pub async fn chat_send(
     state: &AppState,
     request: Request<Incoming>,
+    peer: Peer,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    if state.hub.is_closing() {
-        return Err(ApiError::Unavailable("the hub is shutting down".into()));
-    }
-    let (parts, body) = request.into_parts();
-    authorize_chat_sender(state, &parts.headers, parts.uri.query())?;
-    let bytes = read_body(body, &parts.headers, CHAT_MAX_BODY).await?;
-    let (name, message) = match media_type(&parts.headers).as_deref() {
-        Some("application/json") => {
-            let chat: ChatJson = serde_json::from_slice(&bytes).map_err(|error| {
+    let authenticate = |state: &AppState, parts: &request::Parts| {
+        chat_sender(state, &parts.headers, parts.uri.query(), peer)
+    };
+    let stored = publish::run(state, request, CHAT_MAX_BODY, authenticate, decode_chat).await?;
+    let body = serde_json::json!({ "id": stored.id });
+    Ok(ok("application/json", body.to_string()))
+}
+
+/// A chat message, form or JSON `{"name", "message"}`, as the update it publishes.
+fn decode_chat(content_type: Option<&str>, bytes: &[u8]) -> Result<Draft, ApiError> {
+    let (name, message) = match publish::body_format(content_type)? {
+        BodyFormat::Json => {
+            let chat: ChatJson = serde_json::from_slice(bytes).map_err(|error| {
                 ApiError::BadRequest(format!("invalid JSON chat message: {error}"))
             })?;
             (
@@ -206,49 +213,56 @@ pub async fn chat_send(
                 chat.message.unwrap_or_default(),
             )
         }
-        None | Some("application/x-www-form-urlencoded") => {
-            let pairs = query::pairs(&bytes);
+        BodyFormat::Form => {
+            let pairs = query::pairs(bytes);
             (
                 query::first(&pairs, "name").unwrap_or("").to_owned(),
                 query::first(&pairs, "message").unwrap_or("").to_owned(),
             )
         }
-        Some(other) => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "send application/x-www-form-urlencoded or application/json, not {other}"
-            )));
-        }
     };
-    let draft = chat_draft(&name, &message, now_ms())
-        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    let stored = state.writer.submit(Update::from_draft(draft)?).await?;
-    let body = serde_json::json!({ "id": stored.id });
-    Ok(ok("application/json", body.to_string()))
+    chat_draft(&name, &message, now_ms()).map_err(|error| ApiError::BadRequest(error.to_string()))
 }
 
-/// With `--demo` anyone may chat; otherwise the sender needs a publisher token that covers
-/// `chat`. A token that is sent is always verified; the cookie is ignored (CSRF).
-fn authorize_chat_sender(
+/// With `--demo` anyone may chat (anonymous senders share a rate-limit bucket per address);
+/// otherwise the sender needs a publisher token that covers `chat`. A token that is sent is
+/// always verified; the cookie is ignored (CSRF).
+fn chat_sender(
     state: &AppState,
     headers: &HeaderMap,
     raw_query: Option<&str>,
-) -> Result<(), ApiError> {
+    peer: Peer,
+) -> Result<Publisher, ApiError> {
     let token = extract_token(headers, raw_query)
         .filter(|(_, source)| *source != TokenSource::Cookie)
         .map(|(token, _)| token);
     match token {
         Some(token) => {
             let claims = state.auth.verify_publisher(&token)?;
-            let allowed = claims.publish.map(SelectorSet::parse).unwrap_or_default();
-            if allowed.matches(CHAT_TOPIC) {
-                Ok(())
-            } else {
-                Err(ApiError::Forbidden(format!(
+            let allowed = claims
+                .publish
+                .as_ref()
+                .map(SelectorSet::parse)
+                .unwrap_or_default();
+            if !allowed.matches(CHAT_TOPIC) {
+                return Err(ApiError::Forbidden(format!(
                     "the token's mercure.publish claim does not cover topic {CHAT_TOPIC}"
-                )))
+                )));
             }
+            Ok(Publisher {
+                rate_key: publish::rate_key(&claims, &token),
+                claims,
+                v1: None,
+            })
         }
-        None if state.config.demo => Ok(()),
+        None if state.config.demo => Ok(Publisher {
+            rate_key: format!("address:{}", limits::address_key(peer.ip())),
+            claims: Claims {
+                publish: Some(vec![CHAT_TOPIC.to_owned()]),
+                ..Claims::default()
+            },
+            v1: None,
+        }),
         None => Err(AuthError::Missing.into()),
     }
 }

@@ -1,11 +1,15 @@
-//! `POST /.well-known/mercure` (form) and `POST /publish` (form or JSON): publish one update.
+//! `POST /.well-known/mercure` (form) and `POST /publish` (form or JSON): publish one update;
+//! and the publish pipeline (`run`) that every publishing endpoint goes through, the chat's
+//! `POST /chat/send` included.
 //!
-//! Token first (401/403 before any body is read), then the size-limited body, then validation,
-//! then the writer: the publisher is answered with the id only once the update is committed and
-//! fanned out.
+//! Token first (401/403 before any body is read), then the publish rate, then the size-limited
+//! body, then validation, then the writer: the publisher is answered with the id only once the
+//! update is committed and fanned out.
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, Uri, header};
+use std::sync::Arc;
+
+use http::{HeaderMap, Request, Response, Uri, header, request};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -19,6 +23,7 @@ use super::problem::{ApiError, BearerError};
 use super::query;
 use super::router::ok;
 use crate::auth::{AuthError, Claims, KeyRole, TokenSource, extract_token_with, is_access_token};
+use crate::serde_util::OneOrMany;
 use crate::topic::SelectorSet;
 use crate::update::{Draft, Update};
 
@@ -27,23 +32,75 @@ pub async fn publish(
     state: &AppState,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let stored = run(
+        state,
+        request,
+        state.config.max_body,
+        publisher,
+        decode_publish,
+    )
+    .await?;
+    Ok(ok("text/plain; charset=utf-8", stored.id.clone()))
+}
+
+/// Who publishes, as the pipeline sees it once the token is verified.
+pub(super) struct Publisher {
+    /// The bucket of the publish rate limit this publisher draws from ([`rate_key`]).
+    pub rate_key: String,
+    /// What the publisher may publish: `mercure.publish` (or a 1.0 token's grants).
+    pub claims: Claims,
+    /// With a Mercure 1.0 access token, the hub's URL its grants resolve against (refusals are
+    /// then RFC 6750).
+    pub v1: Option<Url>,
+}
+
+/// The bucket of the publish rate limit for a verified token: its subject, or the token itself.
+pub(super) fn rate_key(claims: &Claims, token: &str) -> String {
+    match &claims.subject {
+        Some(subject) => format!("sub:{subject}"),
+        None => format!("token:{token}"),
+    }
+}
+
+/// The publish pipeline, shared by every endpoint that publishes (`POST /.well-known/mercure`,
+/// `POST /publish`, `POST /chat/send`), so each limit and check is applied in one place and in
+/// one order: 503 while the hub closes; the publisher (`authenticate`: 401/403 before any body
+/// is read); the publish rate (a limited publisher costs no body read); the body, at most
+/// `max_body` bytes; `decode` (by media type, without parameters); then the update's topics,
+/// lengths and the publisher's grants; then the writer. Returns the update once it is committed
+/// and fanned out.
+pub(super) async fn run(
+    state: &AppState,
+    request: Request<Incoming>,
+    max_body: usize,
+    authenticate: impl FnOnce(&AppState, &request::Parts) -> Result<Publisher, ApiError>,
+    decode: impl FnOnce(Option<&str>, &[u8]) -> Result<Draft, ApiError>,
+) -> Result<Arc<Update>, ApiError> {
     if state.hub.is_closing() {
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
     }
     let (parts, body) = request.into_parts();
-    let (claims, token, v1) = publisher_claims(state, &parts.headers, &parts.uri)?;
-    // Counted per publisher before the body is read: a limited publisher costs no body read.
-    let key = match &claims.subject {
-        Some(subject) => format!("sub:{subject}"),
-        None => format!("token:{token}"),
-    };
-    state.limits.check_publish(&key)?;
-    let bytes = read_body(body, &parts.headers, state.config.max_body).await?;
-    let draft = decode_publish(media_type(&parts.headers).as_deref(), &bytes)?;
-    let allowed = match &v1 {
-        Some(hub) => mercure1::publish_access(&claims, hub)
+    let publisher = authenticate(state, &parts)?;
+    state.limits.check_publish(&publisher.rate_key)?;
+    let bytes = read_body(body, &parts.headers, max_body).await?;
+    let draft = decode(media_type(&parts.headers).as_deref(), &bytes)?;
+    check_draft(state, &publisher, &draft)?;
+    let update = Update::from_draft(draft)?;
+    Ok(state.writer.submit(update).await?)
+}
+
+/// A decoded update: at least one topic, within the length limits, and every topic covered by
+/// the publisher's grants.
+fn check_draft(state: &AppState, publisher: &Publisher, draft: &Draft) -> Result<(), ApiError> {
+    let allowed = match &publisher.v1 {
+        Some(hub) => mercure1::publish_access(&publisher.claims, hub)
             .map_err(|error| mercure1::token_error(hub, error))?,
-        None => claims.publish.map(SelectorSet::parse).unwrap_or_default(),
+        None => publisher
+            .claims
+            .publish
+            .as_ref()
+            .map(SelectorSet::parse)
+            .unwrap_or_default(),
     };
     if draft.topics.is_empty() {
         return Err(ApiError::BadRequest(
@@ -51,9 +108,9 @@ pub async fn publish(
         ));
     }
     state.limits.check_topic_lengths(&draft.topics)?;
-    state.limits.check_event_fields(&draft)?;
-    if let Some(hub) = &v1 {
-        mercure1::check_publish(&draft, hub)?;
+    state.limits.check_event_fields(draft)?;
+    if let Some(hub) = &publisher.v1 {
+        mercure1::check_publish(draft, hub)?;
         if !allowed.matches_all(&draft.topics) {
             return Err(mercure1::bearer(
                 hub,
@@ -67,9 +124,17 @@ pub async fn publish(
             "the token's mercure.publish claim does not cover every topic of this update".into(),
         ));
     }
-    let update = Update::from_draft(draft)?;
-    let stored = state.writer.submit(update).await?;
-    Ok(ok("text/plain; charset=utf-8", stored.id.clone()))
+    Ok(())
+}
+
+/// The publisher of `POST /.well-known/mercure` and `POST /publish`.
+fn publisher(state: &AppState, parts: &request::Parts) -> Result<Publisher, ApiError> {
+    let (claims, token, v1) = publisher_claims(state, &parts.headers, &parts.uri)?;
+    Ok(Publisher {
+        rate_key: rate_key(&claims, &token),
+        claims,
+        v1,
+    })
 }
 
 /// Verifies the publisher's token. A token from the cookie also needs an allowed `Origin` or
@@ -161,9 +226,26 @@ pub(super) async fn read_body(
 /// Decodes a publish body by its media type (`content_type` without parameters, lower case;
 /// `None` means a form): the Mercure form, or JSON. Pure, for the fuzzer and for tests.
 pub fn decode_publish(content_type: Option<&str>, body: &[u8]) -> Result<Draft, ApiError> {
+    match body_format(content_type)? {
+        BodyFormat::Json => parse_json(body),
+        BodyFormat::Form => parse_form(body),
+    }
+}
+
+/// The formats a publishing endpoint reads.
+pub(super) enum BodyFormat {
+    /// `application/x-www-form-urlencoded`, also assumed without a `Content-Type`.
+    Form,
+    /// `application/json`.
+    Json,
+}
+
+/// The format of a publish body by its media type (without parameters, lower case; `None`
+/// means a form): 415 for any other.
+pub(super) fn body_format(content_type: Option<&str>) -> Result<BodyFormat, ApiError> {
     match content_type {
-        Some("application/json") => parse_json(body),
-        None | Some("application/x-www-form-urlencoded") => parse_form(body),
+        Some("application/json") => Ok(BodyFormat::Json),
+        None | Some("application/x-www-form-urlencoded") => Ok(BodyFormat::Form),
         Some(other) => Err(ApiError::UnsupportedMediaType(format!(
             "send application/x-www-form-urlencoded or application/json, not {other}"
         ))),
@@ -211,13 +293,6 @@ struct JsonUpdate {
     private: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
 /// `{"topic": "t" | [..], "data": string | any JSON, "id", "type", "retry", "private"}`.
 fn parse_json(body: &[u8]) -> Result<Draft, ApiError> {
     let update: JsonUpdate = serde_json::from_slice(body)
@@ -242,10 +317,7 @@ fn parse_json(body: &[u8]) -> Result<Draft, ApiError> {
         }
     };
     Ok(Draft {
-        topics: match update.topic {
-            OneOrMany::One(topic) => vec![topic],
-            OneOrMany::Many(topics) => topics,
-        },
+        topics: update.topic.into(),
         data,
         id: update.id,
         event_type: update.event_type,

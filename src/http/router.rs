@@ -24,7 +24,7 @@ pub async fn route(
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let result = dispatch(state, request, &method, &path).await;
+    let result = dispatch(state, request, peer, &method, &path).await;
     respond(state, &request_headers, result, peer, &method, &path)
 }
 
@@ -75,6 +75,7 @@ fn respond(
 async fn dispatch(
     state: &AppState,
     request: Request<Incoming>,
+    peer: Peer,
     method: &Method,
     path: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
@@ -92,7 +93,7 @@ async fn dispatch(
         }),
         ("/events", _) => Err(ApiError::MethodNotAllowed { allowed: "GET" }),
         ("/publish", _) => Err(ApiError::MethodNotAllowed { allowed: "POST" }),
-        ("/chat/send", &Method::POST) => pages::chat_send(state, request).await,
+        ("/chat/send", &Method::POST) => pages::chat_send(state, request, peer).await,
         ("/topics", &Method::GET) => topics::list(state, &request).await,
         (backup::PATH, &Method::POST) => backup::backup(state, &request).await,
         (backup::PATH, _) => Err(ApiError::MethodNotAllowed { allowed: "POST" }),

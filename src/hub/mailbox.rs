@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn heartbeats_only_go_to_quiet_mailboxes() {
         let mailbox = Mailbox::new(4);
-        let beat = Bytes::from_static(b":\n\n");
+        let beat = Bytes::from_static(herald_sse::EMPTY_COMMENT);
         mailbox.push_idle_comment(&beat);
         mailbox.push_idle_comment(&beat);
         assert_eq!(mailbox.len(), 1);

@@ -90,15 +90,16 @@ pub const FILE_NAME: &str = "herald.redb";
 /// The table layout this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
 
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
-const TOPICS: TableDefinition<&str, (u64, &str)> = TableDefinition::new("topics");
-const TOPICS_PUBLIC: TableDefinition<&str, (u64, &str)> = TableDefinition::new("topics_public");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("log");
+const IDS: TableDefinition<'static, &str, u64> = TableDefinition::new("ids");
+const TOPICS: TableDefinition<'static, &str, (u64, &str)> = TableDefinition::new("topics");
+const TOPICS_PUBLIC: TableDefinition<'static, &str, (u64, &str)> =
+    TableDefinition::new("topics_public");
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
 /// With `--history-per-topic`: `(topic, seq)` of every kept update, per distinct topic.
-const TOPIC_SEQS: TableDefinition<(&str, u64), ()> = TableDefinition::new("topic_seqs");
+const TOPIC_SEQS: TableDefinition<'static, (&str, u64), ()> = TableDefinition::new("topic_seqs");
 /// With `--history-per-topic`: the kept seqs no topic protects (trimmed first, oldest first).
-const UNPROTECTED: TableDefinition<u64, ()> = TableDefinition::new("unprotected");
+const UNPROTECTED: TableDefinition<'static, u64, ()> = TableDefinition::new("unprotected");
 
 const META_SCHEMA: &str = "schema";
 const META_LAST_SEQ: &str = "last_seq";
@@ -688,8 +689,8 @@ impl Counts {
 
     fn write(
         self,
-        all: &mut Table<&str, (u64, &str)>,
-        public: &mut Table<&str, (u64, &str)>,
+        all: &mut Table<'_, &str, (u64, &str)>,
+        public: &mut Table<'_, &str, (u64, &str)>,
     ) -> Result<(), StoreError> {
         self.all.write(all)?;
         self.public.write(public)
@@ -699,7 +700,7 @@ impl Counts {
 impl Tallies {
     fn get(
         &mut self,
-        table: &Table<&str, (u64, &str)>,
+        table: &Table<'_, &str, (u64, &str)>,
         topic: &str,
     ) -> Result<&mut Tally, StoreError> {
         if !self.touched.contains_key(topic) {
@@ -723,7 +724,7 @@ impl Tallies {
             .ok_or_else(|| StoreError::Backend("topic tally vanished".into()))
     }
 
-    fn write(self, table: &mut Table<&str, (u64, &str)>) -> Result<(), StoreError> {
+    fn write(self, table: &mut Table<'_, &str, (u64, &str)>) -> Result<(), StoreError> {
         for (topic, tally) in self.touched {
             if tally.events == 0 {
                 table.remove(topic.as_str()).map_err(backend)?;
@@ -842,7 +843,7 @@ impl Protection<'_> {
     }
 
     /// Is the kept update at `seq` among the newest `per_topic` kept of one of its topics?
-    fn protected(&self, log: &Table<u64, &[u8]>, seq: u64) -> Result<bool, StoreError> {
+    fn protected(&self, log: &Table<'_, u64, &[u8]>, seq: u64) -> Result<bool, StoreError> {
         let Some(value) = log.get(seq).map_err(backend)? else {
             return Ok(false);
         };
@@ -866,7 +867,7 @@ impl Protection<'_> {
     /// topic protects it any more.
     fn push<T: AsRef<str> + PartialEq>(
         &mut self,
-        log: &Table<u64, &[u8]>,
+        log: &Table<'_, u64, &[u8]>,
         seq: u64,
         topics: &[T],
     ) -> Result<(), StoreError> {
@@ -910,8 +911,8 @@ impl Protection<'_> {
 /// max_events`, the oldest. `seqs`: the newest seq assigned, and the highest trimmed (raised
 /// here).
 fn trim(
-    log: &mut Table<u64, &[u8]>,
-    ids: &mut Table<&str, u64>,
+    log: &mut Table<'_, u64, &[u8]>,
+    ids: &mut Table<'_, &str, u64>,
     tables: TallyTables<'_, '_>,
     counts: &mut Counts,
     retention: Retention,
@@ -987,7 +988,7 @@ pub struct Summary {
 fn copy_table<K: Key + 'static, V: Value + 'static>(
     read: &ReadTransaction,
     write: &WriteTransaction,
-    table: TableDefinition<K, V>,
+    table: TableDefinition<'_, K, V>,
 ) -> Result<u64, ::redb::Error> {
     let source = read.open_table(table)?;
     let mut target = write.open_table(table)?;

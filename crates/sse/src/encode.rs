@@ -48,12 +48,28 @@ pub fn encode_event(out: &mut Vec<u8>, fields: &EventFields<'_>) {
     if let Some(millis) = fields.retry {
         push_retry_line(out, millis);
     }
-    for_each_line(fields.data, |line| {
-        out.extend_from_slice(b"data: ");
+    encode_field_lines(out, "data", fields.data);
+    out.push(b'\n');
+}
+
+/// Appends a field whose value may span lines, the way `data:` is written: `value` is split on
+/// CRLF, LF and CR into one `name: line` each (a client joins them with LF), and an empty
+/// `value` still yields one `name:` line. For extension fields (standard parsers ignore
+/// unknown field names), e.g. Herald's `topic:`. No blank line follows: this is part of an
+/// event, not a whole one.
+///
+/// `name` must be a field name: no `:`, CR, LF or NUL (a fixed name in the caller's code).
+pub fn encode_field_lines(out: &mut Vec<u8>, name: &str, value: &str) {
+    debug_assert!(
+        !name.bytes().any(|b| b == b':' || is_forbidden_in_field(b)),
+        "not a field name: {name:?}"
+    );
+    for_each_line(value, |line| {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
         out.extend_from_slice(line.as_bytes());
         out.push(b'\n');
     });
-    out.push(b'\n');
 }
 
 /// Exact number of bytes [`encode_event`] appends for `fields`, so callers can
@@ -279,6 +295,29 @@ mod tests {
             };
             event(fields); // checks encoded_len
         }
+    }
+
+    #[test]
+    fn field_lines_split_like_data() {
+        let lines = |value: &str| {
+            let mut out = Vec::new();
+            encode_field_lines(&mut out, "topic", value);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(lines("https://x/1"), "topic: https://x/1\n");
+        assert_eq!(lines(""), "topic: \n");
+        assert_eq!(
+            lines("a\r\nb\rc\nd"),
+            "topic: a\ntopic: b\ntopic: c\ntopic: d\n"
+        );
+        assert_eq!(lines("a\n"), "topic: a\ntopic: \n");
+        // The same lines as `data:` in an event.
+        let mut event = Vec::new();
+        encode_event(&mut event, &data("x\ny"));
+        let mut data_lines = Vec::new();
+        encode_field_lines(&mut data_lines, "data", "x\ny");
+        data_lines.push(b'\n');
+        assert_eq!(event, data_lines);
     }
 
     #[test]

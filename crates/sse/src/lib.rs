@@ -23,8 +23,8 @@ mod encode;
 mod parse;
 
 pub use encode::{
-    EMPTY_COMMENT, EventFields, encode_comment, encode_event, encode_retry, encoded_len,
-    is_valid_field,
+    EMPTY_COMMENT, EventFields, encode_comment, encode_event, encode_field_lines, encode_retry,
+    encoded_len, is_valid_field,
 };
 pub use parse::{DEFAULT_MAX_LINE, Event, Parser};
 

@@ -336,7 +336,7 @@ async fn appends_by_an_earlier_herald_are_counted_on_the_next_open() {
 fn a_public_tally_of_another_type_is_refused_and_left_untouched() {
     let dir = TempDir::new("tally-foreign");
     drop(open(&dir, 10));
-    let other: TableDefinition<u64, u64> = TableDefinition::new("topics_public");
+    let other: TableDefinition<'_, u64, u64> = TableDefinition::new("topics_public");
     {
         let db = Database::open(dir.file()).unwrap();
         let txn = db.begin_write().unwrap();
@@ -876,7 +876,7 @@ fn another_programs_redb_file_is_refused() {
         let db = Database::create(dir.file()).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let other: TableDefinition<u64, u64> = TableDefinition::new("other");
+            let other: TableDefinition<'_, u64, u64> = TableDefinition::new("other");
             txn.open_table(other).unwrap().insert(1, 2).unwrap();
         }
         txn.commit().unwrap();
@@ -890,7 +890,7 @@ fn another_programs_redb_file_is_refused() {
     );
     // The integrity pass of the open may rewrite redb's own header, never the tables.
     let db = Database::open(dir.file()).unwrap();
-    let other: TableDefinition<u64, u64> = TableDefinition::new("other");
+    let other: TableDefinition<'_, u64, u64> = TableDefinition::new("other");
     let read = db.begin_read().unwrap();
     let table = read.open_table(other).unwrap();
     assert_eq!(table.get(1).unwrap().unwrap().value(), 2);
