@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
 
 use super::AppState;
 use super::body::ResponseBody;
-use super::cursor;
+use super::cursor::{self, Occurrence};
 use super::mercure1;
 use super::problem::ApiError;
 use super::query;
@@ -121,7 +121,18 @@ async fn open(
     let (start, resumed_from) = match last_event_id.as_deref() {
         None => (Start::LiveAfter(bounds.last_seq), None),
         Some(EARLIEST) => (known_lost, None),
-        Some(id) => match cursor::resolve_visible(store, id, private_access.as_ref()).await? {
+        Some(id) => match cursor::resolve_visible(
+            store,
+            id,
+            if v1 {
+                Occurrence::Earliest
+            } else {
+                Occurrence::Newest
+            },
+            private_access.as_ref(),
+        )
+        .await?
+        {
             // History holds everything after the id.
             ReplayFrom::After(seq) if bounds.trimmed_through <= seq => (
                 Start::ReplayAfter {

@@ -14,6 +14,12 @@
 //! - `{prefix}:ids`: ZSET, event id -> the millisecond of its entry (exact in an f64). Resolving
 //!   an id reads the score, then the entries of that millisecond, and takes the newest whose `i`
 //!   matches (a later update with the same id takes it over).
+//! - `{prefix}:duplicate-ids`: ZSET, every member scored 0: `event id NUL stream id` (the stream
+//!   id zero-padded, so that members sort by id, then in stream order) for each kept occurrence
+//!   of an id appended more than once. Written from the second occurrence on, removed as each
+//!   occurrence leaves history, so the earliest occurrence of a duplicated id (Mercure 1.0) is
+//!   one `ZRANGEBYLEX`. Event ids never contain NUL (publishing refuses it). A node of an earlier
+//!   herald does not maintain it: occurrences it appends resolve as before, to the newest.
 //! - `{prefix}:meta`: HASH. `last`: the newest stream id ever assigned (so sequences keep
 //!   increasing when everything was trimmed); `floor`: the newest id that history no longer
 //!   holds (history is every entry after it); `kept`: how many entries history holds;
@@ -101,6 +107,7 @@ pub enum ConnectError {
 struct Keys {
     log: String,
     ids: String,
+    duplicates: String,
     meta: String,
     topic_count: String,
     topic_last: String,
@@ -113,6 +120,7 @@ impl Keys {
         Keys {
             log: format!("{prefix}:log"),
             ids: format!("{prefix}:ids"),
+            duplicates: format!("{prefix}:duplicate-ids"),
             meta: format!("{prefix}:meta"),
             topic_count: format!("{prefix}:topic-count"),
             topic_last: format!("{prefix}:topic-last"),
@@ -127,6 +135,7 @@ struct Scripts {
     append: Script,
     read: Script,
     resolve: Script,
+    resolve_earliest: Script,
     bounds: Script,
     topics: Script,
 }
@@ -138,6 +147,7 @@ impl Scripts {
             append: with_helpers(LUA_APPEND),
             read: with_helpers(LUA_READ),
             resolve: with_helpers(LUA_RESOLVE),
+            resolve_earliest: with_helpers(LUA_RESOLVE_EARLIEST),
             bounds: with_helpers(LUA_BOUNDS),
             topics: with_helpers(LUA_TOPICS),
         }
@@ -471,6 +481,7 @@ impl Store for RedisStore {
             .key(&self.keys.topic_last)
             .key(&self.keys.topic_public_count)
             .key(&self.keys.topic_public_last)
+            .key(&self.keys.duplicates)
             .arg(self.retention.max_events)
             .arg(self.retention.max_events.max(BUS_FLOOR))
             .arg(self.max_age_ms())
@@ -519,6 +530,26 @@ impl Store for RedisStore {
             .key(&self.keys.ids)
             .key(&self.keys.meta)
             .arg(id)
+            .arg(max_age)
+            .invoke_async(&mut manager))?;
+        Ok(match found {
+            Some(stream_id) => ReplayFrom::After(seq_of(&stream_id)?),
+            None => ReplayFrom::Unknown,
+        })
+    }
+
+    async fn resolve_earliest(&self, id: &str, after: u64) -> Result<ReplayFrom, StoreError> {
+        let max_age = self.max_age_ms();
+        let after = id_of(after);
+        let found: Option<String> = read!(self, |manager| self
+            .scripts
+            .resolve_earliest
+            .key(&self.keys.log)
+            .key(&self.keys.ids)
+            .key(&self.keys.meta)
+            .key(&self.keys.duplicates)
+            .arg(id)
+            .arg(&after)
             .arg(max_age)
             .invoke_async(&mut manager))?;
         Ok(match found {
@@ -829,6 +860,23 @@ local function retally(log, pcount, plast, floor, last, tallied)
   end
   return last
 end
+-- The stream id of the newest entry carrying event id `wanted` (the `ids` score is its
+-- millisecond), or false.
+local function newest_with_id(log, ids, wanted)
+  local score = redis.call('ZSCORE', ids, wanted)
+  if not score then return false end
+  local ms = tonumber(score)
+  local found = false
+  for _, e in ipairs(redis.call('XRANGE', log, fmt(ms, 0), fmt(ms, 65535))) do
+    if field(e[2], 'i') == wanted then found = e[1] end
+  end
+  return found
+end
+-- The `duplicate-ids` member of the occurrence of event id `id` at stream id `entry`.
+local function occurrence(id, entry)
+  local ms, n = split(entry)
+  return id .. '\0' .. string.format('%015.0f-%05.0f', ms, n)
+end
 -- The first id history holds: after `lower` (exclusive) and, with an age limit, not older
 -- than it (inclusive). An XRANGE start.
 local function window_start(lower, maxage, now)
@@ -840,12 +888,13 @@ local function window_start(lower, maxage, now)
 end
 "#;
 
-/// KEYS: log, ids, meta, topic-count, topic-last, topic-public-count, topic-public-last. ARGV:
+/// KEYS: log, ids, meta, topic-count, topic-last, topic-public-count, topic-public-last,
+/// duplicate-ids. ARGV:
 /// history size, stream size, max age ms (0: none), grace ms, then (record, id, topics JSON) per
 /// update. Returns the stream ids.
 const LUA_APPEND: &str = r#"
 local log, ids, meta, tcount, tlast = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local pcount, plast = KEYS[6], KEYS[7]
+local pcount, plast, dups = KEYS[6], KEYS[7], KEYS[8]
 local hs, physmax = tonumber(ARGV[1]), tonumber(ARGV[2])
 local maxage, grace = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
@@ -877,6 +926,11 @@ for i = 5, #ARGV, 3 do
     lms, ln = lms + 1, 0
   end
   local id = fmt(lms, ln)
+  -- An id used before, whose previous occurrence history still holds: index both.
+  local previous = newest_with_id(log, ids, ARGV[i + 1])
+  if previous and newer(previous, floor) then
+    redis.call('ZADD', dups, 0, occurrence(ARGV[i + 1], previous), 0, occurrence(ARGV[i + 1], id))
+  end
   redis.call('XADD', log, id, 'r', ARGV[i], 'i', ARGV[i + 1], 't', ARGV[i + 2])
   redis.call('ZADD', ids, lms, ARGV[i + 1])
   local public = not private({'r', ARGV[i]})
@@ -896,6 +950,8 @@ last = fmt(lms, ln)
 -- Logical retention: move the floor past what history no longer holds.
 local function forget(entries)
   for _, e in ipairs(entries) do
+    local event_id = field(e[2], 'i')
+    if event_id then redis.call('ZREM', dups, occurrence(event_id, e[1])) end
     local topics = field(e[2], 't')
     if topics then
       local public = not private(e[2])
@@ -978,17 +1034,41 @@ return redis.call('XRANGE', log, window_start(lower, maxage, now_ms()), '+', 'CO
 const LUA_RESOLVE: &str = r#"
 local log, ids, meta = KEYS[1], KEYS[2], KEYS[3]
 local wanted, maxage = ARGV[1], tonumber(ARGV[2])
-local score = redis.call('ZSCORE', ids, wanted)
-if not score then return false end
-local ms = tonumber(score)
-local found = false
-for _, e in ipairs(redis.call('XRANGE', log, fmt(ms, 0), fmt(ms, 65535))) do
-  if field(e[2], 'i') == wanted then found = e[1] end
-end
+local found = newest_with_id(log, ids, wanted)
 if not found then return false end
 local floor = redis.call('HGET', meta, 'floor') or '0-0'
 if not newer(found, floor) then return false end
-if maxage > 0 and ms < now_ms() - maxage then return false end
+if maxage > 0 and split(found) < now_ms() - maxage then return false end
+return found
+"#;
+
+/// KEYS: log, ids, meta, duplicate-ids. ARGV: event id, after (stream id), max age ms. Returns
+/// the stream id of the oldest occurrence of the id that history holds after `after`, or nil:
+/// the first `duplicate-ids` member from there, or the newest occurrence when it is older (or
+/// the id was appended once).
+const LUA_RESOLVE_EARLIEST: &str = r#"
+local log, ids, meta, dups = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local wanted, after, maxage = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local lower = redis.call('HGET', meta, 'floor') or '0-0'
+if newer(after, lower) then lower = after end
+local cutoff = nil
+if maxage > 0 then cutoff = now_ms() - maxage end
+local function fresh(entry)
+  return newer(entry, lower) and ((not cutoff) or split(entry) >= cutoff)
+end
+local found = false
+local members = redis.call('ZRANGEBYLEX', dups, '(' .. occurrence(wanted, lower),
+  '(' .. wanted .. '\1', 'LIMIT', 0, 64)
+for _, member in ipairs(members) do
+  local entry = string.sub(member, #wanted + 2)
+  local ms, n = string.match(entry, '^0*(%d+)-0*(%d+)$')
+  if ms then
+    entry = ms .. '-' .. n
+    if fresh(entry) then found = entry break end
+  end
+end
+local newest = newest_with_id(log, ids, wanted)
+if newest and fresh(newest) and ((not found) or newer(found, newest)) then found = newest end
 return found
 "#;
 
