@@ -842,6 +842,90 @@ async fn a_0x_watcher_and_a_1_0_watcher_each_see_every_subscription_in_their_for
 }
 
 #[tokio::test]
+async fn each_subscription_event_carries_the_payload_of_the_grant_that_matched_it() {
+    let hub = hub(&["--subscriptions"]);
+    let watcher = access_token(claims_for(
+        &hub,
+        json!([grant(&["subscribe"], json!([{"match": "*"}]))]),
+    ));
+    let pattern = "/.well-known/mercure/subscriptions/:type/:match/:subscriber";
+    let mut watch = hub
+        .subscribe(
+            &format!("/.well-known/mercure?match_urlpattern={}", q(pattern)),
+            &[("Authorization", &format!("Bearer {watcher}"))],
+        )
+        .await;
+    hub.wait_subscriptions(1).await;
+    // Three `subscribe` entries: the first that matches a subscription's matcher string (as a
+    // topic) gives its payload, or none when it has none, whatever the later entries carry.
+    let subscriber = access_token(claims_for(
+        &hub,
+        json!([
+            {"type": DETAIL, "actions": ["subscribe"],
+             "topics": [{"match": "https://example.com/quiet"}]},
+            {"type": DETAIL, "actions": ["subscribe"],
+             "topics": [{"match": "https://example.com/books/:id", "match_type": "urlpattern"}],
+             "payload": {"shelf": "books"}},
+            {"type": DETAIL, "actions": ["subscribe"], "topics": [{"match": "*"}],
+             "payload": {"shelf": "other"}},
+        ]),
+    ));
+    let matchers = [
+        (
+            "match",
+            "https://example.com/books/1",
+            Some(json!({"shelf": "books"})),
+        ),
+        (
+            "match_urlpattern",
+            "https://example.com/books/:id",
+            Some(json!({"shelf": "books"})),
+        ),
+        (
+            "match",
+            "https://example.com/news",
+            Some(json!({"shelf": "other"})),
+        ),
+        ("match", "https://example.com/quiet", None),
+    ];
+    let query: Vec<String> = matchers
+        .iter()
+        .map(|(name, value, _)| format!("{name}={}", q(value)))
+        .collect();
+    let _subscribed = hub
+        .subscribe(
+            &format!("/.well-known/mercure?{}", query.join("&")),
+            &[("Authorization", &format!("Bearer {subscriber}"))],
+        )
+        .await;
+    let mut events = Vec::new();
+    while events.len() < matchers.len() {
+        let body: Value = serde_json::from_str(&watch.next_event().await.data).unwrap();
+        if body["subscriber"] != json!(null) && body["match"] != pattern {
+            events.push(body);
+        }
+    }
+    for (_, value, payload) in &matchers {
+        let event = events
+            .iter()
+            .find(|body| body["match"] == *value)
+            .unwrap_or_else(|| panic!("no event for {value}: {events:?}"));
+        assert_eq!(event.get("payload"), payload.as_ref(), "{value}");
+        // The subscriptions API shows the same document.
+        let one: Value = client()
+            .get(hub.url(event["id"].as_str().unwrap()))
+            .bearer_auth(&watcher)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(one.get("payload"), payload.as_ref(), "{value} (API)");
+    }
+}
+
+#[tokio::test]
 async fn herald_token_mints_1_0_tokens_and_herald_sub_matches() {
     let hub = Hub::start_raw(&["--jwt-key", KEY, "--store", "memory:"]);
     let audience = resource(&hub);
