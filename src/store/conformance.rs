@@ -1,6 +1,8 @@
-//! Scenarios of the per-topic tallies that every [`Store`] must pass, run by the memory and
-//! redb tests (the Redis and NATS stores replay the same in `tests/cluster.rs`, against real
-//! servers). Each scenario names the retention its store must be opened with.
+//! Scenarios that every [`Store`] must pass (per-topic tallies, retention, duplicated ids), run
+//! by the memory and redb unit tests and, against real Redis and NATS servers, by
+//! `tests/cluster.rs` (which calls the duplicate-id scenario from here, hence this module is
+//! public, hidden from the docs; the tally scenarios are still written out there). Each
+//! scenario names the retention its store must be opened with. Test code: it panics on failure.
 
 use std::time::Duration;
 
