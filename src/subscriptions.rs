@@ -49,8 +49,14 @@ pub fn subscription_iri(selector: &str, subscriber_urn: &str) -> String {
     )
 }
 
-/// The JSON-LD object of one subscription (without `@context`).
-pub fn subscription_json(selector: &str, subscriber: &Subscriber, active: bool) -> Option<Value> {
+/// The JSON-LD object of one subscription (without `@context`): the selector at `index` of
+/// `subscriber`'s selectors, written `selector`.
+pub fn subscription_json(
+    index: usize,
+    selector: &str,
+    subscriber: &Subscriber,
+    active: bool,
+) -> Option<Value> {
     let identity = subscriber.identity.as_ref()?;
     let mut object = json!({
         "id": subscription_iri(selector, &identity.urn),
@@ -59,7 +65,9 @@ pub fn subscription_json(selector: &str, subscriber: &Subscriber, active: bool) 
         "subscriber": identity.urn,
         "active": active,
     });
-    if let (Some(payload), Some(map)) = (&identity.payload, object.as_object_mut()) {
+    if let (Some(payload), Some(map)) =
+        (identity.payload.of_selector(index), object.as_object_mut())
+    {
         map.insert("payload".into(), payload.clone());
     }
     Some(object)
@@ -78,8 +86,10 @@ pub fn subscription_topic_v1(match_type: &str, pattern: &str, subscriber_urn: &s
 /// The SSE type of Mercure 1.0 subscription events.
 pub const EVENT_TYPE_V1: &str = "mercure";
 
-/// The Mercure 1.0 document of one subscription (plain JSON).
+/// The Mercure 1.0 document of one subscription (plain JSON): `selector`, at `index` of
+/// `subscriber`'s selectors.
 pub fn subscription_json_v1(
+    index: usize,
     selector: &Selector,
     subscriber: &Subscriber,
     active: bool,
@@ -94,7 +104,9 @@ pub fn subscription_json_v1(
         "subscriber": identity.urn,
         "active": active,
     });
-    if let (Some(payload), Some(map)) = (&identity.payload, object.as_object_mut()) {
+    if let (Some(payload), Some(map)) =
+        (identity.payload.of_selector(index), object.as_object_mut())
+    {
         map.insert("payload".into(), payload.clone());
     }
     Some(object)
@@ -224,7 +236,8 @@ pub fn lifecycle_publisher(
     let task = write_events(Arc::downgrade(&pending), Arc::clone(&wake), writer);
     let hook: Lifecycle = Arc::new(move |subscriber: &Subscriber, active: bool| {
         for (index, selector) in subscriber.selectors.iter().enumerate() {
-            let Some(mut object) = subscription_json(selector.source(), subscriber, active) else {
+            let Some(mut object) = subscription_json(index, selector.source(), subscriber, active)
+            else {
                 continue;
             };
             let topic = object["id"].as_str().unwrap_or_default().to_owned();
@@ -238,7 +251,7 @@ pub fn lifecycle_publisher(
                 data: object.to_string(),
                 event_type: None,
             }];
-            if let Some(object) = subscription_json_v1(selector, subscriber, active) {
+            if let Some(object) = subscription_json_v1(index, selector, subscriber, active) {
                 events.push(PendingEvent {
                     key: (subscriber.id, 2 * index + 1),
                     active,

@@ -1136,3 +1136,18 @@ async fn a_node_that_fell_too_far_behind_ends_its_streams_and_counts_a_gap() {
     assert_eq!(stream.next_event().await.event, "herald-gap");
     assert_eq!(stream.next_event().await.id, "b12-990");
 }
+
+on_both_engines!(
+    store_duplicate_ids,
+    the_redis_store_resolves_duplicate_ids_to_the_newest_or_earliest,
+    the_nats_store_resolves_duplicate_ids_to_the_newest_or_earliest,
+    Engine::redis(),
+    Engine::nats()
+);
+
+/// `src/store/conformance.rs`'s duplicate-id scenario, on a shared engine.
+async fn store_duplicate_ids(engine: Engine) {
+    use herald::store::conformance as scenario;
+    let store = open_store(&engine, &unique_prefix("duplicates"), scenario::DUPLICATES).await;
+    scenario::duplicate_ids(&*store).await;
+}

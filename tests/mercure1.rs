@@ -250,6 +250,91 @@ async fn last_event_id_and_the_mercure_last_event_id_field() {
     assert_eq!(old.header("mercure-last-event-id"), None);
 }
 
+/// The data of the `message` events that arrive before a quiet spell.
+async fn replayed(stream: &mut crate::util::Stream) -> Vec<String> {
+    let mut data = Vec::new();
+    while let Some(event) = stream.next_event_within(Duration::from_millis(300)).await {
+        if event.event == "message" {
+            data.push(event.data);
+        }
+    }
+    data
+}
+
+#[tokio::test]
+async fn a_duplicated_id_resumes_after_its_earliest_occurrence_for_1_0_only() {
+    let dir = crate::util::TempDir::new("duplicate-ids");
+    for store in ["memory:", dir.str()] {
+        let hub = Hub::start_raw(&[
+            "--jwt-key",
+            KEY,
+            "--anonymous",
+            "--jwt-issuer",
+            ISSUER,
+            "--store",
+            store,
+        ]);
+        for (id, data) in [("dup", "1"), ("x", "2"), ("dup", "3"), ("y", "4")] {
+            hub.publish_ok(&[("topic", "t"), ("id", id), ("data", data)])
+                .await;
+        }
+        // 1.0, header or query parameter: after the earliest `dup`.
+        for (query, headers) in [
+            ("&last_event_id=dup", vec![]),
+            ("", vec![("Last-Event-ID", "dup")]),
+        ] {
+            let mut v1 = hub
+                .subscribe(&format!("/.well-known/mercure?match=t{query}"), &headers)
+                .await;
+            assert_eq!(v1.header("mercure-last-event-id"), Some("dup"), "{store}");
+            assert_eq!(replayed(&mut v1).await, ["2", "3", "4"], "{store}");
+        }
+        // 0.x keeps what it always got: after the newest.
+        let mut v0 = hub
+            .subscribe("/.well-known/mercure?topic=t&lastEventID=dup", &[])
+            .await;
+        assert_eq!(v0.header("last-event-id"), Some("y"), "{store}");
+        assert_eq!(replayed(&mut v0).await, ["4"], "{store}");
+
+        // An occurrence the subscriber may not see does not exist for it: the earliest it may
+        // see is the one resumed from, and the private one's place is not given away.
+        hub.publish_ok(&[
+            ("topic", "secret"),
+            ("id", "shared"),
+            ("data", "private"),
+            ("private", "on"),
+        ])
+        .await;
+        hub.publish_ok(&[("topic", "t"), ("id", "between"), ("data", "5")])
+            .await;
+        hub.publish_ok(&[("topic", "t"), ("id", "shared"), ("data", "6")])
+            .await;
+        hub.publish_ok(&[("topic", "t"), ("id", "after"), ("data", "7")])
+            .await;
+        let mut anonymous = hub
+            .subscribe("/.well-known/mercure?match=*&last_event_id=shared", &[])
+            .await;
+        assert_eq!(
+            anonymous.header("mercure-last-event-id"),
+            Some("shared"),
+            "{store}"
+        );
+        assert_eq!(replayed(&mut anonymous).await, ["7"], "{store}");
+        // A reader of the private topic resumes after the earliest occurrence it may see.
+        let reader = access_token(claims_for(
+            &hub,
+            json!([grant(&["subscribe"], json!([{"match": "secret"}]))]),
+        ));
+        let mut allowed = hub
+            .subscribe(
+                "/.well-known/mercure?match=*&last_event_id=shared",
+                &[("Authorization", &format!("Bearer {reader}"))],
+            )
+            .await;
+        assert_eq!(replayed(&mut allowed).await, ["5", "6", "7"], "{store}");
+    }
+}
+
 #[tokio::test]
 async fn the_query_method_with_a_form_body_subscribes() {
     let hub = hub(&[]);
@@ -754,6 +839,90 @@ async fn a_0x_watcher_and_a_1_0_watcher_each_see_every_subscription_in_their_for
     assert!(challenge(&response).starts_with("Bearer error=\"insufficient_scope\""));
     assert_eq!(problem(response).await.0, 403);
     drop((v1_subscriber, v0_subscriber));
+}
+
+#[tokio::test]
+async fn each_subscription_event_carries_the_payload_of_the_grant_that_matched_it() {
+    let hub = hub(&["--subscriptions"]);
+    let watcher = access_token(claims_for(
+        &hub,
+        json!([grant(&["subscribe"], json!([{"match": "*"}]))]),
+    ));
+    let pattern = "/.well-known/mercure/subscriptions/:type/:match/:subscriber";
+    let mut watch = hub
+        .subscribe(
+            &format!("/.well-known/mercure?match_urlpattern={}", q(pattern)),
+            &[("Authorization", &format!("Bearer {watcher}"))],
+        )
+        .await;
+    hub.wait_subscriptions(1).await;
+    // Three `subscribe` entries: the first that matches a subscription's matcher string (as a
+    // topic) gives its payload, or none when it has none, whatever the later entries carry.
+    let subscriber = access_token(claims_for(
+        &hub,
+        json!([
+            {"type": DETAIL, "actions": ["subscribe"],
+             "topics": [{"match": "https://example.com/quiet"}]},
+            {"type": DETAIL, "actions": ["subscribe"],
+             "topics": [{"match": "https://example.com/books/:id", "match_type": "urlpattern"}],
+             "payload": {"shelf": "books"}},
+            {"type": DETAIL, "actions": ["subscribe"], "topics": [{"match": "*"}],
+             "payload": {"shelf": "other"}},
+        ]),
+    ));
+    let matchers = [
+        (
+            "match",
+            "https://example.com/books/1",
+            Some(json!({"shelf": "books"})),
+        ),
+        (
+            "match_urlpattern",
+            "https://example.com/books/:id",
+            Some(json!({"shelf": "books"})),
+        ),
+        (
+            "match",
+            "https://example.com/news",
+            Some(json!({"shelf": "other"})),
+        ),
+        ("match", "https://example.com/quiet", None),
+    ];
+    let query: Vec<String> = matchers
+        .iter()
+        .map(|(name, value, _)| format!("{name}={}", q(value)))
+        .collect();
+    let _subscribed = hub
+        .subscribe(
+            &format!("/.well-known/mercure?{}", query.join("&")),
+            &[("Authorization", &format!("Bearer {subscriber}"))],
+        )
+        .await;
+    let mut events = Vec::new();
+    while events.len() < matchers.len() {
+        let body: Value = serde_json::from_str(&watch.next_event().await.data).unwrap();
+        if body["subscriber"] != json!(null) && body["match"] != pattern {
+            events.push(body);
+        }
+    }
+    for (_, value, payload) in &matchers {
+        let event = events
+            .iter()
+            .find(|body| body["match"] == *value)
+            .unwrap_or_else(|| panic!("no event for {value}: {events:?}"));
+        assert_eq!(event.get("payload"), payload.as_ref(), "{value}");
+        // The subscriptions API shows the same document.
+        let one: Value = client()
+            .get(hub.url(event["id"].as_str().unwrap()))
+            .bearer_auth(&watcher)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(one.get("payload"), payload.as_ref(), "{value} (API)");
+    }
 }
 
 #[tokio::test]

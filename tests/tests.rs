@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod client;
 mod cluster;
+mod conformance;
 mod cors;
 mod deploy;
 mod durable;

@@ -56,6 +56,16 @@ pub struct Grants {
     pub publish: Vec<TopicGrant>,
     /// Topics whose private updates the bearer may receive (one topic of an update suffices).
     pub subscribe: Vec<TopicGrant>,
+    /// Each `subscribe` entry's topics and `payload`, in token order: a subscription's events
+    /// carry the payload of the first entry whose topics match its matcher string.
+    pub subscribe_entries: Vec<SubscribeEntry>,
+}
+
+/// One `subscribe` entry of an access token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscribeEntry {
+    pub topics: Vec<TopicGrant>,
+    pub payload: Option<Value>,
 }
 
 /// True when the token's header says it is an RFC 9068 access token.
@@ -278,8 +288,12 @@ pub fn parse_details(details: Option<Value>) -> Result<(Grants, Option<Value>), 
         }
         if subscribe {
             if payload.is_none() {
-                payload = entry_payload;
+                payload.clone_from(&entry_payload);
             }
+            grants.subscribe_entries.push(SubscribeEntry {
+                topics: parsed.clone(),
+                payload: entry_payload,
+            });
             grants.subscribe.extend(parsed);
         }
     }
@@ -355,6 +369,14 @@ mod tests {
         assert_eq!(grants.subscribe[1].match_type, MatchType::Exact);
         assert_eq!(grants.publish[0].pattern, "https://x/a");
         assert_eq!(verified.payload, Some(json!({"user": "alice"})));
+        // Each subscribe entry keeps its own topics and payload, for subscription events.
+        assert_eq!(
+            grants.subscribe_entries,
+            [SubscribeEntry {
+                topics: grants.subscribe.clone(),
+                payload: Some(json!({"user": "alice"})),
+            }]
+        );
         assert_eq!(verified.subject.as_deref(), Some("alice"));
         // typ is case-insensitive, and application/at+jwt counts too.
         let mut header = at_header();

@@ -27,7 +27,7 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use access_token::{Grants, MatchType, TopicGrant, is_access_token};
+pub use access_token::{Grants, MatchType, SubscribeEntry, TopicGrant, is_access_token};
 pub use extract::{ACCESS_COOKIE, TokenSource, extract_token, extract_token_with};
 pub use mint::{
     MintAccessClaims, MintClaims, mint_access_token, mint_admin, mint_hmac, random_secret,

@@ -15,13 +15,44 @@ use crate::visibility::may_see;
 /// none of the oldest updates is told no oldest id rather than costing an unbounded scan.
 const OLDEST_SCAN_LIMIT: usize = 1024;
 
+/// How many occurrences of a duplicated id [`resolve_visible`] looks at, oldest first, for one
+/// the caller may see, before it treats the id as unknown.
+const OCCURRENCE_SCAN_LIMIT: usize = 16;
+
+/// Which occurrence of an id a publisher used more than once a resume starts after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occurrence {
+    /// The newest kept (Mercure 0.x requests: what Herald has always done).
+    Newest,
+    /// The earliest kept that the caller may see (Mercure 1.0: "a duplicated id resolves to its
+    /// earliest occurrence"; one the caller may not see does not exist for it).
+    Earliest,
+}
+
 /// Where to resume after `id`, for a caller with `private_access`: `Unknown` when history does
 /// not hold it, or holds it but the caller may not see it.
 pub async fn resolve_visible(
     store: &dyn Store,
     id: &str,
+    occurrence: Occurrence,
     private_access: Option<&SelectorSet>,
 ) -> Result<ReplayFrom, StoreError> {
+    if occurrence == Occurrence::Earliest {
+        let mut after = 0;
+        for _ in 0..OCCURRENCE_SCAN_LIMIT {
+            let ReplayFrom::After(seq) = store.resolve_earliest(id, after).await? else {
+                break;
+            };
+            if update_at(store, seq)
+                .await?
+                .is_some_and(|update| may_see(private_access, &update))
+            {
+                return Ok(ReplayFrom::After(seq));
+            }
+            after = seq;
+        }
+        return Ok(ReplayFrom::Unknown);
+    }
     let ReplayFrom::After(seq) = store.resolve(id).await? else {
         return Ok(ReplayFrom::Unknown);
     };

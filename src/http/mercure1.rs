@@ -145,6 +145,32 @@ pub fn private_access(claims: &Claims, hub: &Url) -> Result<Option<SelectorSet>,
     }
 }
 
+/// A 1.0 token's `subscribe` entries, compiled: each entry's topics and its `payload`.
+#[derive(Debug, Default)]
+pub struct PayloadGrants(Vec<(SelectorSet, Option<serde_json::Value>)>);
+
+impl PayloadGrants {
+    /// Compiles the `subscribe` entries of `grants` (a pattern that does not compile
+    /// invalidates the token, as for [`private_access`]).
+    pub fn compile(grants: &crate::auth::Grants, hub: &Url) -> Result<PayloadGrants, AuthError> {
+        grants
+            .subscribe_entries
+            .iter()
+            .map(|entry| Ok((grant_selectors(&entry.topics, hub)?, entry.payload.clone())))
+            .collect::<Result<_, AuthError>>()
+            .map(PayloadGrants)
+    }
+
+    /// The payload of a subscription whose matcher string is `matcher`: that of the first
+    /// entry whose topics match it, treated as a topic (none when that entry has none).
+    pub fn for_matcher(&self, matcher: &str) -> Option<&serde_json::Value> {
+        self.0
+            .iter()
+            .find(|(topics, _)| topics.matches(matcher))
+            .and_then(|(_, payload)| payload.as_ref())
+    }
+}
+
 /// The topics `claims` may publish to, for a token of either protocol.
 pub fn publish_access(claims: &Claims, hub: &Url) -> Result<SelectorSet, AuthError> {
     match &claims.grants {

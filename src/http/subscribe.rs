@@ -11,12 +11,12 @@ use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
 
 use super::AppState;
 use super::body::ResponseBody;
-use super::cursor;
+use super::cursor::{self, Occurrence};
 use super::mercure1;
 use super::problem::ApiError;
 use super::query;
 use crate::auth::{AuthError, KeyRole, extract_token_with, is_access_token};
-use crate::hub::Identity;
+use crate::hub::{Identity, Payloads};
 use crate::store::ReplayFrom;
 use crate::stream::{EventStream, Start};
 use crate::topic::SelectorSet;
@@ -92,12 +92,12 @@ async fn open(
     state.limits.check_templates(&selectors)?;
     let topic_field = wants_topic_field(&query::pairs(raw_query.unwrap_or("").as_bytes()));
 
-    let private_access = access.private_topics;
     let identity = state.hub.tracks_identities().then(|| Identity {
         urn: crate::update::new_event_id().into_boxed_str(),
-        payload: access.payload,
+        payload: access.payloads(&selectors),
         mercure1: v1,
     });
+    let private_access = access.private_topics;
     let subscription = state
         .hub
         .subscribe_as(selectors, private_access.clone(), identity)
@@ -121,7 +121,18 @@ async fn open(
     let (start, resumed_from) = match last_event_id.as_deref() {
         None => (Start::LiveAfter(bounds.last_seq), None),
         Some(EARLIEST) => (known_lost, None),
-        Some(id) => match cursor::resolve_visible(store, id, private_access.as_ref()).await? {
+        Some(id) => match cursor::resolve_visible(
+            store,
+            id,
+            if v1 {
+                Occurrence::Earliest
+            } else {
+                Occurrence::Newest
+            },
+            private_access.as_ref(),
+        )
+        .await?
+        {
             // History holds everything after the id.
             ReplayFrom::After(seq) if bounds.trimmed_through <= seq => (
                 Start::ReplayAfter {
@@ -219,8 +230,25 @@ pub struct Access {
     pub private_topics: Option<SelectorSet>,
     /// When the token expires (Unix seconds): the stream is closed then.
     pub expires_at: Option<u64>,
-    /// The token's `mercure.payload`.
+    /// A 0.x token's `mercure.payload`.
     pub payload: Option<serde_json::Value>,
+    /// A 1.0 token's `subscribe` entries and their payloads (each subscription gets its own).
+    pub payload_grants: Option<mercure1::PayloadGrants>,
+}
+
+impl Access {
+    /// The payload of each of `selectors`' subscriptions.
+    fn payloads(&self, selectors: &SelectorSet) -> Payloads {
+        match &self.payload_grants {
+            Some(grants) => Payloads::per_selector(
+                selectors
+                    .iter()
+                    .map(|selector| grants.for_matcher(selector.source()).cloned())
+                    .collect(),
+            ),
+            None => Payloads::Same(self.payload.clone()),
+        }
+    }
 }
 
 /// Verifies the subscriber's token, if any. Refuses a bad token, and a missing one unless
@@ -254,6 +282,7 @@ fn access(
                     private_topics: claims.subscribe.map(SelectorSet::parse),
                     expires_at: claims.expires_at,
                     payload: claims.payload,
+                    payload_grants: None,
                 })
             }
             None if state.config.anonymous => Ok(Access::default()),
@@ -268,10 +297,18 @@ fn access(
                 .map_err(|error| mercure1::token_error(&hub, error))?;
             let private_topics = mercure1::private_access(&claims, &hub)
                 .map_err(|error| mercure1::token_error(&hub, error))?;
+            let payload_grants = match &claims.grants {
+                Some(grants) => Some(
+                    mercure1::PayloadGrants::compile(grants, &hub)
+                        .map_err(|error| mercure1::token_error(&hub, error))?,
+                ),
+                None => None,
+            };
             Ok(Access {
                 private_topics,
                 expires_at: claims.expires_at,
                 payload: claims.payload,
+                payload_grants,
             })
         }
         None if state.config.anonymous => Ok(Access::default()),

@@ -68,7 +68,7 @@ pub async fn subscriptions(
 
     let mut found = Vec::new();
     state.hub.for_each_subscriber(|subscriber| {
-        for selector in subscriber.selectors.iter() {
+        for (index, selector) in subscriber.selectors.iter().enumerate() {
             let topic_matches = segments
                 .first()
                 .is_none_or(|topic| topic == selector.source());
@@ -79,7 +79,12 @@ pub async fn subscriptions(
                     .is_some_and(|identity| *identity.urn == **urn)
             });
             if topic_matches && subscriber_matches {
-                found.extend(subscription_json(selector.source(), subscriber, true));
+                found.extend(subscription_json(
+                    index,
+                    selector.source(),
+                    subscriber,
+                    true,
+                ));
             }
         }
     });
@@ -146,7 +151,7 @@ async fn subscriptions_v1(
 
     let mut found = Vec::new();
     state.hub.for_each_subscriber(|subscriber| {
-        for selector in subscriber.selectors.iter() {
+        for (index, selector) in subscriber.selectors.iter().enumerate() {
             let selected = segments.len() < 2
                 || (segments[0] == selector.match_type() && segments[1] == selector.source());
             let this_subscriber = segments.get(2).is_none_or(|urn| {
@@ -156,7 +161,7 @@ async fn subscriptions_v1(
                     .is_some_and(|identity| *identity.urn == **urn)
             });
             if selected && this_subscriber {
-                found.extend(subscription_json_v1(selector, subscriber, true));
+                found.extend(subscription_json_v1(index, selector, subscriber, true));
             }
         }
     });

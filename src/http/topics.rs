@@ -160,7 +160,13 @@ pub async fn events(
         None => 0,
         // An id the caller may not see is answered exactly like one history never had.
         Some(id) => {
-            match cursor::resolve_visible(&*state.store, id, access.private_topics.as_ref()).await?
+            match cursor::resolve_visible(
+                &*state.store,
+                id,
+                cursor::Occurrence::Newest,
+                access.private_topics.as_ref(),
+            )
+            .await?
             {
                 ReplayFrom::After(seq) => seq,
                 ReplayFrom::Unknown => {

@@ -50,11 +50,43 @@ pub struct Subscriber {
 pub struct Identity {
     /// `urn:uuid:…`, unique per subscription.
     pub urn: Box<str>,
-    /// The token's `mercure.payload`, passed through.
-    pub payload: Option<serde_json::Value>,
+    /// The `payload` of this subscriber's subscription events.
+    pub payload: Payloads,
     /// Subscribed the Mercure 1.0 way (`match=`): it receives the hub's subscription events
     /// in the 1.0 format only, a 0.x subscriber in the JSON-LD format only.
     pub mercure1: bool,
+}
+
+/// The `payload` a subscriber's token gives each of its subscriptions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payloads {
+    /// The same for every selector: a 0.x token's `mercure.payload` (or none).
+    Same(Option<serde_json::Value>),
+    /// One per selector, in the order of the subscriber's selectors: for a Mercure 1.0 token,
+    /// the payload of the first `subscribe` entry whose topics match that selector's matcher
+    /// string.
+    PerSelector(Box<[Option<serde_json::Value>]>),
+}
+
+impl Payloads {
+    /// One payload per selector, kept as [`Payloads::Same`] when they are all equal.
+    pub fn per_selector(payloads: Vec<Option<serde_json::Value>>) -> Payloads {
+        match payloads.first() {
+            None => Payloads::Same(None),
+            Some(first) if payloads.iter().all(|payload| payload == first) => {
+                Payloads::Same(first.clone())
+            }
+            Some(_) => Payloads::PerSelector(payloads.into_boxed_slice()),
+        }
+    }
+
+    /// The payload of the subscription of the selector at `index`.
+    pub fn of_selector(&self, index: usize) -> Option<&serde_json::Value> {
+        match self {
+            Payloads::Same(payload) => payload.as_ref(),
+            Payloads::PerSelector(payloads) => payloads.get(index).and_then(Option::as_ref),
+        }
+    }
 }
 
 /// Told about every subscriber that joins (`true`) or leaves (`false`).

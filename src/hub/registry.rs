@@ -7,6 +7,9 @@
 //! same template text share one compiled matcher and one slot), and the templates in a
 //! [`PrefixIndex`] by their literal prefix. A topic therefore runs the matcher of each distinct
 //! template whose prefix it starts with, once, however many subscribers share that template.
+//! Mercure 1.0 URL-pattern subscribers are filed the same way, by distinct pattern (pattern and
+//! base: one interned matcher), without a prefix index: a topic runs each distinct pattern's
+//! matcher once.
 //!
 //! Fan-outs are serialized, and each stamps the subscribers it reaches with its own number, so a
 //! subscriber reached through several selectors or topics gets the update once without any
@@ -24,6 +27,7 @@ use super::mailbox::Pushed;
 use crate::topic::Selector;
 use crate::topic::cache::CachedTemplate;
 use crate::topic::prefix::PrefixIndex;
+use crate::topic::urlpattern::CachedPattern;
 use crate::update::Update;
 
 /// Number of shards: a power of two comfortably above the core count.
@@ -66,6 +70,13 @@ struct TemplateSlot {
     mixed: Vec<Arc<Subscriber>>,
 }
 
+/// The subscribers of one distinct URL pattern, split like a [`TemplateSlot`].
+struct UrlPatternSlot {
+    pattern: Arc<CachedPattern>,
+    single: Vec<Arc<Subscriber>>,
+    mixed: Vec<Arc<Subscriber>>,
+}
+
 /// `*` subscribers, split like a [`TemplateSlot`].
 #[derive(Default)]
 struct AnySlot {
@@ -76,9 +87,9 @@ struct AnySlot {
 #[derive(Default)]
 struct Patterns {
     any: AnySlot,
-    /// Subscribers with a Mercure 1.0 URL Pattern selector, once each: their selectors are
-    /// asked per update (each distinct pattern keeps its answers, see `topic::urlpattern`).
-    url_patterns: Vec<Arc<Subscriber>>,
+    /// Subscribers of Mercure 1.0 URL Pattern selectors, by distinct pattern (keyed by the
+    /// address of its interned matcher, which its slot keeps alive).
+    url_patterns: HashMap<usize, UrlPatternSlot>,
     templates: PrefixIndex<TemplateSlot>,
     /// The total complexity of the distinct templates in `templates`.
     complexity: usize,
@@ -100,6 +111,11 @@ impl Default for Registry {
             fanning: Mutex::new(0),
         }
     }
+}
+
+/// The key of a URL pattern's slot: the address of its interned matcher.
+fn pattern_key(pattern: &Arc<CachedPattern>) -> usize {
+    Arc::as_ptr(pattern) as usize
 }
 
 fn remove_from(list: &mut Vec<Arc<Subscriber>>, id: u64) {
@@ -124,14 +140,22 @@ impl Registry {
                 templates,
                 complexity,
             } = &mut *guard;
-            let mut url_pattern_filed = false;
             for selector in subscriber.selectors.iter() {
                 let list = match selector {
                     Selector::Exact(_) => continue,
-                    Selector::UrlPattern(_) if url_pattern_filed => continue,
-                    Selector::UrlPattern(_) => {
-                        url_pattern_filed = true;
-                        &mut *url_patterns
+                    Selector::UrlPattern(pattern) => {
+                        let slot = url_patterns.entry(pattern_key(pattern)).or_insert_with(|| {
+                            UrlPatternSlot {
+                                pattern: Arc::clone(pattern),
+                                single: Vec::new(),
+                                mixed: Vec::new(),
+                            }
+                        });
+                        if single {
+                            &mut slot.single
+                        } else {
+                            &mut slot.mixed
+                        }
                     }
                     Selector::Any => {
                         if single {
@@ -199,7 +223,16 @@ impl Registry {
             for selector in subscriber.selectors.iter() {
                 match selector {
                     Selector::Exact(_) => {}
-                    Selector::UrlPattern(_) => remove_from(&mut patterns.url_patterns, id),
+                    Selector::UrlPattern(pattern) => {
+                        let key = pattern_key(pattern);
+                        if let Some(slot) = patterns.url_patterns.get_mut(&key) {
+                            remove_from(&mut slot.single, id);
+                            remove_from(&mut slot.mixed, id);
+                            if slot.single.is_empty() && slot.mixed.is_empty() {
+                                patterns.url_patterns.remove(&key);
+                            }
+                        }
+                    }
                     Selector::Any => {
                         remove_from(&mut patterns.any.single, id);
                         remove_from(&mut patterns.any.mixed, id);
@@ -266,9 +299,16 @@ impl Registry {
             .iter()
             .chain(&any.mixed)
             .for_each(|subscriber| deliver(subscriber));
-        for subscriber in &patterns.url_patterns {
-            if subscriber.selectors.matches_any(&update.topics) {
-                deliver(subscriber);
+        for slot in patterns.url_patterns.values() {
+            if update
+                .topics
+                .iter()
+                .any(|topic| slot.pattern.matches(topic))
+            {
+                slot.single
+                    .iter()
+                    .chain(&slot.mixed)
+                    .for_each(|subscriber| deliver(subscriber));
             }
         }
         for topic in &update.topics {
@@ -323,19 +363,21 @@ impl Registry {
                 true
             };
             complete &= count_mixed(&patterns.any.mixed, &mut left);
-            // URL-pattern subscribers are asked one by one, each charged to the budget.
-            let mut url_pattern_matches = Vec::new();
-            for subscriber in &patterns.url_patterns {
+            // Each distinct URL pattern is matched once, charged like a mixed visit.
+            let mut url_patterns_matched: Vec<&UrlPatternSlot> = Vec::new();
+            for slot in patterns.url_patterns.values() {
                 if left < MIXED_VISIT_COST {
                     complete = false;
                     break;
                 }
                 left -= MIXED_VISIT_COST;
-                if subscriber.selectors.matches(topic) {
-                    url_pattern_matches.push(Arc::clone(subscriber));
+                if slot.pattern.matches(topic) {
+                    url_patterns_matched.push(slot);
                 }
             }
-            complete &= count_mixed(&url_pattern_matches, &mut left);
+            for slot in &url_patterns_matched {
+                complete &= count_mixed(&slot.mixed, &mut left);
+            }
             let mut matched: Vec<&TemplateSlot> = Vec::new();
             patterns
                 .templates
@@ -354,6 +396,10 @@ impl Registry {
             }
             count += patterns.any.single.len();
             count += matched.iter().map(|slot| slot.single.len()).sum::<usize>();
+            count += url_patterns_matched
+                .iter()
+                .map(|slot| slot.single.len())
+                .sum::<usize>();
             counts.push(count);
         }
         PatternCounts { counts, complete }
@@ -383,6 +429,17 @@ impl Registry {
     /// topic costs at most this × the topic's length in matcher steps.
     pub fn template_complexity(&self) -> usize {
         self.patterns.read().complexity
+    }
+
+    /// Distinct URL patterns among live subscribers, and the subscriptions filed under them.
+    pub fn url_pattern_stats(&self) -> (usize, usize) {
+        let patterns = self.patterns.read();
+        let filed = patterns
+            .url_patterns
+            .values()
+            .map(|slot| slot.single.len() + slot.mixed.len())
+            .sum();
+        (patterns.url_patterns.len(), filed)
     }
 
     /// Distinct URI templates among live subscribers, and the nodes of their prefix index.

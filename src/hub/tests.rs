@@ -4,6 +4,7 @@ use std::task::{Context, Poll, Waker};
 
 use super::mailbox::{Delivery, Status};
 use super::*;
+use crate::topic::Selector;
 use crate::update::Draft;
 
 fn update(topics: &[&str], private: bool) -> Arc<Update> {
@@ -279,6 +280,52 @@ fn subscribers_of_one_template_share_one_slot_and_leave_nothing_behind() {
     drop(many);
     drop(distinct);
     assert_eq!(hub.registry.template_stats(), (0, 1));
+}
+
+#[test]
+fn subscribers_of_one_url_pattern_share_one_slot_and_each_gets_an_update_once() {
+    let hub = Hub::new(4);
+    let base = url::Url::parse("https://hub.example/.well-known/mercure").unwrap();
+    let pattern = |source: &str| Selector::url_pattern(source, &base).unwrap();
+    let many: Vec<_> = (0..100)
+        .map(|_| {
+            hub.subscribe(
+                SelectorSet::from_selectors([pattern("https://e.com/books/:id")]),
+                None,
+            )
+            .unwrap()
+        })
+        .collect();
+    // Two patterns (a slot each), one of them shared with the hundred, and an exact topic.
+    let mixed = hub
+        .subscribe(
+            SelectorSet::from_selectors([
+                pattern("https://e.com/books/:id"),
+                pattern("/rooms/:id"),
+                Selector::exact("https://e.com/books/1"),
+            ]),
+            None,
+        )
+        .unwrap();
+    assert_eq!(hub.registry.url_pattern_stats(), (2, 102));
+    hub.fan_out(&[
+        update(&["https://e.com/books/1", "https://e.com/books/2"], false),
+        update(&["https://hub.example/rooms/7"], false),
+        update(&["https://e.com/books/1/reviews"], false),
+    ]);
+    assert_eq!(
+        received(&mixed),
+        ["https://e.com/books/1", "https://hub.example/rooms/7"]
+    );
+    for subscription in &many {
+        assert_eq!(received(subscription), ["https://e.com/books/1"]);
+    }
+    let counts = hub.pattern_subscriber_counts_now(&["https://e.com/books/3"], usize::MAX);
+    assert_eq!(counts.counts, [101]);
+    drop(many);
+    assert_eq!(hub.registry.url_pattern_stats(), (2, 2));
+    drop(mixed);
+    assert_eq!(hub.registry.url_pattern_stats(), (0, 0));
 }
 
 #[test]

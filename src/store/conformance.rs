@@ -1,6 +1,8 @@
-//! Scenarios of the per-topic tallies that every [`Store`] must pass, run by the memory and
-//! redb tests (the Redis and NATS stores replay the same in `tests/cluster.rs`, against real
-//! servers). Each scenario names the retention its store must be opened with.
+//! Scenarios that every [`Store`] must pass (per-topic tallies, retention, duplicated ids), run
+//! by the memory and redb unit tests and, against real Redis and NATS servers, by
+//! `tests/cluster.rs` (which calls the duplicate-id scenario from here, hence this module is
+//! public, hidden from the docs; the tally scenarios are still written out there). Each
+//! scenario names the retention its store must be opened with. Test code: it panics on failure.
 
 use std::time::Duration;
 
@@ -397,4 +399,115 @@ pub fn rule_by_count(
         kept.remove(0);
     }
     kept.into_iter().map(|(seq, _)| seq).collect()
+}
+
+/// For [`duplicate_ids`].
+pub const DUPLICATES: Retention = Retention {
+    max_events: 5,
+    max_age: None,
+    per_topic: 0,
+};
+
+/// Appends one batch of `(topic, id)` updates and notes each one's seq under its topic.
+async fn append_named(
+    store: &dyn Store,
+    seqs: &mut std::collections::HashMap<String, u64>,
+    batch: &[(&str, &str)],
+) {
+    let updates = batch
+        .iter()
+        .map(|(topic, id)| update(&[topic], id, false))
+        .collect();
+    let stored = store.append(updates).await.expect("append");
+    for (update, (topic, _)) in stored.iter().zip(batch) {
+        seqs.insert((*topic).to_owned(), update.seq);
+    }
+}
+
+/// A publisher may use an id more than once. `resolve` gives its newest kept occurrence (Mercure
+/// 0.x, unchanged); `resolve_earliest` its oldest kept occurrence above a sequence (Mercure 1.0),
+/// and follows retention as occurrences are trimmed, whatever the batches.
+pub async fn duplicate_ids(store: &dyn Store) {
+    use super::ReplayFrom::{After, Unknown};
+
+    // Each update has its own topic, so that the topic names its seq (seqs are compared, never
+    // assumed: Redis and NATS number them their own way).
+    let mut seqs = std::collections::HashMap::new();
+    append_named(store, &mut seqs, &[("a", "dup")]).await;
+    append_named(store, &mut seqs, &[("b", "x"), ("c", "dup")]).await;
+    append_named(store, &mut seqs, &[("d", "once"), ("e", "dup")]).await;
+    let earliest =
+        async |id: &str, after: u64| store.resolve_earliest(id, after).await.expect("resolve");
+    let newest = async |id: &str| store.resolve(id).await.expect("resolve");
+    assert_eq!(newest("dup").await, After(seqs["e"]));
+    assert_eq!(earliest("dup", 0).await, After(seqs["a"]));
+    // Stepping past occurrences, one at a time.
+    assert_eq!(earliest("dup", seqs["a"]).await, After(seqs["c"]));
+    assert_eq!(earliest("dup", seqs["c"]).await, After(seqs["e"]));
+    assert_eq!(earliest("dup", seqs["e"]).await, Unknown);
+    // An id used once is its own earliest occurrence; an unknown id is unknown either way.
+    assert_eq!(earliest("once", 0).await, After(seqs["d"]));
+    assert_eq!(earliest("nope", 0).await, Unknown);
+
+    // Retention (5 kept) trims the first occurrence: the earliest kept is now the second.
+    append_named(store, &mut seqs, &[("f", "y")]).await;
+    assert_eq!(kept_ids(store).await, ["x", "dup", "once", "dup", "y"]);
+    assert_eq!(earliest("dup", 0).await, After(seqs["c"]));
+    assert_eq!(newest("dup").await, After(seqs["e"]));
+    // Used again after the second went: the oldest kept occurrence is still the earliest.
+    append_named(store, &mut seqs, &[("g", "z"), ("h", "w"), ("i", "dup")]).await;
+    assert_eq!(kept_ids(store).await, ["dup", "y", "z", "w", "dup"]);
+    assert_eq!(earliest("dup", 0).await, After(seqs["e"]));
+    assert_eq!(newest("dup").await, After(seqs["i"]));
+    // Every earlier occurrence trimmed: the one left is both earliest and newest.
+    append_named(store, &mut seqs, &[("j", "v")]).await;
+    assert_eq!(earliest("dup", 0).await, After(seqs["i"]));
+    assert_eq!(newest("dup").await, After(seqs["i"]));
+    // None left.
+    append_named(
+        store,
+        &mut seqs,
+        &[("k", "1"), ("l", "2"), ("m", "3"), ("n", "4"), ("o", "5")],
+    )
+    .await;
+    assert_eq!(earliest("dup", 0).await, Unknown);
+    assert_eq!(newest("dup").await, Unknown);
+}
+
+/// For [`duplicate_ids_around_holes`].
+pub const DUPLICATES_BY_TOPIC: Retention = Retention {
+    max_events: 2,
+    max_age: None,
+    per_topic: 1,
+};
+
+/// With `per_topic`, a newer occurrence of an id may be trimmed while an older one, protected by
+/// its topic, stays: that one is still found as the earliest.
+pub async fn duplicate_ids_around_holes(store: &dyn Store) {
+    let mut seqs = std::collections::HashMap::new();
+    append_named(store, &mut seqs, &[("a", "dup")]).await;
+    append_named(store, &mut seqs, &[("b", "dup")]).await;
+    append_named(store, &mut seqs, &[("b", "z")]).await;
+    append_named(store, &mut seqs, &[("c", "w")]).await;
+    assert_eq!(kept_ids(store).await, ["dup", "z", "w"]);
+    let first = kept_seqs(store).await[0];
+    assert_eq!(
+        store.resolve_earliest("dup", 0).await.expect("resolve"),
+        super::ReplayFrom::After(first)
+    );
+    assert_eq!(
+        store.resolve_earliest("dup", first).await.expect("resolve"),
+        super::ReplayFrom::Unknown
+    );
+}
+
+/// The seqs `store.read_after(0, ..)` returns, oldest first.
+async fn kept_seqs(store: &dyn Store) -> Vec<u64> {
+    store
+        .read_after(0, usize::MAX)
+        .await
+        .expect("read")
+        .iter()
+        .map(|update| update.seq)
+        .collect()
 }

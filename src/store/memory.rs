@@ -22,7 +22,11 @@ pub struct MemoryStore {
 struct Ring {
     retention: Retention,
     updates: BTreeMap<u64, Arc<Update>>,
+    /// Each kept id's newest occurrence.
     seq_by_id: HashMap<String, u64>,
+    /// The kept occurrences of ids appended more than once (an id's entry stays while one of
+    /// them is kept, even if its newest went first, as `--history-per-topic` may trim).
+    duplicates: HashMap<String, BTreeSet<u64>>,
     topics: HashMap<String, TopicTally>,
     last_seq: u64,
     /// The highest sequence removed by retention.
@@ -50,6 +54,7 @@ impl MemoryStore {
                 retention,
                 updates: BTreeMap::new(),
                 seq_by_id: HashMap::new(),
+                duplicates: HashMap::new(),
                 topics: HashMap::new(),
                 last_seq: 0,
                 trimmed_through: 0,
@@ -65,7 +70,11 @@ impl Ring {
         self.last_seq += 1;
         update.seq = self.last_seq;
         let update = Arc::new(update);
-        self.seq_by_id.insert(update.id.clone(), update.seq);
+        if let Some(previous) = self.seq_by_id.insert(update.id.clone(), update.seq) {
+            let seqs = self.duplicates.entry(update.id.clone()).or_default();
+            seqs.insert(previous);
+            seqs.insert(update.seq);
+        }
         for topic in unique_topics(&update) {
             let tally = self
                 .topics
@@ -170,6 +179,12 @@ impl Ring {
         if self.seq_by_id.get(&dropped.id) == Some(&dropped.seq) {
             self.seq_by_id.remove(&dropped.id);
         }
+        if let Some(seqs) = self.duplicates.get_mut(&dropped.id) {
+            seqs.remove(&seq);
+            if seqs.is_empty() {
+                self.duplicates.remove(&dropped.id);
+            }
+        }
         for topic in unique_topics(&dropped) {
             if let Some(tally) = self.topics.get_mut(topic) {
                 tally.events = tally.events.saturating_sub(1);
@@ -244,6 +259,21 @@ impl Store for MemoryStore {
         ring.trim();
         Ok(match ring.seq_by_id.get(id) {
             Some(&seq) => ReplayFrom::After(seq),
+            None => ReplayFrom::Unknown,
+        })
+    }
+
+    async fn resolve_earliest(&self, id: &str, after: u64) -> Result<ReplayFrom, StoreError> {
+        let mut ring = self.state.lock();
+        ring.trim();
+        let above = after.saturating_add(1);
+        let duplicate = ring
+            .duplicates
+            .get(id)
+            .and_then(|seqs| seqs.range(above..).next().copied());
+        let newest = ring.seq_by_id.get(id).copied().filter(|&seq| seq >= above);
+        Ok(match duplicate.into_iter().chain(newest).min() {
+            Some(seq) => ReplayFrom::After(seq),
             None => ReplayFrom::Unknown,
         })
     }
@@ -396,6 +426,19 @@ mod tests {
     async fn tallies_follow_retention_by_age() {
         use crate::store::conformance as scenario;
         scenario::age_retention(&MemoryStore::new(scenario::BY_AGE)).await;
+    }
+
+    #[tokio::test]
+    async fn duplicate_ids_resolve_to_their_newest_or_earliest_occurrence() {
+        use crate::store::conformance as scenario;
+        scenario::duplicate_ids(&MemoryStore::new(scenario::DUPLICATES)).await;
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_id_kept_in_a_hole_is_still_its_earliest() {
+        use crate::store::conformance as scenario;
+        scenario::duplicate_ids_around_holes(&MemoryStore::new(scenario::DUPLICATES_BY_TOPIC))
+            .await;
     }
 
     #[tokio::test]

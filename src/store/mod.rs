@@ -8,7 +8,9 @@
 //! from the shared log by [`crate::cluster`], so that each node sees the same order; the Redis
 //! and NATS stores hand it what it needs to follow their log.
 
-#[cfg(test)]
+/// Scenarios every backend must pass: run by the unit tests of the memory and redb stores, and
+/// by `tests/cluster.rs` against real Redis and NATS servers (hence public, but hidden).
+#[doc(hidden)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod conformance;
 pub mod memory;
@@ -181,8 +183,15 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` updates with `seq > after`, oldest first.
     async fn read_after(&self, after: u64, limit: usize) -> Result<Vec<Arc<Update>>, StoreError>;
 
-    /// Where to resume for a client whose last event id is `id`.
+    /// Where to resume for a client whose last event id is `id`. A publisher may use an id more
+    /// than once: this is its newest kept occurrence (what Mercure 0.x clients have always got
+    /// from Herald).
     async fn resolve(&self, id: &str) -> Result<ReplayFrom, StoreError>;
+
+    /// The oldest kept occurrence of event id `id` with a sequence above `after` (0: the oldest
+    /// kept of all), or `Unknown` when history holds none. Mercure 1.0 resolves a duplicated id
+    /// to its earliest occurrence; `after` lets the caller step past occurrences it may not see.
+    async fn resolve_earliest(&self, id: &str, after: u64) -> Result<ReplayFrom, StoreError>;
 
     /// The oldest and newest updates kept.
     async fn bounds(&self) -> Result<Bounds, StoreError>;

@@ -11,7 +11,9 @@
 //!   in the shared [`super::record`] encoding. `key` stands for the event id (`i` + the id in
 //!   base64url when short, `h` + a hash of it otherwise), so JetStream's own per-subject index
 //!   resolves an id: the last message on the id's subject (its record is checked to carry that
-//!   very id). One publish per update, no second write to keep in step.
+//!   very id). One publish per update, no second write to keep in step. The earliest occurrence
+//!   of a duplicated id (Mercure 1.0) is the first message on that subject from history's
+//!   oldest sequence on (`direct_get_next_for_subject`), read the same way.
 //! - `seq` is the JetStream stream sequence: assigned by the server, contiguous, the same on
 //!   every node.
 //! - The stream keeps `max(--history-size, 10,000)` messages and drops messages older than
@@ -49,6 +51,9 @@ use super::{
 };
 use crate::update::{Update, now_ms};
 
+/// How many messages on an id's subject [`NatsStore::resolve_earliest`] reads at most before it
+/// gives up: only hash collisions of long ids and aged-out messages not yet removed are skipped.
+const OCCURRENCE_PROBES: usize = 64;
 /// Messages read from the stream per page (pipelined gets).
 const PAGE: u64 = 256;
 
@@ -470,6 +475,31 @@ impl Store for NatsStore {
                 ReplayFrom::Unknown
             },
         )
+    }
+
+    async fn resolve_earliest(&self, id: &str, after: u64) -> Result<ReplayFrom, StoreError> {
+        let subject = self.subject(id);
+        let (oldest, _) = self.window().await?;
+        let cutoff = self.cutoff_ms();
+        let mut from = oldest.max(after.saturating_add(1));
+        for _ in 0..OCCURRENCE_PROBES {
+            let next = self
+                .stream
+                .direct_get_next_for_subject(subject.clone(), Some(from));
+            let message = match bounded(next).await {
+                Ok(message) => Stored::from_message(message)?,
+                Err(StoreError::Backend(reason)) if reason.contains(NOT_FOUND_MARK) => {
+                    return Ok(ReplayFrom::Unknown);
+                }
+                Err(error) => return Err(error),
+            };
+            let fresh = cutoff.is_none_or(|cutoff| message.time_ms >= cutoff);
+            if message.id() == Some(id) && fresh {
+                return Ok(ReplayFrom::After(message.seq));
+            }
+            from = message.seq.saturating_add(1);
+        }
+        Ok(ReplayFrom::Unknown)
     }
 
     async fn bounds(&self) -> Result<Bounds, StoreError> {

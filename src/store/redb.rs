@@ -13,6 +13,11 @@
 //! - `ids`: `event id (str) -> seq (u64)`. Custom ids included; a later update with the same id
 //!   takes the entry over, and trimming removes an entry only if it still points at the trimmed
 //!   seq.
+//! - `duplicate_ids`: `(event id, seq) -> ()` for each kept occurrence of an id appended more
+//!   than once (written from the second occurrence on, removed with each trimmed occurrence), so
+//!   Mercure 1.0's "a duplicated id resolves to its earliest occurrence" is one range lookup.
+//!   Derived like `topics_public`: a file without it (from an earlier herald) is still schema 1;
+//!   occurrences an earlier herald appended are not in it, and resolve as before, to the newest.
 //! - `topics`: `topic (str) -> (events kept u64, newest event id str)`, for `GET /topics`.
 //! - `topics_public`: the same tally over public (non-private) updates only, so `GET /topics`
 //!   can show a caller only what it may see. Maintained in the same transactions as `topics`.
@@ -92,6 +97,9 @@ pub const SCHEMA_VERSION: u64 = 1;
 
 const LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("log");
 const IDS: TableDefinition<'static, &str, u64> = TableDefinition::new("ids");
+/// `(event id, seq)` of every kept occurrence of an id appended more than once.
+const DUPLICATE_IDS: TableDefinition<'static, (&str, u64), ()> =
+    TableDefinition::new("duplicate_ids");
 const TOPICS: TableDefinition<'static, &str, (u64, &str)> = TableDefinition::new("topics");
 const TOPICS_PUBLIC: TableDefinition<'static, &str, (u64, &str)> =
     TableDefinition::new("topics_public");
@@ -747,7 +755,10 @@ fn append_blocking(
     txn.set_durability(Durability::Immediate).map_err(backend)?;
     let stored = {
         let mut log = txn.open_table(LOG).map_err(backend)?;
-        let mut ids = txn.open_table(IDS).map_err(backend)?;
+        let mut ids = IdIndex {
+            newest: txn.open_table(IDS).map_err(backend)?,
+            duplicates: txn.open_table(DUPLICATE_IDS).map_err(backend)?,
+        };
         let mut topics = txn.open_table(TOPICS).map_err(backend)?;
         let mut public_topics = txn.open_table(TOPICS_PUBLIC).map_err(backend)?;
         let mut meta = txn.open_table(META).map_err(backend)?;
@@ -779,7 +790,7 @@ fn append_blocking(
             record.clear();
             encode(&update, &mut record)?;
             log.insert(last_seq, record.as_slice()).map_err(backend)?;
-            ids.insert(update.id.as_str(), last_seq).map_err(backend)?;
+            ids.add(&update.id, last_seq)?;
             counts.add(
                 (&topics, &public_topics),
                 &update.id,
@@ -818,6 +829,40 @@ fn append_blocking(
     mark_public_tally(&txn).map_err(backend)?;
     txn.commit().map_err(backend)?;
     Ok(stored)
+}
+
+/// The event-id tables of one append transaction: `ids` (the newest occurrence) and
+/// `duplicate_ids` (every kept occurrence of an id used more than once).
+struct IdIndex<'t> {
+    newest: Table<'t, &'static str, u64>,
+    duplicates: Table<'t, (&'static str, u64), ()>,
+}
+
+impl IdIndex<'_> {
+    /// Indexes the occurrence of `id` just appended at `seq`.
+    fn add(&mut self, id: &str, seq: u64) -> Result<(), StoreError> {
+        let previous = self
+            .newest
+            .insert(id, seq)
+            .map_err(backend)?
+            .map(|guard| guard.value());
+        if let Some(previous) = previous {
+            self.duplicates
+                .insert((id, previous), ())
+                .map_err(backend)?;
+            self.duplicates.insert((id, seq), ()).map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Unindexes the occurrence of `id` trimmed at `seq`.
+    fn remove(&mut self, id: &str, seq: u64) -> Result<(), StoreError> {
+        if self.newest.get(id).map_err(backend)?.map(|g| g.value()) == Some(seq) {
+            self.newest.remove(id).map_err(backend)?;
+        }
+        self.duplicates.remove((id, seq)).map_err(backend)?;
+        Ok(())
+    }
 }
 
 /// The per-topic index of one append transaction (`--history-per-topic`).
@@ -912,7 +957,7 @@ impl Protection<'_> {
 /// here).
 fn trim(
     log: &mut Table<'_, u64, &[u8]>,
-    ids: &mut Table<'_, &str, u64>,
+    ids: &mut IdIndex<'_>,
     tables: TallyTables<'_, '_>,
     counts: &mut Counts,
     retention: Retention,
@@ -955,9 +1000,7 @@ fn trim(
         let topics: Vec<String> = record.topics.iter().map(|t| (*t).to_owned()).collect();
         let (id, private) = (record.id.to_owned(), record.private);
         drop(value);
-        if ids.get(id.as_str()).map_err(backend)?.map(|g| g.value()) == Some(victim) {
-            ids.remove(id.as_str()).map_err(backend)?;
-        }
+        ids.remove(&id, victim)?;
         counts.remove(tables, &topics, private)?;
         if let Some(protection) = protection.as_deref_mut() {
             protection.remove(victim, &topics)?;
@@ -1036,6 +1079,10 @@ fn snapshot_blocking(db: &Database, store_file: &Path) -> Result<Snapshot, Store
             .map_err(backend)?;
         copy_table(&read, &write, LOG).map_err(backend)?;
         copy_table(&read, &write, IDS).map_err(backend)?;
+        match copy_table(&read, &write, DUPLICATE_IDS) {
+            Ok(_) | Err(::redb::Error::TableDoesNotExist(_)) => {}
+            Err(error) => return Err(backend(error)),
+        }
         copy_table(&read, &write, TOPICS).map_err(backend)?;
         copy_table(&read, &write, TOPICS_PUBLIC).map_err(backend)?;
         copy_table(&read, &write, META).map_err(backend)?;
@@ -1146,6 +1193,59 @@ fn resolve_blocking(
         return Ok(ReplayFrom::Unknown);
     }
     Ok(ReplayFrom::After(seq))
+}
+
+/// The oldest kept occurrence of `id` above `after`: the first of `duplicate_ids` from there, or
+/// the newest occurrence (`ids`) when that is older or the id was appended once. An entry
+/// whose update the log no longer holds (left by an earlier herald's trimming) is skipped.
+fn resolve_earliest_blocking(
+    db: &Database,
+    retention: Retention,
+    id: &str,
+    after: u64,
+) -> Result<ReplayFrom, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let log = txn.open_table(LOG).map_err(backend)?;
+    let cutoff = age_cutoff(retention);
+    let kept = |seq: u64| -> Result<bool, StoreError> {
+        match log.get(seq).map_err(backend)? {
+            Some(value) => {
+                Ok(parse_at(seq, value.value())?.id == id && !expired(seq, value.value(), cutoff)?)
+            }
+            None => Ok(false),
+        }
+    };
+    let above = after.saturating_add(1);
+    let newest = txn
+        .open_table(IDS)
+        .map_err(backend)?
+        .get(id)
+        .map_err(backend)?
+        .map(|guard| guard.value())
+        .filter(|&seq| seq >= above);
+    let mut earliest = None;
+    match txn.open_table(DUPLICATE_IDS) {
+        Ok(duplicates) => {
+            let upto = newest.unwrap_or(u64::MAX);
+            for entry in duplicates
+                .range((id, above)..=(id, upto))
+                .map_err(backend)?
+            {
+                let seq = entry.map_err(backend)?.0.value().1;
+                if kept(seq)? {
+                    earliest = Some(seq);
+                    break;
+                }
+            }
+        }
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(error) => return Err(backend(error)),
+    }
+    let found = match earliest.or(newest) {
+        Some(seq) if kept(seq)? => Some(seq),
+        _ => None,
+    };
+    Ok(found.map_or(ReplayFrom::Unknown, ReplayFrom::After))
 }
 
 fn bounds_blocking(db: &Database, retention: Retention) -> Result<Bounds, StoreError> {
@@ -1263,6 +1363,12 @@ impl Store for RedbStore {
     async fn resolve(&self, id: &str) -> Result<ReplayFrom, StoreError> {
         let id = id.to_owned();
         self.blocking(move |db, retention| resolve_blocking(db, retention, &id))
+            .await
+    }
+
+    async fn resolve_earliest(&self, id: &str, after: u64) -> Result<ReplayFrom, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |db, retention| resolve_earliest_blocking(db, retention, &id, after))
             .await
     }
 

@@ -15,6 +15,12 @@
 //! - `{prefix}:ids`: ZSET, event id -> the millisecond of its entry (exact in an f64). Resolving
 //!   an id reads the score, then the entries of that millisecond, and takes the newest whose `i`
 //!   matches (a later update with the same id takes it over).
+//! - `{prefix}:duplicate-ids`: ZSET, every member scored 0: `event id NUL stream id` (the stream
+//!   id zero-padded, so that members sort by id, then in stream order) for each kept occurrence
+//!   of an id appended more than once. Written from the second occurrence on, removed as each
+//!   occurrence leaves history, so the earliest occurrence of a duplicated id (Mercure 1.0) is
+//!   one `ZRANGEBYLEX`. Event ids never contain NUL (publishing refuses it). A node of an earlier
+//!   herald does not maintain it: occurrences it appends resolve as before, to the newest.
 //! - `{prefix}:meta`: HASH. `last`: the newest stream id ever assigned (so sequences keep
 //!   increasing when everything was trimmed); `floor`: the newest id that history no longer
 //!   holds (history is every entry after it); `kept`: how many entries history holds;
@@ -92,6 +98,7 @@ pub enum ConnectError {
 struct Keys {
     log: String,
     ids: String,
+    duplicates: String,
     meta: String,
     topic_count: String,
     topic_last: String,
@@ -104,6 +111,7 @@ impl Keys {
         Keys {
             log: format!("{prefix}:log"),
             ids: format!("{prefix}:ids"),
+            duplicates: format!("{prefix}:duplicate-ids"),
             meta: format!("{prefix}:meta"),
             topic_count: format!("{prefix}:topic-count"),
             topic_last: format!("{prefix}:topic-last"),
@@ -118,6 +126,7 @@ struct Scripts {
     append: Script,
     read: Script,
     resolve: Script,
+    resolve_earliest: Script,
     bounds: Script,
     topics: Script,
 }
@@ -129,6 +138,7 @@ impl Scripts {
             append: with_helpers(LUA_APPEND),
             read: with_helpers(LUA_READ),
             resolve: with_helpers(LUA_RESOLVE),
+            resolve_earliest: with_helpers(LUA_RESOLVE_EARLIEST),
             bounds: with_helpers(LUA_BOUNDS),
             topics: with_helpers(LUA_TOPICS),
         }
@@ -476,6 +486,7 @@ impl Store for RedisStore {
             .key(&self.keys.topic_last)
             .key(&self.keys.topic_public_count)
             .key(&self.keys.topic_public_last)
+            .key(&self.keys.duplicates)
             .arg(self.retention.max_events)
             .arg(self.retention.max_events.max(BUS_FLOOR))
             .arg(self.max_age_ms())
@@ -524,6 +535,26 @@ impl Store for RedisStore {
             .key(&self.keys.ids)
             .key(&self.keys.meta)
             .arg(id)
+            .arg(max_age)
+            .invoke_async(&mut manager))?;
+        Ok(match found {
+            Some(stream_id) => ReplayFrom::After(seq_of(&stream_id)?),
+            None => ReplayFrom::Unknown,
+        })
+    }
+
+    async fn resolve_earliest(&self, id: &str, after: u64) -> Result<ReplayFrom, StoreError> {
+        let max_age = self.max_age_ms();
+        let after = id_of(after);
+        let found: Option<String> = read!(self, |manager| self
+            .scripts
+            .resolve_earliest
+            .key(&self.keys.log)
+            .key(&self.keys.ids)
+            .key(&self.keys.meta)
+            .key(&self.keys.duplicates)
+            .arg(id)
+            .arg(&after)
             .arg(max_age)
             .invoke_async(&mut manager))?;
         Ok(match found {
@@ -603,7 +634,8 @@ impl Store for RedisStore {
 /// Shared helpers: stream ids as (ms, n) numbers, exact below 2^53.
 const LUA_HELPERS: &str = include_str!("redis/helpers.lua");
 
-/// KEYS: log, ids, meta, topic-count, topic-last, topic-public-count, topic-public-last. ARGV:
+/// KEYS: log, ids, meta, topic-count, topic-last, topic-public-count, topic-public-last,
+/// duplicate-ids. ARGV:
 /// history size, stream size, max age ms (0: none), grace ms, then (record, id, topics JSON) per
 /// update. Returns the stream ids.
 const LUA_APPEND: &str = include_str!("redis/append.lua");
@@ -613,6 +645,12 @@ const LUA_READ: &str = include_str!("redis/read.lua");
 
 /// KEYS: log, ids, meta. ARGV: event id, max age ms. Returns the stream id, or nil.
 const LUA_RESOLVE: &str = include_str!("redis/resolve.lua");
+
+/// KEYS: log, ids, meta, duplicate-ids. ARGV: event id, after (stream id), max age ms. Returns
+/// the stream id of the oldest occurrence of the id that history holds after `after`, or nil:
+/// the first `duplicate-ids` member from there, or the newest occurrence when it is older (or
+/// the id was appended once).
+const LUA_RESOLVE_EARLIEST: &str = include_str!("redis/resolve_earliest.lua");
 
 /// KEYS: log, meta. ARGV: max age ms. Returns {last, [oldest id, oldest event id, newest id,
 /// newest event id]}.

@@ -220,7 +220,7 @@ fn subscription_events_reach_each_subscriber_in_its_own_format_only() {
             mailbox: Mailbox::new(8),
             identity: Some(Box::new(Identity {
                 urn: "urn:uuid:x".into(),
-                payload: None,
+                payload: crate::hub::Payloads::Same(None),
                 mercure1,
             })),
             reached: AtomicU64::new(0),

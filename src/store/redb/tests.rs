@@ -491,10 +491,32 @@ async fn answers_exactly_like_the_memory_ring() {
                 disk.resolve(id).await.unwrap(),
                 ring.resolve(id).await.unwrap()
             );
+            for after in [0, 1, 5, 20, 60, 200] {
+                assert_eq!(
+                    disk.resolve_earliest(id, after).await.unwrap(),
+                    ring.resolve_earliest(id, after).await.unwrap(),
+                    "{id} after {after}"
+                );
+            }
         }
         assert_eq!(disk.bounds().await.unwrap(), ring.bounds().await.unwrap());
         assert_eq!(sorted_topics(&disk).await, sorted_topics(&ring).await);
     }
+}
+
+#[tokio::test]
+async fn duplicate_ids_resolve_to_their_newest_or_earliest_occurrence() {
+    use crate::store::conformance as scenario;
+    let dir = TempDir::new("duplicates");
+    scenario::duplicate_ids(&RedbStore::open(dir.path(), scenario::DUPLICATES).unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_id_kept_in_a_hole_is_still_its_earliest() {
+    use crate::store::conformance as scenario;
+    let dir = TempDir::new("duplicate-holes");
+    let retention = scenario::DUPLICATES_BY_TOPIC;
+    scenario::duplicate_ids_around_holes(&RedbStore::open(dir.path(), retention).unwrap()).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 -- Run by src/store/redis.rs (its doc comment on LUA_APPEND lists KEYS and ARGV), after helpers.lua.
 local log, ids, meta, tcount, tlast = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local pcount, plast = KEYS[6], KEYS[7]
+local pcount, plast, dups = KEYS[6], KEYS[7], KEYS[8]
 local hs, physmax = tonumber(ARGV[1]), tonumber(ARGV[2])
 local maxage, grace = tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
@@ -32,6 +32,11 @@ for i = 5, #ARGV, 3 do
     lms, ln = lms + 1, 0
   end
   local id = fmt(lms, ln)
+  -- An id used before, whose previous occurrence history still holds: index both.
+  local previous = newest_with_id(log, ids, ARGV[i + 1])
+  if previous and newer(previous, floor) then
+    redis.call('ZADD', dups, 0, occurrence(ARGV[i + 1], previous), 0, occurrence(ARGV[i + 1], id))
+  end
   redis.call('XADD', log, id, 'r', ARGV[i], 'i', ARGV[i + 1], 't', ARGV[i + 2])
   redis.call('ZADD', ids, lms, ARGV[i + 1])
   local public = not private({'r', ARGV[i]})
@@ -51,6 +56,8 @@ last = fmt(lms, ln)
 -- Logical retention: move the floor past what history no longer holds.
 local function forget(entries)
   for _, e in ipairs(entries) do
+    local event_id = field(e[2], 'i')
+    if event_id then redis.call('ZREM', dups, occurrence(event_id, e[1])) end
     local topics = field(e[2], 't')
     if topics then
       local public = not private(e[2])

@@ -51,6 +51,23 @@ local function retally(log, pcount, plast, floor, last, tallied)
   end
   return last
 end
+-- The stream id of the newest entry carrying event id `wanted` (the `ids` score is its
+-- millisecond), or false.
+local function newest_with_id(log, ids, wanted)
+  local score = redis.call('ZSCORE', ids, wanted)
+  if not score then return false end
+  local ms = tonumber(score)
+  local found = false
+  for _, e in ipairs(redis.call('XRANGE', log, fmt(ms, 0), fmt(ms, 65535))) do
+    if field(e[2], 'i') == wanted then found = e[1] end
+  end
+  return found
+end
+-- The `duplicate-ids` member of the occurrence of event id `id` at stream id `entry`.
+local function occurrence(id, entry)
+  local ms, n = split(entry)
+  return id .. '\0' .. string.format('%015.0f-%05.0f', ms, n)
+end
 -- The first id history holds: after `lower` (exclusive) and, with an age limit, not older
 -- than it (inclusive). An XRANGE start.
 local function window_start(lower, maxage, now)
