@@ -14,22 +14,22 @@ use crate::store::writer::Writer;
 use crate::update::{Draft, Update, now_ms};
 
 /// The topic of the chat room.
-pub const CHAT_TOPIC: &str = "chat";
+pub(crate) const CHAT_TOPIC: &str = "chat";
 /// The topic the clock publishes to.
-pub const CLOCK_TOPIC: &str = "clock";
+pub(crate) const CLOCK_TOPIC: &str = "clock";
 /// How often the clock ticks.
-pub const CLOCK_PERIOD: Duration = Duration::from_secs(3);
+pub(crate) const CLOCK_PERIOD: Duration = Duration::from_secs(3);
 /// The longest display name a chat message may carry, in characters.
-pub const MAX_NAME_CHARS: usize = 40;
+pub(crate) const MAX_NAME_CHARS: usize = 40;
 /// The longest chat message, in characters.
-pub const MAX_MESSAGE_CHARS: usize = 2000;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 2000;
 /// The name of a sender who gave none.
-pub const ANONYMOUS_NAME: &str = "anonymous";
+pub(crate) const ANONYMOUS_NAME: &str = "anonymous";
 
 /// The clock, to run as a background task ([`crate::shutdown::Tasks::spawn`]): publishes
 /// `{"message":"Current time is HH:MM:SS"}` (UTC) to `clock` at once and then every
 /// [`CLOCK_PERIOD`], until the writer closes.
-pub async fn run_clock(writer: Writer) {
+pub(crate) async fn run_clock(writer: Writer) {
     let mut ticker = tokio::time::interval(CLOCK_PERIOD);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -50,7 +50,7 @@ pub async fn run_clock(writer: Writer) {
 }
 
 /// The clock's update for a moment (milliseconds since the epoch).
-pub fn clock_draft(at_ms: u64) -> Draft {
+pub(crate) fn clock_draft(at_ms: u64) -> Draft {
     let data = serde_json::json!({ "message": format!("Current time is {}", time_of_day(at_ms)) });
     Draft {
         topics: vec![CLOCK_TOPIC.to_owned()],
@@ -60,7 +60,7 @@ pub fn clock_draft(at_ms: u64) -> Draft {
 }
 
 /// `HH:MM:SS` (UTC) of a moment in milliseconds since the epoch.
-pub fn time_of_day(at_ms: u64) -> String {
+pub(crate) fn time_of_day(at_ms: u64) -> String {
     let seconds = (at_ms / 1000) % 86_400;
     format!(
         "{:02}:{:02}:{:02}",
@@ -72,7 +72,7 @@ pub fn time_of_day(at_ms: u64) -> String {
 
 /// Why a chat message was refused. Each is a 400 at the HTTP edge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ChatError {
+pub(crate) enum ChatError {
     #[error("the message is empty")]
     EmptyMessage,
     #[error("the message is longer than {MAX_MESSAGE_CHARS} characters")]
@@ -83,7 +83,7 @@ pub enum ChatError {
 
 /// The update for one chat message: JSON `{"name", "message", "at"}` on topic `chat`. Surrounding
 /// whitespace is trimmed; an empty name becomes [`ANONYMOUS_NAME`].
-pub fn chat_draft(name: &str, message: &str, at_ms: u64) -> Result<Draft, ChatError> {
+pub(crate) fn chat_draft(name: &str, message: &str, at_ms: u64) -> Result<Draft, ChatError> {
     let message = message.trim();
     if message.is_empty() {
         return Err(ChatError::EmptyMessage);

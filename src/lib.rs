@@ -30,18 +30,18 @@
 
 pub mod auth;
 pub mod cli;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
-pub mod demo;
+pub(crate) mod demo;
 pub mod http;
 pub mod hub;
 pub(crate) mod serde_util;
 pub mod server;
 pub mod shutdown;
 pub mod store;
-pub mod stream;
+pub(crate) mod stream;
 pub mod subscriptions;
-pub mod telemetry;
+pub(crate) mod telemetry;
 pub mod topic;
 pub mod update;
-pub mod visibility;
+pub(crate) mod visibility;

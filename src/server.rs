@@ -29,7 +29,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 const MAX_BATCH: usize = 1024;
 
 /// The file of the store directory that keeps the `--demo` development secret.
-pub const DEV_SECRET_FILE: &str = "dev-secret";
+pub(crate) const DEV_SECRET_FILE: &str = "dev-secret";
 
 /// Reads the development secret at `path`, or makes one and writes it there (owner-only).
 fn dev_secret(path: &std::path::Path) -> std::io::Result<String> {
@@ -93,7 +93,7 @@ pub enum StartError {
 
 impl StartError {
     /// True when the fix is in the configuration.
-    pub fn is_config(&self) -> bool {
+    pub(crate) fn is_config(&self) -> bool {
         matches!(
             self,
             StartError::Keys(_) | StartError::Config(_) | StartError::Tls(_)
@@ -260,13 +260,13 @@ impl Server {
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.state.config
     }
 
     /// The secret made when no key was configured: random for this run, or with `--demo` and
     /// a store directory, the development secret kept in [`Server::secret_file`].
-    pub fn generated_secret(&self) -> Option<&str> {
+    pub(crate) fn generated_secret(&self) -> Option<&str> {
         self.generated_secret.as_deref()
     }
 
@@ -278,7 +278,7 @@ impl Server {
     }
 
     /// The file that keeps the `--demo` development secret across restarts, if any.
-    pub fn secret_file(&self) -> Option<&std::path::Path> {
+    pub(crate) fn secret_file(&self) -> Option<&std::path::Path> {
         self.secret_file.as_deref()
     }
 

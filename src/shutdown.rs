@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 /// The background tasks of one hub, and the signal that ends them. Dropping it signals
 /// shutdown too, so a hub that fails half-way through start-up leaves nothing running.
 #[derive(Debug, Default)]
-pub struct Tasks {
+pub(crate) struct Tasks {
     tracker: TaskTracker,
     stop: CancellationToken,
 }
@@ -29,13 +29,13 @@ pub struct TaskWatch {
 
 impl Tasks {
     /// No tasks yet.
-    pub fn new() -> Tasks {
+    pub(crate) fn new() -> Tasks {
         Tasks::default()
     }
 
     /// Runs `task` until it ends or shutdown begins; then it is dropped at its next `.await`.
     /// For loops with nothing to finish (tickers, refreshers, listeners).
-    pub fn spawn<F>(&self, task: F)
+    pub(crate) fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -47,7 +47,7 @@ impl Tasks {
 
     /// Runs the task that `start` makes from the shutdown signal; the task watches the signal
     /// and finishes its work on its own (the writer commits what is queued, then stops).
-    pub fn spawn_graceful<F>(&self, start: impl FnOnce(CancellationToken) -> F)
+    pub(crate) fn spawn_graceful<F>(&self, start: impl FnOnce(CancellationToken) -> F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
@@ -55,7 +55,7 @@ impl Tasks {
     }
 
     /// Takes charge of a task spawned elsewhere: aborted when shutdown begins, waited for.
-    pub fn adopt(&self, mut handle: JoinHandle<()>) {
+    pub(crate) fn adopt(&self, mut handle: JoinHandle<()>) {
         let stop = self.stop.clone();
         self.tracker.spawn(async move {
             tokio::select! {
@@ -87,7 +87,7 @@ impl Tasks {
 
     /// Signals shutdown, refuses new tasks and waits for the running ones, at most `deadline`.
     /// True when every task ended in time.
-    pub async fn shutdown(&self, deadline: Duration) -> bool {
+    pub(crate) async fn shutdown(&self, deadline: Duration) -> bool {
         self.stop.cancel();
         self.tracker.close();
         let finished = tokio::time::timeout(deadline, self.tracker.wait())

@@ -48,7 +48,7 @@ const KEEP_READY: usize = 16;
 
 /// Where the stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
+pub(crate) enum Start {
     /// Replay every update with a sequence above `after`, then go live. Updates trimmed up to
     /// `announced` (at least `after`) are known lost to the client: skipping them is no gap.
     ReplayAfter { after: u64, announced: u64 },
@@ -58,7 +58,7 @@ pub enum Start {
 
 /// What the lag policy did; counted in `herald_lagging_subscribers_total{action}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LagAction {
+pub(crate) enum LagAction {
     /// History still holds everything missed: replay it, then go live again.
     CatchUp,
     /// History no longer holds it: end the stream; the client reconnects with Last-Event-ID.
@@ -110,7 +110,7 @@ pub struct EventStream {
 impl EventStream {
     /// A stream that first writes `prelude` (the opening comment, a gap notice), then follows
     /// `start`.
-    pub fn new(
+    pub(crate) fn new(
         subscription: Subscription,
         store: Arc<dyn Store>,
         prelude: Bytes,
@@ -136,13 +136,13 @@ impl EventStream {
 
     /// Makes every update carry its canonical topic as a `topic:` field line (see
     /// [`Update::frame_with_topic`]).
-    pub fn with_topic_field(mut self, topic_field: bool) -> EventStream {
+    pub(crate) fn with_topic_field(mut self, topic_field: bool) -> EventStream {
         self.topic_field = topic_field;
         self
     }
 
     /// The next chunk to write; `None` when the stream is over.
-    pub async fn next_chunk(&mut self) -> Option<Bytes> {
+    pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         if let Some(prelude) = self.prelude.take() {
             return Some(prelude);
         }

@@ -24,9 +24,9 @@ use crate::topic::Selector;
 use crate::update::{Draft, Update};
 
 /// The base path of subscription IRIs.
-pub const BASE: &str = "/.well-known/mercure/subscriptions";
+pub(crate) const BASE: &str = "/.well-known/mercure/subscriptions";
 /// The JSON-LD context of every document.
-pub const CONTEXT: &str = "https://mercure.rocks/";
+pub(crate) const CONTEXT: &str = "https://mercure.rocks/";
 
 /// Everything but unreserved characters is encoded in an IRI segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -41,7 +41,7 @@ pub fn encode_segment(text: &str) -> String {
 }
 
 /// The IRI of one subscription.
-pub fn subscription_iri(selector: &str, subscriber_urn: &str) -> String {
+pub(crate) fn subscription_iri(selector: &str, subscriber_urn: &str) -> String {
     format!(
         "{BASE}/{}/{}",
         encode_segment(selector),
@@ -51,7 +51,7 @@ pub fn subscription_iri(selector: &str, subscriber_urn: &str) -> String {
 
 /// The JSON-LD object of one subscription (without `@context`): the selector at `index` of
 /// `subscriber`'s selectors, written `selector`.
-pub fn subscription_json(
+pub(crate) fn subscription_json(
     index: usize,
     selector: &str,
     subscriber: &Subscriber,
@@ -74,7 +74,11 @@ pub fn subscription_json(
 }
 
 /// The Mercure 1.0 topic of one subscription.
-pub fn subscription_topic_v1(match_type: &str, pattern: &str, subscriber_urn: &str) -> String {
+pub(crate) fn subscription_topic_v1(
+    match_type: &str,
+    pattern: &str,
+    subscriber_urn: &str,
+) -> String {
     format!(
         "{BASE}/{}/{}/{}",
         encode_segment(match_type),
@@ -84,11 +88,11 @@ pub fn subscription_topic_v1(match_type: &str, pattern: &str, subscriber_urn: &s
 }
 
 /// The SSE type of Mercure 1.0 subscription events.
-pub const EVENT_TYPE_V1: &str = "mercure";
+pub(crate) const EVENT_TYPE_V1: &str = "mercure";
 
 /// The Mercure 1.0 document of one subscription (plain JSON): `selector`, at `index` of
 /// `subscriber`'s selectors.
-pub fn subscription_json_v1(
+pub(crate) fn subscription_json_v1(
     index: usize,
     selector: &Selector,
     subscriber: &Subscriber,
@@ -113,9 +117,9 @@ pub fn subscription_json_v1(
 }
 
 /// Most subscription events waiting to be written; past it new ones are dropped and counted.
-pub const MAX_PENDING_EVENTS: usize = 4096;
+pub(crate) const MAX_PENDING_EVENTS: usize = 4096;
 /// Most bytes of event data waiting to be written; past it new ones are dropped and counted.
-pub const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
 /// Events handed to the writer at once (they join one group commit).
 const WRITE_BATCH: usize = 256;
 
@@ -225,7 +229,7 @@ enum Offer {
 /// leaves, and the one task that writes them. The hook never spawns a task and never blocks:
 /// it queues into a bounded `Pending` (see there), and the task hands batches to the writer.
 /// The task is for the caller to run ([`crate::shutdown::Tasks::spawn`]).
-pub fn lifecycle_publisher(
+pub(crate) fn lifecycle_publisher(
     writer: Writer,
 ) -> (
     Lifecycle,

@@ -6,7 +6,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::LogFormat;
 
-pub mod names;
+pub(crate) mod names;
 
 /// Commit latency buckets, in seconds: from a memory append to a slow disk fsync.
 const COMMIT_BUCKETS: &[f64] = &[
@@ -15,7 +15,7 @@ const COMMIT_BUCKETS: &[f64] = &[
 ];
 
 /// The process-wide Prometheus handle (installed on first use).
-pub fn prometheus() -> PrometheusHandle {
+pub(crate) fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -132,7 +132,7 @@ fn describe() {
 }
 
 /// Names the cluster feed's metrics and makes them appear at zero (only on clustered nodes).
-pub fn describe_bus_metrics() {
+pub(crate) fn describe_bus_metrics() {
     metrics::describe_counter!(
         names::BUS_GAPS_TOTAL,
         "Times the cluster feed found updates trimmed before this node could read them"
@@ -147,7 +147,7 @@ pub fn describe_bus_metrics() {
 
 /// Logs to stderr, as text or JSON; `HERALD_LOG` (or `RUST_LOG`) filters, default `info`.
 /// Colours only when stderr is a terminal (never in files, pipes or the journal).
-pub fn init_tracing(format: LogFormat) {
+pub(crate) fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
     let filter = std::env::var("HERALD_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))

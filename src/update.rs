@@ -124,13 +124,13 @@ impl Update {
     }
 
     /// The canonical topic (the first one).
-    pub fn topic(&self) -> &str {
+    pub(crate) fn topic(&self) -> &str {
         self.topics.first().map(String::as_str).unwrap_or("")
     }
 
     /// The frame with the canonical topic as an extra `topic:` field line first (standard SSE
     /// parsers ignore unknown fields). Encoded once per update, then a clone of the same bytes.
-    pub fn frame_with_topic(&self) -> Bytes {
+    pub(crate) fn frame_with_topic(&self) -> Bytes {
         self.topic_frame
             .0
             .get_or_init(|| {
@@ -146,7 +146,12 @@ impl Update {
 }
 
 /// Encodes one event into a frame of exactly the right size.
-pub fn encode_frame(id: &str, event_type: Option<&str>, data: &str, retry: Option<u64>) -> Bytes {
+pub(crate) fn encode_frame(
+    id: &str,
+    event_type: Option<&str>,
+    data: &str,
+    retry: Option<u64>,
+) -> Bytes {
     let fields = EventFields {
         id: Some(id),
         event_type,
@@ -159,7 +164,7 @@ pub fn encode_frame(id: &str, event_type: Option<&str>, data: &str, retry: Optio
 }
 
 /// A fresh `urn:uuid:` id: UUIDv7, so ids sort by time.
-pub fn new_event_id() -> String {
+pub(crate) fn new_event_id() -> String {
     format!("urn:uuid:{}", uuid::Uuid::now_v7())
 }
 

@@ -17,7 +17,7 @@ use crate::update::Update;
 
 /// May a caller whose token allows private updates on `private_access` (`None`: public updates
 /// only) see `update` at all (its id, its topics, its data)?
-pub fn may_see(private_access: Option<&SelectorSet>, update: &Update) -> bool {
+pub(crate) fn may_see(private_access: Option<&SelectorSet>, update: &Update) -> bool {
     !update.private || private_access.is_some_and(|claim| claim.matches_any(&update.topics))
 }
 
@@ -25,7 +25,7 @@ pub fn may_see(private_access: Option<&SelectorSet>, update: &Update) -> bool {
 /// publishes every subscription twice (see [`crate::subscriptions`]); a 0.x subscriber gets
 /// only the JSON-LD events, a Mercure 1.0 subscriber only the 1.0 ones (type `mercure`).
 /// Every other update is in every format.
-pub fn in_subscription_format(mercure1: bool, update: &Update) -> bool {
+pub(crate) fn in_subscription_format(mercure1: bool, update: &Update) -> bool {
     if !update.private {
         return true;
     }
@@ -43,7 +43,7 @@ pub fn in_subscription_format(mercure1: bool, update: &Update) -> bool {
 
 /// May such a caller see updates of `topic` that are private? True when the claim matches
 /// `topic` itself: then every update that carries `topic` is visible to it.
-pub fn may_see_private_topic(private_access: Option<&SelectorSet>, topic: &str) -> bool {
+pub(crate) fn may_see_private_topic(private_access: Option<&SelectorSet>, topic: &str) -> bool {
     private_access.is_some_and(|claim| claim.matches(topic))
 }
 

@@ -15,17 +15,17 @@ use serde_json::Value;
 use super::{AuthError, Authorizer, Claims, KeyRole};
 
 /// The `authorization_details` type that carries Mercure grants.
-pub const DETAIL_TYPE: &str = "https://mercure.rocks/authorization-detail";
+pub(crate) const DETAIL_TYPE: &str = "https://mercure.rocks/authorization-detail";
 /// Most Mercure entries in one token.
-pub const MAX_DETAILS: usize = 64;
+pub(crate) const MAX_DETAILS: usize = 64;
 /// Most topics in one entry.
-pub const MAX_TOPICS_PER_DETAIL: usize = 256;
+pub(crate) const MAX_TOPICS_PER_DETAIL: usize = 256;
 /// Longest granted pattern, in bytes.
-pub const MAX_PATTERN_LENGTH: usize = 2048;
+pub(crate) const MAX_PATTERN_LENGTH: usize = 2048;
 
 /// How a granted topic is matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchType {
+pub(crate) enum MatchType {
     /// Byte for byte (the default); `*` is the wildcard.
     Exact,
     /// A WHATWG URL Pattern.
@@ -63,13 +63,13 @@ pub struct Grants {
 
 /// One `subscribe` entry of an access token.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SubscribeEntry {
+pub(crate) struct SubscribeEntry {
     pub topics: Vec<TopicGrant>,
     pub payload: Option<Value>,
 }
 
 /// True when the token's header says it is an RFC 9068 access token.
-pub fn is_access_token(token: &str) -> bool {
+pub(crate) fn is_access_token(token: &str) -> bool {
     jsonwebtoken::decode_header(token.trim())
         .ok()
         .and_then(|header| header.typ)
@@ -92,7 +92,7 @@ struct AccessClaims {
 
 impl Authorizer {
     /// Verifies a Mercure 1.0 access token presented for `role`, for the resource `audience`.
-    pub fn verify_access_token(
+    pub(crate) fn verify_access_token(
         &self,
         role: KeyRole,
         token: &str,
@@ -207,7 +207,7 @@ fn invalid(reason: &str) -> AuthError {
 
 /// The grants and the first `subscribe` entry's payload. Entries of other types are not ours
 /// and are ignored; an invalid Mercure entry rejects the token.
-pub fn parse_details(details: Option<Value>) -> Result<(Grants, Option<Value>), AuthError> {
+pub(crate) fn parse_details(details: Option<Value>) -> Result<(Grants, Option<Value>), AuthError> {
     let mut grants = Grants::default();
     let mut payload = None;
     let entries = match details {

@@ -19,19 +19,22 @@ pub enum TokenSource {
 const QUERY_PARAM: &str = "authorization";
 const COOKIE_NAME: &str = "mercureAuthorization";
 /// The default name of the Mercure 1.0 access token cookie (`--cookie-name`).
-pub const ACCESS_COOKIE: &str = "__Secure-mercure_access_token";
+pub(crate) const ACCESS_COOKIE: &str = "__Secure-mercure_access_token";
 
 /// Extract a token, trying in order: `Authorization: Bearer <t>` (scheme
 /// case-insensitive; any other scheme is ignored), the `authorization` query
 /// parameter in the raw query string `query` (percent-decoded, bare token or
 /// `Bearer <t>`), then the `mercureAuthorization` cookie from any `Cookie`
 /// header (percent-decoded). Returns `None` if none of them holds a token.
-pub fn extract_token(headers: &HeaderMap, query: Option<&str>) -> Option<(String, TokenSource)> {
+pub(crate) fn extract_token(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Option<(String, TokenSource)> {
     extract_token_with(headers, query, ACCESS_COOKIE)
 }
 
 /// As [`extract_token`], with the Mercure 1.0 cookie called `access_cookie`, tried last.
-pub fn extract_token_with(
+pub(crate) fn extract_token_with(
     headers: &HeaderMap,
     query: Option<&str>,
     access_cookie: &str,

@@ -14,22 +14,22 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
 /// How often keys are refetched without being asked.
-pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// The least time between two fetches.
-pub const MIN_REFETCH: Duration = Duration::from_secs(5);
+pub(crate) const MIN_REFETCH: Duration = Duration::from_secs(5);
 /// One fetch gives up after this long.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A JWKS document larger than this is refused.
 const MAX_DOCUMENT: usize = 1024 * 1024;
 
 /// One key of the set.
-pub struct CachedKey {
+pub(crate) struct CachedKey {
     pub kid: Option<String>,
     pub key: DecodingKey,
 }
 
 /// The cached key set of one URL.
-pub struct Jwks {
+pub(crate) struct Jwks {
     url: String,
     client: reqwest::Client,
     keys: RwLock<Arc<Vec<CachedKey>>>,
@@ -47,7 +47,7 @@ impl std::fmt::Debug for Jwks {
 
 impl Jwks {
     /// A cache for `url`, empty until the first fetch.
-    pub fn new(url: String) -> Result<Jwks, String> {
+    pub(crate) fn new(url: String) -> Result<Jwks, String> {
         // reqwest is built without a TLS crypto provider of its own: use ring, once per process.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
@@ -69,17 +69,17 @@ impl Jwks {
     }
 
     /// The current keys.
-    pub fn keys(&self) -> Arc<Vec<CachedKey>> {
+    pub(crate) fn keys(&self) -> Arc<Vec<CachedKey>> {
         Arc::clone(&self.keys.read())
     }
 
     /// Asks the refresher for a fetch (a token named an unknown key id).
-    pub fn request_refresh(&self) {
+    pub(crate) fn request_refresh(&self) {
         self.wake.notify_one();
     }
 
     /// Fetches the set now; returns the number of usable keys.
-    pub async fn fetch(&self) -> Result<usize, String> {
+    pub(crate) async fn fetch(&self) -> Result<usize, String> {
         *self.last_fetch.lock() = Some(Instant::now());
         let response = self
             .client
@@ -117,7 +117,7 @@ impl Jwks {
     /// Keeps the cache fresh, after a first [`Jwks::fetch`]: every [`REFRESH_EVERY`], and when
     /// asked (not more often than [`MIN_REFETCH`]). Runs until dropped: a background task
     /// ([`crate::shutdown::Tasks::spawn`]).
-    pub async fn keep_fresh(self: Arc<Self>) {
+    pub(crate) async fn keep_fresh(self: Arc<Self>) {
         let jwks = self;
         loop {
             let _ = tokio::time::timeout(REFRESH_EVERY, jwks.wake.notified()).await;

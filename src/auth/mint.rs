@@ -72,7 +72,7 @@ pub fn mint_hmac(secret: &[u8], alg: Algorithm, claims: &MintClaims) -> Result<S
 
 /// What to put in a minted Mercure 1.0 access token (`typ: at+jwt`).
 #[derive(Debug, Clone, Default)]
-pub struct MintAccessClaims {
+pub(crate) struct MintAccessClaims {
     /// `iss`.
     pub issuer: String,
     /// `aud`: the hub's resource identifier.
@@ -92,7 +92,7 @@ pub struct MintAccessClaims {
 }
 
 /// Mint a Mercure 1.0 access token signed with `secret` using an HS* algorithm.
-pub fn mint_access_token(
+pub(crate) fn mint_access_token(
     secret: &[u8],
     alg: Algorithm,
     claims: &MintAccessClaims,
@@ -153,7 +153,7 @@ pub fn mint_access_token(
 
 /// A random 256-bit secret, as URL-safe base64 text (43 characters), for runs
 /// started without any key. Use the text's bytes as the HMAC secret.
-pub fn random_secret() -> String {
+pub(crate) fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)

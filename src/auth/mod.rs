@@ -11,9 +11,9 @@
 //! and it does no disk I/O beyond reading a PEM key file named in the
 //! configuration, once, in [`Authorizer::new`].
 
-pub mod access_token;
+pub(crate) mod access_token;
 mod extract;
-pub mod jwks;
+pub(crate) mod jwks;
 mod mint;
 #[cfg(test)]
 mod test_keys;
@@ -27,11 +27,10 @@ use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use access_token::{Grants, MatchType, SubscribeEntry, TopicGrant, is_access_token};
-pub use extract::{ACCESS_COOKIE, TokenSource, extract_token, extract_token_with};
-pub use mint::{
-    MintAccessClaims, MintClaims, mint_access_token, mint_admin, mint_hmac, random_secret,
-};
+pub(crate) use access_token::{Grants, MatchType, TopicGrant, is_access_token};
+pub(crate) use extract::{ACCESS_COOKIE, TokenSource, extract_token, extract_token_with};
+pub(crate) use mint::{MintAccessClaims, mint_access_token, random_secret};
+pub use mint::{MintClaims, mint_admin, mint_hmac};
 
 /// A JWS signature algorithm. Parsing is case-insensitive (`"hs256"`);
 /// display uses the canonical JOSE spelling (`"HS256"`, `"EdDSA"`).
@@ -71,7 +70,7 @@ impl Algorithm {
     ];
 
     /// The canonical JOSE name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Algorithm::HS256 => "HS256",
             Algorithm::HS384 => "HS384",
@@ -89,7 +88,7 @@ impl Algorithm {
     }
 
     /// True for the shared-secret algorithms (HS256/384/512).
-    pub fn is_hmac(self) -> bool {
+    pub(crate) fn is_hmac(self) -> bool {
         matches!(self, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
     }
 
@@ -266,7 +265,7 @@ struct Inner {
 impl Authorizer {
     /// Load the configured keys. Fails on an empty secret, an unreadable PEM
     /// file or a PEM that is not a public key usable with the algorithm.
-    pub fn new(cfg: &KeyConfig) -> Result<Self, KeyError> {
+    pub(crate) fn new(cfg: &KeyConfig) -> Result<Self, KeyError> {
         let alg = cfg.algorithm;
         let load =
             |role, key: &Option<String>| key.as_deref().map(|k| load_key(role, alg, k)).transpose();
@@ -295,7 +294,7 @@ impl Authorizer {
     }
 
     /// Adds JWKS key sets: a role with no static key verifies with its set's cached keys.
-    pub fn with_jwks(
+    pub(crate) fn with_jwks(
         self,
         publisher: Option<Arc<jwks::Jwks>>,
         subscriber: Option<Arc<jwks::Jwks>>,
@@ -316,7 +315,7 @@ impl Authorizer {
     }
 
     /// Trusts these issuers for Mercure 1.0 access tokens (`--jwt-issuer`).
-    pub fn with_issuers(self, issuers: Vec<String>) -> Self {
+    pub(crate) fn with_issuers(self, issuers: Vec<String>) -> Self {
         let inner = &self.inner;
         Self {
             inner: Arc::new(Inner {
@@ -334,7 +333,7 @@ impl Authorizer {
 
     /// Binds `issuer` to its own key: its access tokens are verified with this key and
     /// algorithm only, and it is trusted.
-    pub fn with_issuer_key(
+    pub(crate) fn with_issuer_key(
         self,
         issuer: &str,
         key: &str,
@@ -372,7 +371,7 @@ impl Authorizer {
         self.inner.algorithm
     }
 
-    pub fn has_publisher_key(&self) -> bool {
+    pub(crate) fn has_publisher_key(&self) -> bool {
         self.inner.publisher.is_some() || self.inner.publisher_jwks.is_some()
     }
 
@@ -383,7 +382,7 @@ impl Authorizer {
     /// Verify a publisher token: signature with the publisher key and the
     /// configured algorithm only, `exp`/`nbf` when present (no leeway), no
     /// `aud`/`iss` checks.
-    pub fn verify_publisher(&self, token: &str) -> Result<Claims, AuthError> {
+    pub(crate) fn verify_publisher(&self, token: &str) -> Result<Claims, AuthError> {
         match (&self.inner.publisher, &self.inner.publisher_jwks) {
             (None, Some(set)) => self.verify_with_set(set, token),
             (key, _) => self.verify(key.as_ref(), token),
@@ -392,7 +391,7 @@ impl Authorizer {
 
     /// Verify a subscriber token, as [`Authorizer::verify_publisher`] but with
     /// the subscriber key.
-    pub fn verify_subscriber(&self, token: &str) -> Result<Claims, AuthError> {
+    pub(crate) fn verify_subscriber(&self, token: &str) -> Result<Claims, AuthError> {
         match (&self.inner.subscriber, &self.inner.subscriber_jwks) {
             (None, Some(set)) => self.verify_with_set(set, token),
             (key, _) => self.verify(key.as_ref(), token),

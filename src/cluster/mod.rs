@@ -15,8 +15,8 @@
 //! Both run in `follow_forever`: one session after another, with capped, jittered backoff
 //! ([`herald_client::Backoff`]) between them, which starts over once a session has read well.
 
-pub mod nats;
-pub mod redis;
+pub(crate) mod nats;
+pub(crate) mod redis;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use crate::store::{BACKOFF_MAX, BACKOFF_MIN};
 use crate::update::Update;
 
 /// Where a cluster feed hands what it reads (the wiring connects it to the hub).
-pub trait FeedSink: Send + Sync + 'static {
+pub(crate) trait FeedSink: Send + Sync + 'static {
     /// Updates appended by any node, in the global order, each once.
     fn deliver(&self, updates: &[Arc<Update>]);
     /// Updates were lost to this node (removed from the shared log before it could read them):

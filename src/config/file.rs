@@ -11,7 +11,7 @@ use super::{ConfigError, ServeArgs};
 use crate::serde_util::OneOrMany;
 
 /// `args` with every option it leaves unset taken from the file at `path`.
-pub fn layer(args: ServeArgs, path: &Path) -> Result<ServeArgs, ConfigError> {
+pub(super) fn layer(args: ServeArgs, path: &Path) -> Result<ServeArgs, ConfigError> {
     let file = read(path)?;
     fill_unset(args, file).map_err(|reason| {
         ConfigError::Other(format!(
@@ -22,7 +22,7 @@ pub fn layer(args: ServeArgs, path: &Path) -> Result<ServeArgs, ConfigError> {
 }
 
 /// Reads the file and checks its options (see [`parse`]).
-pub fn read(path: &Path) -> Result<Map<String, Value>, ConfigError> {
+pub(super) fn read(path: &Path) -> Result<Map<String, Value>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string());
     text.and_then(|text| parse(&text))
         .map_err(|reason| ConfigError::File {
@@ -80,13 +80,17 @@ fn one_line(text: &str) -> String {
 }
 
 /// A list option: one string (`cors-origin = "https://a.example"`) or an array of them.
-pub fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+pub(super) fn one_or_many<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
     Ok(OneOrMany::deserialize(deserializer)?.into())
 }
 
 /// A size option: bytes (`max-body = 65536`) or text with a unit (`max-body = "64KiB"`), kept
 /// as text for `--max-body`'s own parser.
-pub fn size_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+pub(super) fn size_text<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum SizeValue {

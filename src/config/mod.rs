@@ -20,44 +20,44 @@ use std::time::Duration;
 use crate::auth::{Algorithm, KeyConfig};
 use crate::store::Retention;
 
-pub use args::{IssuerKeyEntry, ServeArgs};
-pub use parse::{default_max_connections, open_file_limit, parse_listen};
+pub use args::ServeArgs;
+pub(crate) use parse::{default_max_connections, open_file_limit, parse_listen};
 
 /// Default address: loopback only, so a first run exposes nothing.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8088";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8088";
 /// Default publish body limit.
-pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// Default history size (updates kept).
-pub const DEFAULT_HISTORY_SIZE: usize = 10_000;
+pub(crate) const DEFAULT_HISTORY_SIZE: usize = 10_000;
 /// `--history-per-topic` with `--demo` (memory: and PATH stores): the chat's last messages
 /// survive the clock's ticks. Off (0) otherwise by default: see [`ServeArgs::history_per_topic`].
-pub const DEMO_HISTORY_PER_TOPIC: usize = 10;
+pub(crate) const DEMO_HISTORY_PER_TOPIC: usize = 10;
 /// Default per-subscriber queue (frames waiting to be written).
-pub const DEFAULT_QUEUE_SIZE: usize = 1024;
+pub(crate) const DEFAULT_QUEUE_SIZE: usize = 1024;
 /// Default most selectors in one subscription.
-pub const DEFAULT_MAX_TOPICS_PER_SUBSCRIPTION: usize = 100;
+pub(crate) const DEFAULT_MAX_TOPICS_PER_SUBSCRIPTION: usize = 100;
 /// Default longest topic or selector, in bytes.
-pub const DEFAULT_MAX_TOPIC_LENGTH: usize = 2048;
+pub(crate) const DEFAULT_MAX_TOPIC_LENGTH: usize = 2048;
 /// Default longest event id or type, in bytes.
-pub const DEFAULT_MAX_ID_LENGTH: usize = 256;
+pub(crate) const DEFAULT_MAX_ID_LENGTH: usize = 256;
 /// Default bytes of frames one subscriber may have queued before it catches up from history.
-pub const DEFAULT_QUEUE_BYTES: usize = 1024 * 1024;
+pub(crate) const DEFAULT_QUEUE_BYTES: usize = 1024 * 1024;
 /// Default time a write may wait for a client's socket to drain before the connection is closed.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a client has to send its request headers (slowloris).
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default total complexity of the URI templates of one subscription (see
 /// `topic::template::Template::complexity`): room for about ten ordinary templates.
-pub const DEFAULT_MAX_TEMPLATE_COMPLEXITY: usize = 256;
+pub(crate) const DEFAULT_MAX_TEMPLATE_COMPLEXITY: usize = 256;
 /// Default time shutdown may take before the process exits anyway.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default connection limit when the open-file limit cannot be read.
-pub const FALLBACK_MAX_CONNECTIONS: usize = 10_000;
+pub(crate) const FALLBACK_MAX_CONNECTIONS: usize = 10_000;
 /// File descriptors always kept free below the open-file limit: the listener, the store, and
 /// refused connections while they are being answered.
-pub const MIN_FD_RESERVE: usize = 32;
+pub(crate) const MIN_FD_RESERVE: usize = 32;
 /// The largest descriptor reserve the default connection limit keeps.
-pub const MAX_FD_RESERVE: usize = 512;
+pub(crate) const MAX_FD_RESERVE: usize = 512;
 
 /// A Mercure 1.0 issuer verified with its own key only.
 #[derive(Clone)]
@@ -92,12 +92,12 @@ pub enum StoreSpec {
 }
 
 /// The default prefix of the Redis keys.
-pub const DEFAULT_REDIS_PREFIX: &str = "herald";
+pub(crate) const DEFAULT_REDIS_PREFIX: &str = "herald";
 /// The default NATS stream prefix (the stream is `HERALD`).
-pub const DEFAULT_NATS_PREFIX: &str = "herald";
+pub(crate) const DEFAULT_NATS_PREFIX: &str = "herald";
 
 /// The default store directory.
-pub const DEFAULT_STORE: &str = "./herald-data";
+pub(crate) const DEFAULT_STORE: &str = "./herald-data";
 
 /// Which browser origins get CORS headers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -123,7 +123,7 @@ impl OriginPolicy {
     }
 
     /// Is `origin` allowed?
-    pub fn allows(&self, origin: &str) -> bool {
+    pub(crate) fn allows(&self, origin: &str) -> bool {
         match self {
             OriginPolicy::None => false,
             OriginPolicy::Any => true,

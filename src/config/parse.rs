@@ -10,7 +10,7 @@ use super::{
 
 /// `--listen`: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (resolved now, IPv4 first, e.g.
 /// `localhost:8088`), `:PORT` (every interface, as in Go and Caddy) or `PORT` (loopback).
-pub fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
     use std::net::{Ipv4Addr, ToSocketAddrs};
     let trimmed = text.trim();
     if let Ok(addr) = trimmed.parse::<SocketAddr>() {
@@ -56,7 +56,7 @@ pub(super) fn parse_duration(flag: &'static str, text: &str) -> Result<Duration,
 }
 
 /// The soft open-file limit of this process (`ulimit -n`), from `/proc/self/limits` (Linux).
-pub fn open_file_limit() -> Option<usize> {
+pub(crate) fn open_file_limit() -> Option<usize> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits
         .lines()
@@ -70,7 +70,7 @@ pub fn open_file_limit() -> Option<usize> {
 
 /// The default connection limit: the open-file limit minus a reserve of 1/32 of it (at least
 /// 32, at most 512 descriptors).
-pub fn default_max_connections(open_files: Option<usize>) -> usize {
+pub(crate) fn default_max_connections(open_files: Option<usize>) -> usize {
     match open_files {
         Some(files) => {
             let reserve = (files / 32).clamp(MIN_FD_RESERVE, MAX_FD_RESERVE);

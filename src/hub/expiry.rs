@@ -11,23 +11,23 @@ use super::Subscriber;
 
 /// Subscribers with an expiry, soonest first, keyed by (expiry, subscriber id).
 #[derive(Default)]
-pub struct ExpiryQueue {
+pub(crate) struct ExpiryQueue {
     entries: Mutex<BTreeMap<(u64, u64), Weak<Subscriber>>>,
 }
 
 impl ExpiryQueue {
     /// Remembers that subscriber `id` must be closed at `expires_at` (Unix seconds).
-    pub fn insert(&self, expires_at: u64, id: u64, subscriber: Weak<Subscriber>) {
+    pub(crate) fn insert(&self, expires_at: u64, id: u64, subscriber: Weak<Subscriber>) {
         self.entries.lock().insert((expires_at, id), subscriber);
     }
 
     /// Forgets the entry [`ExpiryQueue::insert`] made (the subscriber left first).
-    pub fn remove(&self, expires_at: u64, id: u64) {
+    pub(crate) fn remove(&self, expires_at: u64, id: u64) {
         self.entries.lock().remove(&(expires_at, id));
     }
 
     /// Closes every subscriber whose expiry is at or before `now`; returns how many.
-    pub fn close_expired(&self, now: u64) -> usize {
+    pub(crate) fn close_expired(&self, now: u64) -> usize {
         let expired = {
             let mut entries = self.entries.lock();
             let later = entries.split_off(&(now.saturating_add(1), 0));

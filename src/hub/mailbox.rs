@@ -45,7 +45,7 @@ pub enum Status {
 
 /// What happened to a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pushed {
+pub(crate) enum Pushed {
     Queued,
     /// This push overflowed the queue; the mailbox is now lagging.
     Overflowed,
@@ -98,7 +98,7 @@ impl Mailbox {
 
     /// An empty, live mailbox holding at most `capacity` deliveries and at most `max_bytes` of
     /// update frames (one update of any size fits in an empty queue).
-    pub fn with_budget(capacity: usize, max_bytes: usize) -> Mailbox {
+    pub(crate) fn with_budget(capacity: usize, max_bytes: usize) -> Mailbox {
         Mailbox {
             capacity: capacity.max(1),
             max_bytes,
@@ -112,7 +112,7 @@ impl Mailbox {
     }
 
     /// Queues an update, or marks the mailbox lagging if it is full (in deliveries or bytes).
-    pub fn push(&self, update: &Arc<Update>) -> Pushed {
+    pub(crate) fn push(&self, update: &Arc<Update>) -> Pushed {
         let size = update.frame.len();
         let (pushed, waker) = {
             let mut state = self.state.lock();
@@ -138,7 +138,7 @@ impl Mailbox {
     }
 
     /// Queues a comment if nothing else is waiting (a heartbeat is only needed on a quiet stream).
-    pub fn push_idle_comment(&self, comment: &Bytes) {
+    pub(crate) fn push_idle_comment(&self, comment: &Bytes) {
         let waker = {
             let mut state = self.state.lock();
             if state.status != Status::Live || !state.queue.is_empty() {
@@ -153,7 +153,7 @@ impl Mailbox {
     }
 
     /// Ends the stream after what is already queued.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let waker = {
             let mut state = self.state.lock();
             state.status = Status::Closed;
@@ -165,7 +165,7 @@ impl Mailbox {
     }
 
     /// After catching up from history: accept pushes again.
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         let mut state = self.state.lock();
         if state.status == Status::Lagging {
             state.status = Status::Live;
@@ -182,7 +182,7 @@ impl Mailbox {
     /// While some remain queued the status reported is `Live`: `Lagging` and `Closed` are only
     /// reported once the queue is empty, so the consumer acts on them after writing everything.
     /// Pending (with the waker registered) when nothing is queued and the mailbox is live.
-    pub fn poll_drain_up_to(
+    pub(crate) fn poll_drain_up_to(
         &self,
         cx: &mut Context<'_>,
         out: &mut Vec<Delivery>,

@@ -6,11 +6,11 @@
 //! the response that owns it is dropped (client gone, write failed, shutdown) the subscriber is
 //! removed at once.
 
-pub mod expiry;
+pub(crate) mod expiry;
 pub mod mailbox;
-pub mod registry;
+pub(crate) mod registry;
 
-pub use registry::PatternCounts;
+pub(crate) use registry::PatternCounts;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub struct Subscriber {
 
 /// A subscriber's public identity (Mercure subscriptions).
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// `urn:uuid:…`, unique per subscription.
     pub urn: Box<str>,
     /// The `payload` of this subscriber's subscription events.
@@ -59,7 +59,7 @@ pub struct Identity {
 
 /// The `payload` a subscriber's token gives each of its subscriptions.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Payloads {
+pub(crate) enum Payloads {
     /// The same for every selector: a 0.x token's `mercure.payload` (or none).
     Same(Option<serde_json::Value>),
     /// One per selector, in the order of the subscriber's selectors: for a Mercure 1.0 token,
@@ -70,7 +70,7 @@ pub enum Payloads {
 
 impl Payloads {
     /// One payload per selector, kept as [`Payloads::Same`] when they are all equal.
-    pub fn per_selector(payloads: Vec<Option<serde_json::Value>>) -> Payloads {
+    pub(crate) fn per_selector(payloads: Vec<Option<serde_json::Value>>) -> Payloads {
         match payloads.first() {
             None => Payloads::Same(None),
             Some(first) if payloads.iter().all(|payload| payload == first) => {
@@ -81,7 +81,7 @@ impl Payloads {
     }
 
     /// The payload of the subscription of the selector at `index`.
-    pub fn of_selector(&self, index: usize) -> Option<&serde_json::Value> {
+    pub(crate) fn of_selector(&self, index: usize) -> Option<&serde_json::Value> {
         match self {
             Payloads::Same(payload) => payload.as_ref(),
             Payloads::PerSelector(payloads) => payloads.get(index).and_then(Option::as_ref),
@@ -90,19 +90,19 @@ impl Payloads {
 }
 
 /// Told about every subscriber that joins (`true`) or leaves (`false`).
-pub type Lifecycle = Arc<dyn Fn(&Subscriber, bool) + Send + Sync>;
+pub(crate) type Lifecycle = Arc<dyn Fn(&Subscriber, bool) + Send + Sync>;
 
 impl Subscriber {
     /// May this subscriber receive `update`? A topic of the update must match the selectors and,
     /// for a private update, a topic of the update must also match the token's claim.
-    pub fn may_receive(&self, update: &Update) -> bool {
+    pub(crate) fn may_receive(&self, update: &Update) -> bool {
         self.selectors.matches_any(&update.topics) && self.may_receive_selected(update)
     }
 
     /// As [`Subscriber::may_receive`], for an update already known to match the selectors: the
     /// one visibility rule ([`crate::visibility`]), and subscription events in this
     /// subscriber's own format.
-    pub fn may_receive_selected(&self, update: &Update) -> bool {
+    pub(crate) fn may_receive_selected(&self, update: &Update) -> bool {
         crate::visibility::may_see(self.private_access.as_ref(), update)
             && self.identity.as_ref().is_none_or(|identity| {
                 crate::visibility::in_subscription_format(identity.mercure1, update)
@@ -110,7 +110,7 @@ impl Subscriber {
     }
 
     /// True when one of the subscriber's selectors is exactly `topic`.
-    pub fn selects_exactly(&self, topic: &str) -> bool {
+    pub(crate) fn selects_exactly(&self, topic: &str) -> bool {
         self.selectors.exact_topics().any(|exact| &**exact == topic)
     }
 }
@@ -137,12 +137,12 @@ pub struct Hub {
 
 /// Matcher steps one [`Hub::pattern_subscriber_counts`] may spend (see
 /// [`crate::topic::template::Template::complexity`]): about a tenth of a second of one core.
-pub const COUNTING_BUDGET: usize = 100_000_000;
+pub(crate) const COUNTING_BUDGET: usize = 100_000_000;
 /// Matcher steps above which a fan-out leaves the runtime's thread to others (about a
 /// millisecond).
-pub const HEAVY_FAN_OUT: usize = 1_000_000;
+pub(crate) const HEAVY_FAN_OUT: usize = 1_000_000;
 /// Time one [`Hub::pattern_subscriber_counts`] may take, however fast the machine.
-pub const COUNTING_TIME: Duration = Duration::from_millis(200);
+pub(crate) const COUNTING_TIME: Duration = Duration::from_millis(200);
 
 /// How often the expiry ticker looks for streams whose token expired.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
@@ -159,7 +159,7 @@ impl Hub {
 
     /// A hub whose subscribers each queue at most `queue_capacity` frames and `queue_bytes` bytes
     /// of frames (`--queue-size`, `--queue-bytes`).
-    pub fn with_budget(queue_capacity: usize, queue_bytes: usize) -> Arc<Hub> {
+    pub(crate) fn with_budget(queue_capacity: usize, queue_bytes: usize) -> Arc<Hub> {
         Arc::new(Hub {
             registry: Registry::default(),
             next_id: AtomicU64::new(1),
@@ -173,12 +173,12 @@ impl Hub {
     }
 
     /// Installs the hook told about subscribers joining and leaving (set once, at start-up).
-    pub fn set_lifecycle(&self, hook: Lifecycle) {
+    pub(crate) fn set_lifecycle(&self, hook: Lifecycle) {
         let _ = self.lifecycle.set(hook);
     }
 
     /// True when a lifecycle hook is installed (subscribers then carry an [`Identity`]).
-    pub fn tracks_identities(&self) -> bool {
+    pub(crate) fn tracks_identities(&self) -> bool {
         self.lifecycle.get().is_some()
     }
 
@@ -192,7 +192,7 @@ impl Hub {
     }
 
     /// As [`Hub::subscribe`], with the subscriber's identity.
-    pub fn subscribe_as(
+    pub(crate) fn subscribe_as(
         self: &Arc<Self>,
         selectors: SelectorSet,
         private_access: Option<SelectorSet>,
@@ -264,14 +264,17 @@ impl Hub {
     }
 
     /// Sends a heartbeat comment to every subscriber with nothing queued.
-    pub fn heartbeat(&self) {
+    pub(crate) fn heartbeat(&self) {
         self.registry
             .for_each(|subscriber| subscriber.mailbox.push_idle_comment(&HEARTBEAT));
     }
 
     /// The one hub-wide heartbeat ticker, to run as a background task
     /// ([`crate::shutdown::Tasks::spawn`]): ends when the hub closes or is dropped.
-    pub fn heartbeats(self: &Arc<Self>, every: Duration) -> impl Future<Output = ()> + use<> {
+    pub(crate) fn heartbeats(
+        self: &Arc<Self>,
+        every: Duration,
+    ) -> impl Future<Output = ()> + use<> {
         let hub = Arc::downgrade(self);
         async move {
             let mut ticker = tokio::time::interval(every);
@@ -289,7 +292,7 @@ impl Hub {
 
     /// The one hub-wide ticker that closes streams whose token expired, to run as a background
     /// task: ends when the hub closes or is dropped.
-    pub fn expiry_ticks(self: &Arc<Self>) -> impl Future<Output = ()> + use<> {
+    pub(crate) fn expiry_ticks(self: &Arc<Self>) -> impl Future<Output = ()> + use<> {
         let hub = Arc::downgrade(self);
         async move {
             let mut ticker = tokio::time::interval(EXPIRY_TICK);
@@ -315,19 +318,19 @@ impl Hub {
     }
 
     /// Refuses new subscribers and ends every stream after what is queued.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closing.store(true, Ordering::Release);
         self.registry
             .for_each(|subscriber| subscriber.mailbox.close());
     }
 
     /// True once [`Hub::close`] was called.
-    pub fn is_closing(&self) -> bool {
+    pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
 
     /// Number of live subscriptions.
-    pub fn subscriptions(&self) -> usize {
+    pub(crate) fn subscriptions(&self) -> usize {
         self.registry.len()
     }
 
@@ -337,7 +340,10 @@ impl Hub {
     /// runs on a blocking thread, one count at a time, and spends at most [`COUNTING_BUDGET`]
     /// matcher steps and [`COUNTING_TIME`]: past either, `complete` is false and the counts are
     /// lower bounds.
-    pub async fn pattern_subscriber_counts(self: &Arc<Self>, topics: Vec<String>) -> PatternCounts {
+    pub(crate) async fn pattern_subscriber_counts(
+        self: &Arc<Self>,
+        topics: Vec<String>,
+    ) -> PatternCounts {
         let incomplete = |len| PatternCounts {
             counts: vec![0; len],
             complete: false,
@@ -367,7 +373,7 @@ impl Hub {
     }
 
     /// Calls `visit` for every live subscriber.
-    pub fn for_each_subscriber(&self, visit: impl FnMut(&Arc<Subscriber>)) {
+    pub(crate) fn for_each_subscriber(&self, visit: impl FnMut(&Arc<Subscriber>)) {
         self.registry.for_each(visit);
     }
 }
@@ -391,7 +397,7 @@ impl Subscription {
 
     /// Ends the stream when its token expires (`exp`, Unix seconds). A token already expired
     /// closes the stream at the next tick. The subscription leaves the queue when dropped.
-    pub fn expire_at(&self, expires_at: u64) {
+    pub(crate) fn expire_at(&self, expires_at: u64) {
         if expires_at == NO_EXPIRY {
             return; // Never, in practice.
         }

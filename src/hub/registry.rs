@@ -38,7 +38,7 @@ const MIXED_VISIT_COST: usize = 16;
 
 /// What one fan-out did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct FanOut {
+pub(crate) struct FanOut {
     /// Subscribers the update was queued for.
     pub queued: u64,
     /// Subscribers whose queue overflowed with this update (now lagging).
@@ -47,7 +47,7 @@ pub struct FanOut {
 
 /// Pattern subscribers per topic, as counted by [`Registry::pattern_counts`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PatternCounts {
+pub(crate) struct PatternCounts {
     /// For each topic asked about: live subscribers that select it through `*` or a URI
     /// template and not also exactly.
     pub counts: Vec<usize>,
@@ -96,7 +96,7 @@ struct Patterns {
 }
 
 /// Every live subscriber, indexed for fan-out.
-pub struct Registry {
+pub(crate) struct Registry {
     shards: Box<[RwLock<Shard>]>,
     patterns: RwLock<Patterns>,
     /// Held for a whole fan-out; the number of the last one.
@@ -130,7 +130,7 @@ impl Registry {
     }
 
     /// Adds a subscriber to the indexes.
-    pub fn insert(&self, subscriber: Arc<Subscriber>) {
+    pub(crate) fn insert(&self, subscriber: Arc<Subscriber>) {
         if subscriber.selectors.has_patterns() {
             let single = subscriber.selectors.len() == 1;
             let mut guard = self.patterns.write();
@@ -204,7 +204,7 @@ impl Registry {
     }
 
     /// Removes a subscriber; returns it if it was registered.
-    pub fn remove(&self, id: u64) -> Option<Arc<Subscriber>> {
+    pub(crate) fn remove(&self, id: u64) -> Option<Arc<Subscriber>> {
         let subscriber = {
             let mut shard = self.shard(id).write();
             let subscriber = shard.by_id.remove(&id)?;
@@ -266,7 +266,7 @@ impl Registry {
     }
 
     /// Queues `update` for every subscriber that may receive it, each exactly once.
-    pub fn fan_out(&self, update: &Arc<Update>) -> FanOut {
+    pub(crate) fn fan_out(&self, update: &Arc<Update>) -> FanOut {
         let mut fanning = self.fanning.lock();
         *fanning += 1;
         let stamp = *fanning;
@@ -332,7 +332,7 @@ impl Registry {
     /// number; spends at most `budget` matcher steps (see
     /// [`crate::topic::template::Template::complexity`]) and stops at `deadline`, after which
     /// the remaining work is skipped and the result says it is incomplete.
-    pub fn pattern_counts<S: AsRef<str>>(
+    pub(crate) fn pattern_counts<S: AsRef<str>>(
         &self,
         topics: &[S],
         budget: usize,
@@ -406,14 +406,14 @@ impl Registry {
     }
 
     /// Calls `visit` for every live subscriber (heartbeats, shutdown, counting).
-    pub fn for_each(&self, mut visit: impl FnMut(&Arc<Subscriber>)) {
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(&Arc<Subscriber>)) {
         for shard in self.shards.iter() {
             shard.read().by_id.values().for_each(&mut visit);
         }
     }
 
     /// Number of live subscribers.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|shard| shard.read().by_id.len())
@@ -427,7 +427,7 @@ impl Registry {
 
     /// The total complexity of the distinct URI templates of live subscribers: a fan-out of a
     /// topic costs at most this × the topic's length in matcher steps.
-    pub fn template_complexity(&self) -> usize {
+    pub(crate) fn template_complexity(&self) -> usize {
         self.patterns.read().complexity
     }
 

@@ -15,7 +15,7 @@ use super::{Bounds, ReplayFrom, Retention, Store, StoreError, TopicHistory};
 use crate::update::{Update, now_ms};
 
 /// The in-memory store.
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     state: Mutex<Ring>,
 }
 
@@ -48,7 +48,7 @@ struct TopicTally {
 
 impl MemoryStore {
     /// An empty store with these retention limits.
-    pub fn new(retention: Retention) -> MemoryStore {
+    pub(crate) fn new(retention: Retention) -> MemoryStore {
         MemoryStore {
             state: Mutex::new(Ring {
                 retention,

@@ -13,9 +13,9 @@
 #[doc(hidden)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod conformance;
-pub mod memory;
+pub(crate) mod memory;
 pub mod nats;
-pub mod record;
+pub(crate) mod record;
 pub mod redb;
 pub mod redis;
 pub mod writer;
@@ -29,10 +29,10 @@ use crate::update::Update;
 
 /// Every call to a shared engine (Redis, NATS) gives up after this long: publishes during an
 /// outage fail fast.
-pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_secs(2);
 /// A shared engine's log keeps at least this many updates, whatever `--history-size` says, so a
 /// node's reader a little behind still finds what it has not read.
-pub const BUS_FLOOR: usize = 10_000;
+pub(crate) const BUS_FLOOR: usize = 10_000;
 /// How long start-up keeps trying to reach a shared engine (Redis, NATS).
 const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
 /// After a failure, a connection to a shared engine (and a cluster feed) waits about this long
@@ -87,7 +87,7 @@ pub struct Bounds {
 impl Bounds {
     /// The bounds of a store whose history is one contiguous run of the log (no per-topic
     /// protection): everything below the oldest kept was trimmed.
-    pub fn contiguous(
+    pub(crate) fn contiguous(
         oldest: Option<(u64, String)>,
         newest: Option<(u64, String)>,
         last_seq: u64,

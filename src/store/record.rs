@@ -26,7 +26,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 /// Encodes everything but `seq` (the log key).
-pub fn encode(update: &Update, out: &mut Vec<u8>) -> Result<(), StoreError> {
+pub(crate) fn encode(update: &Update, out: &mut Vec<u8>) -> Result<(), StoreError> {
     out.push(RECORD_FORMAT);
     out.extend_from_slice(&update.published_at_ms.to_le_bytes());
     let mut flags = 0;
@@ -58,7 +58,7 @@ pub fn encode(update: &Update, out: &mut Vec<u8>) -> Result<(), StoreError> {
 }
 
 /// A stored record, borrowed from the page it was read from.
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     pub published_at_ms: u64,
     pub private: bool,
     pub retry: Option<u64>,
@@ -105,7 +105,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub fn parse(bytes: &[u8]) -> Option<Record<'_>> {
+pub(crate) fn parse(bytes: &[u8]) -> Option<Record<'_>> {
     let mut reader = Reader { rest: bytes };
     if reader.byte()? != RECORD_FORMAT {
         return None;
@@ -146,7 +146,7 @@ pub fn parse(bytes: &[u8]) -> Option<Record<'_>> {
 }
 
 /// The publication time alone, without decoding the rest.
-pub fn published_at(bytes: &[u8]) -> Option<u64> {
+pub(crate) fn published_at(bytes: &[u8]) -> Option<u64> {
     if bytes.first() != Some(&RECORD_FORMAT) {
         return None;
     }
@@ -155,7 +155,7 @@ pub fn published_at(bytes: &[u8]) -> Option<u64> {
 
 impl Record<'_> {
     /// The update this record holds, at `seq`.
-    pub fn to_update(&self, seq: u64) -> Update {
+    pub(crate) fn to_update(&self, seq: u64) -> Update {
         Update {
             seq,
             id: self.id.to_owned(),

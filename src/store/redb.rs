@@ -90,10 +90,10 @@ use super::{
 use crate::update::{Update, now_ms};
 
 /// The file inside the store directory.
-pub const FILE_NAME: &str = "herald.redb";
+pub(crate) const FILE_NAME: &str = "herald.redb";
 
 /// The table layout this build reads and writes.
-pub const SCHEMA_VERSION: u64 = 1;
+pub(crate) const SCHEMA_VERSION: u64 = 1;
 
 const LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("log");
 const IDS: TableDefinition<'static, &str, u64> = TableDefinition::new("ids");
@@ -1018,7 +1018,7 @@ static SNAPSHOTS: AtomicU64 = AtomicU64::new(0);
 
 /// What a store file holds, as [`inspect`] reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Updates in the log.
     pub records: u64,
     /// The newest sequence ever assigned.
@@ -1110,7 +1110,7 @@ fn snapshot_blocking(db: &Database, store_file: &Path) -> Result<Snapshot, Store
 
 /// Reads a store file (a snapshot) without writing to it: refuses what [`RedbStore::open`]
 /// would refuse (damaged, foreign, another schema), and summarizes the rest.
-pub fn inspect(path: &Path) -> Result<Summary, OpenError> {
+pub(crate) fn inspect(path: &Path) -> Result<Summary, OpenError> {
     let looked = std::panic::catch_unwind(|| -> Result<Summary, OpenError> {
         let db = Builder::new()
             .open_read_only(path)

@@ -78,7 +78,7 @@ use super::{
 use crate::update::Update;
 
 /// The stream keeps entries this much longer than `--history-max-age`, for the same reason.
-pub const BUS_GRACE: Duration = Duration::from_secs(60);
+pub(crate) const BUS_GRACE: Duration = Duration::from_secs(60);
 /// Most entries one history read asks for.
 const PAGE: usize = 512;
 
@@ -325,7 +325,7 @@ pub(crate) fn malformed(what: &str) -> StoreError {
 }
 
 /// `redis://user:secret@host/` -> `redis://user:***@host/`.
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

@@ -19,7 +19,7 @@ use crate::shutdown::Tasks;
 use crate::update::Update;
 
 /// Called with every committed batch, in order, before publishers are acknowledged.
-pub type OnCommit = Arc<dyn Fn(&[Arc<Update>]) + Send + Sync>;
+pub(crate) type OnCommit = Arc<dyn Fn(&[Arc<Update>]) + Send + Sync>;
 
 /// Where the writer counts its work. The wiring names the metrics (the store knows no telemetry).
 #[derive(Clone)]
@@ -79,7 +79,7 @@ impl Writer {
 
     /// Starts the writer task among `tasks`: when shutdown begins it refuses new submits
     /// ([`StoreError::Closed`]), commits what is already queued, and stops.
-    pub fn spawn_in(
+    pub(crate) fn spawn_in(
         tasks: &Tasks,
         store: Arc<dyn Store>,
         on_commit: OnCommit,

@@ -3,38 +3,40 @@
 //! [`super::describe_bus_metrics`]) describes every one of them. docs/OPERATIONS.md lists them.
 
 /// Gauge: open client connections.
-pub const CONNECTIONS: &str = "herald_connections";
+pub(crate) const CONNECTIONS: &str = "herald_connections";
 /// Gauge: live subscriptions.
-pub const SUBSCRIPTIONS: &str = "herald_subscriptions";
+pub(crate) const SUBSCRIPTIONS: &str = "herald_subscriptions";
 /// Counter: updates committed.
-pub const PUBLISHES_TOTAL: &str = "herald_publishes_total";
+pub(crate) const PUBLISHES_TOTAL: &str = "herald_publishes_total";
 /// Counter: updates written to subscribers.
-pub const DELIVERIES_TOTAL: &str = "herald_deliveries_total";
+pub(crate) const DELIVERIES_TOTAL: &str = "herald_deliveries_total";
 /// Counter: updates written to subscribers from history.
-pub const REPLAYED_TOTAL: &str = "herald_replayed_total";
+pub(crate) const REPLAYED_TOTAL: &str = "herald_replayed_total";
 /// Counter, label `action` (`catch_up`, `close`): subscribers that fell behind.
-pub const LAGGING_SUBSCRIBERS_TOTAL: &str = "herald_lagging_subscribers_total";
+pub(crate) const LAGGING_SUBSCRIBERS_TOTAL: &str = "herald_lagging_subscribers_total";
 /// Counter: pushes that found a subscriber's queue full.
-pub const QUEUE_OVERFLOWS_TOTAL: &str = "herald_queue_overflows_total";
+pub(crate) const QUEUE_OVERFLOWS_TOTAL: &str = "herald_queue_overflows_total";
 /// Counter: updates queued for subscribers by the fan-out.
-pub const FANOUT_QUEUED_TOTAL: &str = "herald_fanout_queued_total";
+pub(crate) const FANOUT_QUEUED_TOTAL: &str = "herald_fanout_queued_total";
 /// Counter: bytes of event streams handed to subscriber connections.
-pub const DELIVERED_BYTES_TOTAL: &str = "herald_delivered_bytes_total";
+pub(crate) const DELIVERED_BYTES_TOTAL: &str = "herald_delivered_bytes_total";
 /// Counter, label `limit`: connections and requests refused by a limit.
-pub const LIMIT_REJECTIONS_TOTAL: &str = "herald_limit_rejections_total";
+pub(crate) const LIMIT_REJECTIONS_TOTAL: &str = "herald_limit_rejections_total";
 /// Histogram: time to commit one batch of updates.
-pub const STORE_COMMIT_SECONDS: &str = "herald_store_commit_seconds";
+pub(crate) const STORE_COMMIT_SECONDS: &str = "herald_store_commit_seconds";
 /// Counter: `--subscriptions` events dropped because too many were waiting.
-pub const SUBSCRIPTION_EVENTS_DROPPED_TOTAL: &str = "herald_subscription_events_dropped_total";
+pub(crate) const SUBSCRIPTION_EVENTS_DROPPED_TOTAL: &str =
+    "herald_subscription_events_dropped_total";
 /// Counter: `--subscriptions` joins not written because the subscriber left first.
-pub const SUBSCRIPTION_EVENTS_COALESCED_TOTAL: &str = "herald_subscription_events_coalesced_total";
+pub(crate) const SUBSCRIPTION_EVENTS_COALESCED_TOTAL: &str =
+    "herald_subscription_events_coalesced_total";
 /// Counter: connections closed by `--write-timeout`.
-pub const WRITE_TIMEOUTS_TOTAL: &str = "herald_write_timeouts_total";
+pub(crate) const WRITE_TIMEOUTS_TOTAL: &str = "herald_write_timeouts_total";
 /// Counter (clustered nodes only): times the cluster feed found updates trimmed before this node
 /// could read them.
-pub const BUS_GAPS_TOTAL: &str = "herald_bus_gaps_total";
+pub(crate) const BUS_GAPS_TOTAL: &str = "herald_bus_gaps_total";
 /// Gauge (clustered nodes only): age of the newest update the cluster feed delivered.
-pub const BUS_LAG_SECONDS: &str = "herald_bus_lag_seconds";
+pub(crate) const BUS_LAG_SECONDS: &str = "herald_bus_lag_seconds";
 
 /// Every metric (those in [`BUS`] only on clustered nodes).
 pub const ALL: &[&str] = &[

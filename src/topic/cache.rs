@@ -21,9 +21,9 @@ use parking_lot::Mutex;
 use super::template::{Template, TemplateError};
 
 /// Answers remembered per template; the map is cleared when it is full.
-pub const CACHE_ENTRIES: usize = 1024;
+pub(crate) const CACHE_ENTRIES: usize = 1024;
 /// Bytes of remembered answers (topic text plus overhead) in the whole process.
-pub const CACHE_BUDGET: usize = 2 * 1024 * 1024;
+pub(crate) const CACHE_BUDGET: usize = 2 * 1024 * 1024;
 /// Answers that cost fewer matcher steps than this (complexity × topic length) are not kept.
 const WORTH_CACHING: usize = 4096;
 /// Interned templates are swept of dead entries when the table grows past this.
@@ -64,7 +64,7 @@ impl Drop for CachedTemplate {
 
 impl CachedTemplate {
     /// The template's source text.
-    pub fn source(&self) -> &str {
+    pub(crate) fn source(&self) -> &str {
         self.template.source()
     }
 
@@ -74,24 +74,24 @@ impl CachedTemplate {
     }
 
     /// The literal text before the first expression.
-    pub fn literal_prefix(&self) -> &str {
+    pub(crate) fn literal_prefix(&self) -> &str {
         self.template.literal_prefix()
     }
 
     /// The size of the compiled matcher (see [`Template::complexity`]).
-    pub fn complexity(&self) -> usize {
+    pub(crate) fn complexity(&self) -> usize {
         self.template.complexity()
     }
 
     /// Matcher steps one match of `topic` costs at most.
-    pub fn cost(&self, topic: &str) -> usize {
+    pub(crate) fn cost(&self, topic: &str) -> usize {
         self.complexity()
             .saturating_mul(topic.len().saturating_sub(self.literal_prefix().len()) + 1)
     }
 
     /// As [`CachedTemplate::matches`] when the answer is cheap or remembered, or when computing
     /// it costs no more than `budget` steps (which are then taken from it); `None` otherwise.
-    pub fn matches_within(&self, topic: &str, budget: &mut usize) -> Option<bool> {
+    pub(crate) fn matches_within(&self, topic: &str, budget: &mut usize) -> Option<bool> {
         if !topic.starts_with(self.literal_prefix()) {
             return Some(false);
         }
@@ -111,7 +111,7 @@ impl CachedTemplate {
 
     /// Does `topic` match? Uses the cache for expensive answers; never blocks on it (a busy
     /// cache is bypassed).
-    pub fn matches(&self, topic: &str) -> bool {
+    pub(crate) fn matches(&self, topic: &str) -> bool {
         if !topic.starts_with(self.literal_prefix()) {
             return false;
         }
@@ -151,7 +151,7 @@ pub fn cached_bytes() -> usize {
 }
 
 /// The compiled template for `source`, shared with every other live user of the same text.
-pub fn intern(source: &str) -> Result<Arc<CachedTemplate>, TemplateError> {
+pub(crate) fn intern(source: &str) -> Result<Arc<CachedTemplate>, TemplateError> {
     static TABLE: OnceLock<Mutex<HashMap<String, Weak<CachedTemplate>>>> = OnceLock::new();
     let table = TABLE.get_or_init(Mutex::default);
     if let Some(shared) = table.lock().get(source).and_then(Weak::upgrade) {

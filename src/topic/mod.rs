@@ -8,10 +8,10 @@
 //! the compiled list of one subscription or one token claim; it answers "does any of these
 //! selectors match any of the update's topics" without allocating.
 
-pub mod cache;
-pub mod prefix;
-pub mod template;
-pub mod urlpattern;
+pub(crate) mod cache;
+pub(crate) mod prefix;
+pub(crate) mod template;
+pub(crate) mod urlpattern;
 
 use std::sync::Arc;
 
@@ -36,7 +36,7 @@ pub enum Selector {
 impl Selector {
     /// Compiles a selector. A string with a `{` that does not parse as a URI template is an exact
     /// topic, as in the reference hub.
-    pub fn parse(source: &str) -> Selector {
+    pub(crate) fn parse(source: &str) -> Selector {
         if source == "*" {
             return Selector::Any;
         }
@@ -47,7 +47,7 @@ impl Selector {
     }
 
     /// Does this selector match `topic`?
-    pub fn matches(&self, topic: &str) -> bool {
+    pub(crate) fn matches(&self, topic: &str) -> bool {
         match self {
             Selector::Any => true,
             Selector::Exact(exact) => &**exact == topic,
@@ -57,7 +57,7 @@ impl Selector {
     }
 
     /// A Mercure 1.0 exact selector: byte for byte, never a template; `*` is the wildcard.
-    pub fn exact(source: &str) -> Selector {
+    pub(crate) fn exact(source: &str) -> Selector {
         if source == "*" {
             Selector::Any
         } else {
@@ -78,7 +78,7 @@ impl Selector {
     }
 
     /// The Mercure 1.0 `match_type` of this selector (`uritemplate` for a 0.x template).
-    pub fn match_type(&self) -> &'static str {
+    pub(crate) fn match_type(&self) -> &'static str {
         match self {
             Selector::Any | Selector::Exact(_) => "exact",
             Selector::Template(_) => "uritemplate",
@@ -87,7 +87,7 @@ impl Selector {
     }
 
     /// The topic, when this selector is an exact one (those are found through a hash index).
-    pub fn as_exact(&self) -> Option<&Arc<str>> {
+    pub(crate) fn as_exact(&self) -> Option<&Arc<str>> {
         match self {
             Selector::Exact(exact) => Some(exact),
             _ => None,
@@ -95,7 +95,7 @@ impl Selector {
     }
 
     /// The text the selector was compiled from.
-    pub fn source(&self) -> &str {
+    pub(crate) fn source(&self) -> &str {
         match self {
             Selector::Any => "*",
             Selector::Exact(exact) => exact,
@@ -144,34 +144,34 @@ impl SelectorSet {
     }
 
     /// Does any selector match `topic`?
-    pub fn matches(&self, topic: &str) -> bool {
+    pub(crate) fn matches(&self, topic: &str) -> bool {
         self.selectors
             .iter()
             .any(|selector| selector.matches(topic))
     }
 
     /// Does any selector match any of `topics`?
-    pub fn matches_any<S: AsRef<str>>(&self, topics: &[S]) -> bool {
+    pub(crate) fn matches_any<S: AsRef<str>>(&self, topics: &[S]) -> bool {
         topics.iter().any(|topic| self.matches(topic.as_ref()))
     }
 
     /// Do the selectors match every one of `topics`?
-    pub fn matches_all<S: AsRef<str>>(&self, topics: &[S]) -> bool {
+    pub(crate) fn matches_all<S: AsRef<str>>(&self, topics: &[S]) -> bool {
         topics.iter().all(|topic| self.matches(topic.as_ref()))
     }
 
     /// The selectors.
-    pub fn iter(&self) -> impl Iterator<Item = &Selector> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Selector> {
         self.selectors.iter()
     }
 
     /// The exact topics among the selectors.
-    pub fn exact_topics(&self) -> impl Iterator<Item = &Arc<str>> {
+    pub(crate) fn exact_topics(&self) -> impl Iterator<Item = &Arc<str>> {
         self.selectors.iter().filter_map(Selector::as_exact)
     }
 
     /// True when some selector is `*` or a template (those are scanned, not indexed).
-    pub fn has_patterns(&self) -> bool {
+    pub(crate) fn has_patterns(&self) -> bool {
         self.selectors
             .iter()
             .any(|selector| selector.as_exact().is_none())
@@ -179,7 +179,7 @@ impl SelectorSet {
 
     /// The total complexity of the URI templates among the selectors (see
     /// [`template::Template::complexity`]): what `--max-template-complexity` bounds.
-    pub fn template_complexity(&self) -> usize {
+    pub(crate) fn template_complexity(&self) -> usize {
         self.selectors
             .iter()
             .map(|selector| match selector {
@@ -190,12 +190,12 @@ impl SelectorSet {
     }
 
     /// Number of selectors.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.selectors.len()
     }
 
     /// True when there are no selectors.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.selectors.is_empty()
     }
 }

@@ -11,7 +11,7 @@
 
 /// Values filed by prefix. Several values may share one prefix.
 #[derive(Debug)]
-pub struct PrefixIndex<T> {
+pub(crate) struct PrefixIndex<T> {
     nodes: Vec<Node<T>>,
     /// Arena slots free for reuse.
     free: Vec<usize>,
@@ -75,7 +75,7 @@ impl<T> PrefixIndex<T> {
     }
 
     /// The values filed under exactly `prefix`, created empty if needed.
-    pub fn entry(&mut self, prefix: &[u8]) -> &mut Vec<T> {
+    pub(crate) fn entry(&mut self, prefix: &[u8]) -> &mut Vec<T> {
         let mut node = ROOT;
         let mut rest = prefix;
         while let Some(&first) = rest.first() {
@@ -124,14 +124,14 @@ impl<T> PrefixIndex<T> {
     }
 
     /// The values filed under exactly `prefix`, if any.
-    pub fn get_mut(&mut self, prefix: &[u8]) -> Option<&mut Vec<T>> {
+    pub(crate) fn get_mut(&mut self, prefix: &[u8]) -> Option<&mut Vec<T>> {
         let node = *self.path(prefix)?.last()?;
         Some(&mut self.nodes[node].values)
     }
 
     /// Removes the node of `prefix` if it holds no value any more, and tidies around it: empty
     /// leaves go, and a node left with no value and one child is merged with that child.
-    pub fn prune(&mut self, prefix: &[u8]) {
+    pub(crate) fn prune(&mut self, prefix: &[u8]) {
         let Some(mut path) = self.path(prefix) else {
             return;
         };
@@ -172,7 +172,7 @@ impl<T> PrefixIndex<T> {
 
     /// Calls `visit` with the values of every prefix of `key` (the empty prefix included),
     /// shortest first.
-    pub fn for_each_prefix_of<'a>(&'a self, key: &[u8], mut visit: impl FnMut(&'a T)) {
+    pub(crate) fn for_each_prefix_of<'a>(&'a self, key: &[u8], mut visit: impl FnMut(&'a T)) {
         let mut node = ROOT;
         let mut rest = key;
         loop {

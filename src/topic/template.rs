@@ -72,7 +72,7 @@ use std::fmt;
 
 /// Why a string is not a valid URI template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateError {
+pub(crate) struct TemplateError {
     /// Byte offset in the source where the problem was found.
     pub position: usize,
     /// What is wrong there.
@@ -97,7 +97,7 @@ fn error(position: usize, reason: &'static str) -> TemplateError {
 
 /// Does `s` contain a `{`? A cheap test run before [`Template::parse`]: strings without one are
 /// exact topics.
-pub fn looks_like_template(s: &str) -> bool {
+pub(crate) fn looks_like_template(s: &str) -> bool {
     s.contains('{')
 }
 
@@ -195,7 +195,7 @@ enum Part {
 
 /// A compiled URI template.
 #[derive(Debug, Clone)]
-pub struct Template {
+pub(crate) struct Template {
     source: String,
     /// Length of the leading literal, checked with `starts_with` before running the NFA on the rest.
     prefix_len: usize,
@@ -207,7 +207,7 @@ impl Template {
     /// Parses and compiles `source`. Fails on a `}` outside an expression, an unclosed `{`, an
     /// empty expression, a reserved or unknown operator, a malformed variable name, or a bad
     /// modifier (`:0`, `:10000`, `:` without digits, both `:N` and `*`).
-    pub fn parse(source: &str) -> Result<Template, TemplateError> {
+    pub(crate) fn parse(source: &str) -> Result<Template, TemplateError> {
         let parts = parse_parts(source)?;
         let (prefix_len, rest) = match parts.split_first() {
             Some((Part::Literal(literal), rest)) => (literal.len(), rest),
@@ -222,13 +222,13 @@ impl Template {
     }
 
     /// The text this template was parsed from.
-    pub fn source(&self) -> &str {
+    pub(crate) fn source(&self) -> &str {
         &self.source
     }
 
     /// The literal text before the first expression (all of it for a literal-only template).
     /// Every topic the template matches starts with it.
-    pub fn literal_prefix(&self) -> &str {
+    pub(crate) fn literal_prefix(&self) -> &str {
         self.source.get(..self.prefix_len).unwrap_or_default()
     }
 
@@ -236,13 +236,13 @@ impl Template {
     /// unit per literal byte after the first expression, and a few per variable (three to eight,
     /// plus the name's length for the `;`, `?` and `&` operators). Matching one topic costs at
     /// most `complexity × topic length` steps, so this is what limits on templates bound.
-    pub fn complexity(&self) -> usize {
+    pub(crate) fn complexity(&self) -> usize {
         self.program.insts.len()
     }
 
     /// Could `topic` be an expansion of this template for some values of its variables (each
     /// variable defined or not)? See the module documentation for the exact language.
-    pub fn matches(&self, topic: &str) -> bool {
+    pub(crate) fn matches(&self, topic: &str) -> bool {
         let prefix = self
             .source
             .as_bytes()

@@ -47,12 +47,12 @@ impl std::fmt::Debug for CachedPattern {
 
 impl CachedPattern {
     /// The pattern as written.
-    pub fn source(&self) -> &str {
+    pub(crate) fn source(&self) -> &str {
         &self.source
     }
 
     /// Does `topic` (resolved against the base) match? Uses the cache; never blocks on it.
-    pub fn matches(&self, topic: &str) -> bool {
+    pub(crate) fn matches(&self, topic: &str) -> bool {
         let cached = self
             .answers
             .try_lock()
@@ -83,7 +83,7 @@ impl CachedPattern {
 }
 
 /// Compiles `source` against `base` without interning (tests and validation).
-pub fn compile(source: &str, base: &Url) -> Result<UrlPattern, PatternError> {
+pub(crate) fn compile(source: &str, base: &Url) -> Result<UrlPattern, PatternError> {
     let error = |reason: String| PatternError {
         pattern: source.to_owned(),
         reason,
@@ -95,7 +95,7 @@ pub fn compile(source: &str, base: &Url) -> Result<UrlPattern, PatternError> {
 
 /// The compiled pattern for `source` resolved against `base`, shared with every other live
 /// user of the same pair.
-pub fn intern(source: &str, base: &Url) -> Result<Arc<CachedPattern>, PatternError> {
+pub(crate) fn intern(source: &str, base: &Url) -> Result<Arc<CachedPattern>, PatternError> {
     type Table = Mutex<HashMap<(String, String), Weak<CachedPattern>>>;
     static TABLE: OnceLock<Table> = OnceLock::new();
     let table = TABLE.get_or_init(Mutex::default);
