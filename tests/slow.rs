@@ -15,7 +15,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use crate::util::{Hub, SOON, rss_kib};
 
 /// Serializes the tests that measure the hub's memory or publish tens of megabytes.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Size of the updates the stalled subscribers are flooded with.
 const BIG: usize = 60 * 1024;

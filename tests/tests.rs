@@ -11,6 +11,7 @@ mod cluster;
 mod cors;
 mod deploy;
 mod durable;
+mod h1;
 mod hardening;
 mod herald_js;
 mod history;

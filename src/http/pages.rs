@@ -15,8 +15,8 @@
 //! `authorization` query parameter (the cookie is not accepted here, so a page on another site
 //! cannot post in a visitor's name).
 
+use super::body::RequestBody;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
-use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::AppState;
@@ -188,7 +188,7 @@ struct ChatJson {
 /// `POST /chat/send`: publishes one chat message to topic `chat`; answers `{"id": …}`.
 pub async fn chat_send(
     state: &AppState,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     if state.hub.is_closing() {
         return Err(ApiError::Unavailable("the hub is shutting down".into()));

@@ -7,12 +7,11 @@
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, Uri, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use url::Url;
 
 use super::AppState;
-use super::body::ResponseBody;
+use super::body::{RequestBody, ResponseBody};
 use super::limits;
 use super::mercure1;
 use super::problem::{ApiError, BearerError};
@@ -25,7 +24,7 @@ use crate::update::{Draft, Update};
 /// Publishes one update.
 pub async fn publish(
     state: &AppState,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     if state.hub.is_closing() {
         return Err(ApiError::Unavailable("the hub is shutting down".into()));
@@ -134,7 +133,7 @@ pub(super) fn media_type(headers: &HeaderMap) -> Option<String> {
 }
 
 pub(super) async fn read_body(
-    body: Incoming,
+    body: RequestBody,
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
@@ -146,6 +145,14 @@ pub(super) async fn read_body(
         limits::count_rejection("body");
         return Err(ApiError::PayloadTooLarge { limit });
     }
+    let body = match body {
+        RequestBody::Hyper(body) => body,
+        RequestBody::Read(bytes) if bytes.len() <= limit => return Ok(bytes),
+        RequestBody::Read(_) | RequestBody::Oversized => {
+            limits::count_rejection("body");
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+    };
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => {
