@@ -119,6 +119,10 @@ async fn serve_requests<I: Socket, H: Handler>(
                 return refuse(io, StatusCode::BAD_REQUEST, settings.write_timeout).await;
             }
         };
+        if input.is_empty() {
+            // Give the read buffer back before a stream that may last for hours.
+            *input = Vec::new();
+        }
         let keep_alive = head.keep_alive && !matches!(body, RequestBody::Oversized);
         let exchange = Exchange {
             head_only: head.method == Method::HEAD,
@@ -147,7 +151,7 @@ async fn serve_requests<I: Socket, H: Handler>(
             return Ok(());
         }
         if input.is_empty() {
-            // Give the memory back: the connection may stay idle for long.
+            // Give the memory back (a stream may have grown it): the connection may idle long.
             *input = Vec::new();
         }
     }
