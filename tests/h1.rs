@@ -176,7 +176,7 @@ async fn http10_head_and_bodyless_answers() {
 
 #[tokio::test]
 async fn chunked_and_expect_continue_publishes_are_read() {
-    let hub = Hub::start(&[]);
+    let hub = Hub::start(&["--max-body", "64KiB"]);
     let token = token(&["*"], &[]);
     let mut reader = hub.subscribe("/.well-known/mercure?topic=t", &[]).await;
     hub.wait_subscriptions(1).await;
@@ -208,13 +208,25 @@ async fn chunked_and_expect_continue_publishes_are_read() {
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
     assert_eq!(reader.next_event().await.data, "two");
 
-    // A declared body over --max-body is refused (after the token) and the connection closed.
+    // A declared body over --max-body is refused (after the token, before the body is read) and
+    // the connection closed.
     let request = format!(
         "POST /.well-known/mercure HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\
          Content-Length: 999999999\r\n\r\n"
     );
     let (answer, closed) = exchange(&hub, request.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(closed);
+    // The same with the body sent: the answer arrives whole, not destroyed by a reset.
+    let body = "x".repeat(200_000);
+    let request = format!(
+        "POST /.well-known/mercure HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (answer, closed) = exchange(&hub, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert!(answer.ends_with('}'), "{answer}");
     assert!(closed);
 }
 

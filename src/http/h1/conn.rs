@@ -67,17 +67,46 @@ pub async fn serve<I: Socket, H: Handler>(
     mut shutdown: Option<ShutdownSignal>,
 ) {
     let result = serve_requests(&mut io, &mut input, handler, settings, &mut shutdown).await;
+    // Shutdown need not wait for the closing below.
+    drop(shutdown);
+    drop(input);
     match result {
         // The client stopped reading: a reset frees what the kernel still holds for it.
         Err(error) if error.kind() == io::ErrorKind::TimedOut => io.reset_on_close(),
         Err(error) => {
             tracing::debug!(%error, "HTTP/1.1 connection ended with an error");
-            let _ = tokio::time::timeout(settings.write_timeout, io.shutdown()).await;
+            close_gently(&mut io, settings.write_timeout).await;
         }
-        Ok(()) => {
-            let _ = tokio::time::timeout(settings.write_timeout, io.shutdown()).await;
-        }
+        Ok(()) => close_gently(&mut io, settings.write_timeout).await,
     }
+}
+
+/// How long, and how much, a closing connection is read from after its last response.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Ends the connection's writing side, then reads (and drops) what the client still sends for a
+/// moment: closing a socket with unread data sends a reset, which can destroy the last response
+/// (a 413 or 400) before the client has read it.
+async fn close_gently<I: Socket>(io: &mut I, write_timeout: Duration) {
+    if tokio::time::timeout(write_timeout, io.shutdown())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGER, async {
+        // On the heap: inline, it would enlarge every connection's task for its whole life.
+        let mut scratch = vec![0u8; 1024];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match io.read(&mut scratch).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => drained += read,
+            }
+        }
+    })
+    .await;
 }
 
 /// What waiting for the next request gave.
