@@ -10,11 +10,11 @@
 //! The accept loop asks [`ConnectionLimits::try_admit`] for every new connection and keeps the
 //! [`Permit`] for as long as the connection lives (dropping it frees the slot). A refused
 //! connection goes to [`refuse`], which answers it with a problem+json response and closes it;
-//! a small reserve of file descriptors below the open-file limit is kept for exactly that. A new
-//! connection is also wrapped by [`first_request_deadline`]: one that sends no complete request
-//! within the header timeout is cut off (hyper's own header timeout only starts once it knows the
-//! protocol, so a client that sends nothing, or trickles the HTTP/2 preface, would otherwise hold
-//! its descriptor forever).
+//! a small reserve of file descriptors below the open-file limit is kept for exactly that. An
+//! HTTP/2 connection is also wrapped by [`first_request_deadline`]: one that sends no complete
+//! request within the header timeout is cut off (hyper has no such deadline for HTTP/2, so a
+//! client that trickles the preface would otherwise hold its descriptor forever; the HTTP/1.1
+//! layer applies `--header-timeout` to every request head itself).
 
 use std::collections::HashMap;
 use std::future::Future;
