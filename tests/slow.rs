@@ -15,7 +15,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use crate::util::{Hub, SOON, rss_kib};
 
 /// Serializes the tests that measure the hub's memory or publish tens of megabytes.
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Size of the updates the stalled subscribers are flooded with.
 const BIG: usize = 60 * 1024;
@@ -520,9 +520,17 @@ async fn stalled_subscribers_pin_at_most_their_byte_budget() {
     // No write timeout within the test: the budget alone must bound them.
     let hub = Hub::start(&["--write-timeout", "10min", "--history-size", "20"]);
     let topics = ["s0", "s1", "s2", "s3", "s4"];
+    // Every path: HTTP/1.1 fresh and after another request, h2c.
+    let paths = [
+        Path::Fresh,
+        Path::AfterHealthz,
+        Path::H2c,
+        Path::AfterHealthz,
+        Path::H2c,
+    ];
     let mut stalled = Vec::new();
-    for topic in topics {
-        stalled.push(stalled_subscriber(&hub, Path::Fresh, topic).await);
+    for (topic, path) in topics.into_iter().zip(paths) {
+        stalled.push(stalled_subscriber(&hub, path, topic).await);
     }
     hub.wait_subscriptions(5).await;
     hub.publish_ok(&[("topic", "warm"), ("data", &"w".repeat(BIG))])

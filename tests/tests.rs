@@ -12,6 +12,7 @@ mod conformance;
 mod cors;
 mod deploy;
 mod durable;
+mod h1;
 mod hardening;
 mod herald_js;
 mod history;

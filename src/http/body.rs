@@ -1,4 +1,5 @@
-//! The response body: either a complete buffer, or a subscriber's event stream.
+//! Request and response bodies. A request body is hyper's (HTTP/2) or read in full by the
+//! HTTP/1.1 layer; a response body is either a complete buffer, or a subscriber's event stream.
 //!
 //! Our own body type (not a boxed trait object, not axum's `Sse`): a stream chunk is the frames
 //! that were ready, already joined, and the stream ends cleanly when the hub closes it, so
@@ -14,6 +15,16 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::stream::EventStream;
 use crate::telemetry::names;
+
+/// A request body, as the handlers see it.
+pub enum RequestBody {
+    /// An HTTP/2 request's body, read by the handler.
+    Hyper(hyper::body::Incoming),
+    /// An HTTP/1.1 request's body, read in full before the handler runs (empty when none).
+    Read(Bytes),
+    /// An HTTP/1.1 body larger than any handler reads: not read (`413` where a body is read).
+    Oversized,
+}
 
 type NextChunk = Pin<Box<dyn Future<Output = (Option<Bytes>, EventStream)> + Send>>;
 

@@ -10,14 +10,13 @@
 //! The accept loop asks [`ConnectionLimits::try_admit`] for every new connection and keeps the
 //! [`Permit`] for as long as the connection lives (dropping it frees the slot). A refused
 //! connection goes to [`refuse`], which answers it with a problem+json response and closes it;
-//! a small reserve of file descriptors below the open-file limit is kept for exactly that. A new
-//! connection is also wrapped by [`first_request_deadline`]: one that sends no complete request
-//! within the header timeout is cut off (hyper's own header timeout only starts once it knows the
-//! protocol, so a client that sends nothing, or trickles the HTTP/2 preface, would otherwise hold
-//! its descriptor forever).
+//! a small reserve of file descriptors below the open-file limit is kept for exactly that. An
+//! HTTP/2 connection is also wrapped by [`first_request_deadline`]: one that sends no complete
+//! request within the header timeout is cut off (hyper has no such deadline for HTTP/2, so a
+//! client that trickles the preface would otherwise hold its descriptor forever; the HTTP/1.1
+//! layer applies `--header-timeout` to every request head itself).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::io;
@@ -28,10 +27,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::problem::ApiError;
 use crate::config::{Config, PublishRate};
@@ -315,7 +312,7 @@ pub(super) fn address_key(ip: IpAddr) -> IpAddr {
 /// answered, closes the connection at once.
 pub fn refuse<I>(io: I, refusal: LimitError, limits: &Arc<ConnectionLimits>)
 where
-    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    I: super::h1::Socket + 'static,
 {
     if limits.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSALS_IN_FLIGHT {
         limits.refusing.fetch_sub(1, Ordering::AcqRel);
@@ -323,17 +320,8 @@ where
     }
     let limits = Arc::clone(limits);
     tokio::spawn(async move {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .keep_alive(false)
-            .timer(TokioTimer::new())
-            .header_read_timeout(REFUSAL_DEADLINE);
-        let service = service_fn(move |_request| {
-            let refusal = refusal.clone();
-            async move { Ok::<_, Infallible>(ApiError::Limit(refusal).into_response()) }
-        });
-        let connection = builder.serve_connection(TokioIo::new(io), service);
-        let _ = tokio::time::timeout(REFUSAL_DEADLINE, connection).await;
+        let response = ApiError::Limit(refusal).into_response();
+        super::h1::answer_once(io, response, REFUSAL_DEADLINE).await;
         limits.refusing.fetch_sub(1, Ordering::AcqRel);
     });
 }

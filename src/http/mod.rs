@@ -1,4 +1,5 @@
-//! The HTTP edge: our own accept loop (HTTP/1.1 and h2c on one port), routing, and the handlers.
+//! The HTTP edge: our own accept loop (HTTP/1.1 and h2c on one port, or TLS with ALPN), routing,
+//! and the handlers. Every HTTP/1.1 connection is served by [`h1`]; HTTP/2 by hyper.
 //!
 //! `http` owns no state beyond a request: everything shared lives in [`AppState`] (the hub, the
 //! store, the writer, the keys). Errors become status codes in one place, [`problem`].
@@ -7,7 +8,7 @@ pub mod backup;
 pub mod body;
 pub mod cors;
 pub mod cursor;
-pub mod event_path;
+pub mod h1;
 pub mod limits;
 pub mod mercure1;
 pub mod ops;
@@ -29,9 +30,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -60,7 +61,49 @@ pub struct AppState {
 /// A TLS handshake that has not finished within this time is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type ConnectionBuilder = auto::Builder<TokioExecutor>;
+/// Idle probes on accepted sockets: a peer that vanished (no FIN, no RST) is noticed after
+/// about this long plus a few probes, even when nothing is written to it.
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Between keepalive probes.
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+/// Unanswered probes before the kernel drops the connection.
+const TCP_KEEPALIVE_RETRIES: u32 = 4;
+
+type ConnectionBuilder = http2::Builder<TokioExecutor>;
+
+/// The hub's routes, for one HTTP/1.1 connection.
+struct HubRoutes {
+    state: Arc<AppState>,
+    peer: SocketAddr,
+}
+
+impl h1::Handler for HubRoutes {
+    async fn handle(
+        &self,
+        request: http::Request<body::RequestBody>,
+    ) -> http::Response<body::ResponseBody> {
+        router::route(&self.state, request, self.peer).await
+    }
+}
+
+/// The HTTP/1.1 settings of the hub's listener.
+fn h1_settings(config: &Config) -> h1::Settings {
+    h1::Settings {
+        header_timeout: config.header_timeout,
+        write_timeout: config.write_timeout,
+        body_limit: config.max_body.max(pages::CHAT_MAX_BODY),
+    }
+}
+
+/// TCP keepalive and no Nagle delay on an accepted socket.
+fn tune_socket(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL)
+        .with_retries(TCP_KEEPALIVE_RETRIES);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
 
 /// Accepts connections until `shutdown` completes, then ends every stream and waits for
 /// connections to close, at most nine tenths of `--shutdown-timeout` (the caller exits the
@@ -72,13 +115,8 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(state.config.header_timeout)
-        .max_buf_size(event_path::MAX_HEAD);
-    builder.http2().timer(TokioTimer::new());
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let graceful = Shutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -98,7 +136,7 @@ pub async fn serve(
                             continue;
                         }
                     };
-                    let _ = stream.set_nodelay(true);
+                    tune_socket(&stream);
                     tokio::spawn(serve_connection(
                         stream,
                         permit,
@@ -132,7 +170,7 @@ pub async fn serve(
 
 /// Serves one connection (after the TLS handshake, if any) until it closes.
 async fn serve_connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     _permit: limits::Permit,
     peer: SocketAddr,
     state: Arc<AppState>,
@@ -142,38 +180,29 @@ async fn serve_connection(
 ) {
     metrics::gauge!(names::CONNECTIONS).increment(1.0);
     let header_timeout = state.config.header_timeout;
+    let deadline = tokio::time::Instant::now() + header_timeout;
     let result = match tls {
-        None => {
-            let deadline = tokio::time::Instant::now() + header_timeout;
-            match event_path::read_first_request(&stream, deadline).await {
-                event_path::FirstRequest::Subscribe(request) => {
-                    // Held, not used: shutdown waits for this connection as for hyper's.
-                    let _watched = watcher;
-                    event_path::serve(stream, request, state, peer).await;
-                    Ok(())
-                }
-                // Boxed: hyper's connection state would enlarge every connection's task.
-                event_path::FirstRequest::Other(read) => {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let (stream, started) =
-                        limits::first_request_deadline(Rewind::new(read, stream), left);
-                    Box::pin(serve_http(stream, started, peer, state, &builder, watcher)).await
-                }
-                event_path::FirstRequest::Gone => Ok(()),
+        None => match h1::sniff(&mut stream, deadline).await {
+            h1::Protocol::Http1(input) => {
+                let settings = h1_settings(&state.config);
+                let routes = HubRoutes { state, peer };
+                h1::serve(stream, input, &routes, &settings, Some(watcher)).await;
+                Ok(())
             }
-        }
+            // Boxed: hyper's connection state would enlarge every connection's task.
+            h1::Protocol::Http2(input) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let (stream, started) =
+                    limits::first_request_deadline(Rewind::new(input.into(), stream), left);
+                Box::pin(serve_h2(stream, started, peer, state, &builder, watcher)).await
+            }
+            h1::Protocol::Gone => Ok(()),
+        },
         // Boxed: inline, the TLS state would enlarge every connection's task, plain ones too.
         Some(tls) => {
-            Box::pin(async move {
-                let (stream, started) = limits::first_request_deadline(stream, header_timeout);
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        serve_http(stream, started, peer, state, &builder, watcher).await
-                    }
-                    Ok(Err(error)) => Err(error.into()),
-                    Err(_) => Err("the TLS handshake timed out".into()),
-                }
-            })
+            Box::pin(serve_tls(
+                stream, tls, deadline, peer, state, &builder, watcher,
+            ))
             .await
         }
     };
@@ -183,11 +212,46 @@ async fn serve_connection(
     metrics::gauge!(names::CONNECTIONS).decrement(1.0);
 }
 
-/// Serves a connection with hyper (HTTP/1.1 or HTTP/2) until it closes: shut down gracefully
-/// (HTTP/2: GOAWAY) when the hub shuts down or when no request has been open for
+/// The TLS handshake, then HTTP/2 when ALPN picked it (or the client sends its preface),
+/// HTTP/1.1 otherwise.
+async fn serve_tls(
+    stream: TcpStream,
+    tls: TlsAcceptor,
+    deadline: tokio::time::Instant,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    builder: &ConnectionBuilder,
+    watcher: ShutdownSignal,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return Err(error.into()),
+        Err(_) => return Err("the TLS handshake timed out".into()),
+    };
+    let alpn_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let input = if alpn_h2 {
+        Vec::new()
+    } else {
+        match h1::sniff(&mut stream, deadline).await {
+            h1::Protocol::Http1(input) => {
+                let settings = h1_settings(&state.config);
+                let routes = HubRoutes { state, peer };
+                h1::serve(stream, input, &routes, &settings, Some(watcher)).await;
+                return Ok(());
+            }
+            h1::Protocol::Http2(input) => input,
+            h1::Protocol::Gone => return Ok(()),
+        }
+    };
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let (stream, started) = limits::first_request_deadline(Rewind::new(input.into(), stream), left);
+    serve_h2(stream, started, peer, state, builder, watcher).await
+}
+
+/// Serves an HTTP/2 connection with hyper until it closes: shut down gracefully (GOAWAY) when the hub shuts down or when no request has been open for
 /// `--header-timeout`; dropped when a response has waited `--write-timeout` for the client to
 /// read, or a write to the socket has not gone through for that long (see [`watch`]).
-async fn serve_http<I>(
+async fn serve_h2<I>(
     io: I,
     started: limits::RequestStarted,
     peer: SocketAddr,
@@ -210,6 +274,7 @@ where
             // Boxed: hyper keeps a slot the size of this future for the connection's whole
             // life, and a request's future is large; the box lives only while it is handled.
             Box::pin(async move {
+                let request = request.map(body::RequestBody::Hyper);
                 let response = router::route(&state, request, peer).await;
                 Ok::<_, Infallible>(response.map(|body| WatchedBody::new(body, open)))
             })
@@ -220,7 +285,7 @@ where
     let mut closing = false;
     loop {
         tokio::select! {
-            result = connection.as_mut() => return result,
+            result = connection.as_mut() => return result.map_err(Into::into),
             () = shutdown.raised(), if !closing => {
                 closing = true;
                 connection.as_mut().graceful_shutdown();

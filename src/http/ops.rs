@@ -36,10 +36,11 @@ pub async fn serve_metrics(
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     header_timeout: std::time::Duration,
 ) {
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout);
+    let settings = super::h1::Settings {
+        header_timeout,
+        write_timeout: header_timeout,
+        body_limit: 0,
+    };
     // Owned here: dropping this future ends every scrape connection (Prometheus keeps them
     // open between scrapes).
     let mut connections = tokio::task::JoinSet::new();
@@ -56,28 +57,31 @@ pub async fn serve_metrics(
                 continue;
             }
         };
-        let metrics = metrics.clone();
-        let connection = builder.serve_connection(
-            hyper_util::rt::TokioIo::new(stream),
-            hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let response = if request.uri().path() == "/metrics"
-                    && matches!(*request.method(), http::Method::GET | http::Method::HEAD)
-                {
-                    ok("text/plain; version=0.0.4; charset=utf-8", metrics.render())
-                } else {
-                    super::problem::ApiError::NotFound(format!(
-                        "this listener serves /metrics only, not {}",
-                        request.uri().path()
-                    ))
-                    .into_response()
-                };
-                std::future::ready(Ok::<_, std::convert::Infallible>(response))
-            }),
-        );
+        let exposition = MetricsOnly(metrics.clone());
         connections.spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "metrics connection ended with an error");
-            }
+            super::h1::serve(stream, Vec::new(), &exposition, &settings, None).await;
         });
+    }
+}
+
+/// The `--metrics-listen` listener's one route.
+struct MetricsOnly(metrics_exporter_prometheus::PrometheusHandle);
+
+impl super::h1::Handler for MetricsOnly {
+    async fn handle(
+        &self,
+        request: http::Request<super::body::RequestBody>,
+    ) -> Response<ResponseBody> {
+        if request.uri().path() == "/metrics"
+            && matches!(*request.method(), http::Method::GET | http::Method::HEAD)
+        {
+            ok("text/plain; version=0.0.4; charset=utf-8", self.0.render())
+        } else {
+            super::problem::ApiError::NotFound(format!(
+                "this listener serves /metrics only, not {}",
+                request.uri().path()
+            ))
+            .into_response()
+        }
     }
 }

@@ -16,8 +16,8 @@
 //! `Authorization` header or the `authorization` query parameter (the cookie is not accepted
 //! here, so a page on another site cannot post in a visitor's name).
 
+use super::body::RequestBody;
 use http::{HeaderMap, HeaderValue, Request, Response, header, request};
-use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::body::ResponseBody;
@@ -190,7 +190,7 @@ struct ChatJson {
 /// answers `{"id": …}`.
 pub async fn chat_send(
     state: &AppState,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     peer: Peer,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let authenticate = |state: &AppState, parts: &request::Parts| {

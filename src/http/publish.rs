@@ -11,12 +11,11 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Request, Response, Uri, header, request};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use url::Url;
 
 use super::AppState;
-use super::body::ResponseBody;
+use super::body::{RequestBody, ResponseBody};
 use super::limits;
 use super::mercure1;
 use super::problem::{ApiError, BearerError};
@@ -30,7 +29,7 @@ use crate::update::{Draft, Update};
 /// Publishes one update.
 pub async fn publish(
     state: &AppState,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let stored = run(
         state,
@@ -71,7 +70,7 @@ pub(super) fn rate_key(claims: &Claims, token: &str) -> String {
 /// and fanned out.
 pub(super) async fn run(
     state: &AppState,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     max_body: usize,
     authenticate: impl FnOnce(&AppState, &request::Parts) -> Result<Publisher, ApiError>,
     decode: impl FnOnce(Option<&str>, &[u8]) -> Result<Draft, ApiError>,
@@ -199,7 +198,7 @@ pub(super) fn media_type(headers: &HeaderMap) -> Option<String> {
 }
 
 pub(super) async fn read_body(
-    body: Incoming,
+    body: RequestBody,
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
@@ -211,6 +210,14 @@ pub(super) async fn read_body(
         limits::count_rejection("body");
         return Err(ApiError::PayloadTooLarge { limit });
     }
+    let body = match body {
+        RequestBody::Hyper(body) => body,
+        RequestBody::Read(bytes) if bytes.len() <= limit => return Ok(bytes),
+        RequestBody::Read(_) | RequestBody::Oversized => {
+            limits::count_rejection("body");
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+    };
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.is::<LengthLimitError>() => {

@@ -1,8 +1,8 @@
 //! A connection with the bytes already read from it put back in front.
 //!
-//! The accept loop reads a plain-text connection's first request head itself (see
-//! [`super::event_path`]); when the request is not one it serves, the connection goes to hyper
-//! wrapped in a [`Rewind`], so hyper reads those bytes first and never knows they were read.
+//! The accept loop reads a connection's first bytes itself to tell HTTP/1.x from the HTTP/2
+//! preface ([`super::h1::sniff`]); an HTTP/2 connection goes to hyper wrapped in a [`Rewind`],
+//! so hyper reads those bytes first and never knows they were read.
 
 use std::io;
 use std::pin::Pin;

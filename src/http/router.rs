@@ -1,9 +1,8 @@
 //! Routing by method and path, plus CORS on every response.
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
-use hyper::body::Incoming;
 
-use super::body::ResponseBody;
+use super::body::{RequestBody, ResponseBody};
 use super::problem::ApiError;
 use super::{
     AppState, Peer, backup, cors, mercure1, ops, pages, publish, subscribe, subscriptions, topics,
@@ -15,7 +14,7 @@ pub const MERCURE_PATH: &str = "/.well-known/mercure";
 /// Answers one request.
 pub async fn route(
     state: &AppState,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     peer: Peer,
 ) -> Response<ResponseBody> {
     let request_headers = request.headers().clone();
@@ -26,29 +25,6 @@ pub async fn route(
     let path = request.uri().path().to_owned();
     let result = dispatch(state, request, peer, &method, &path).await;
     respond(state, &request_headers, result, peer, &method, &path)
-}
-
-/// Answers a subscribe request (`GET` of [`is_subscribe_path`]) that arrived without hyper: see
-/// [`super::event_path`].
-pub async fn route_subscribe(
-    state: &AppState,
-    request: Request<()>,
-    peer: Peer,
-) -> Response<ResponseBody> {
-    let result = subscribe::subscribe(state, &request).await;
-    respond(
-        state,
-        request.headers(),
-        result,
-        peer,
-        &Method::GET,
-        request.uri().path(),
-    )
-}
-
-/// Whether a `GET` of `path` opens an event stream.
-pub fn is_subscribe_path(path: &str) -> bool {
-    matches!(path, MERCURE_PATH | "/events")
 }
 
 /// The response for a handler's result: errors logged and turned into problems, CORS added.
@@ -74,7 +50,7 @@ fn respond(
 
 async fn dispatch(
     state: &AppState,
-    request: Request<Incoming>,
+    request: Request<RequestBody>,
     peer: Peer,
     method: &Method,
     path: &str,

@@ -41,7 +41,7 @@ pub async fn subscribe<B>(
 /// to the query's (Mercure 1.0).
 pub async fn subscribe_query(
     state: &AppState,
-    request: Request<hyper::body::Incoming>,
+    request: Request<super::body::RequestBody>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let (parts, body) = request.into_parts();
     match super::publish::media_type(&parts.headers).as_deref() {

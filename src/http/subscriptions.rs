@@ -5,8 +5,8 @@
 //! `GET /.well-known/mercure/subscriptions[/{match_type}/{match}[/{subscriber}]]`, plain JSON,
 //! the cursor in the `rel="mercure"` Link header's `last-event-id` attribute.
 
+use super::body::RequestBody;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
@@ -22,7 +22,7 @@ use crate::topic::SelectorSet;
 /// Answers the subscriptions API.
 pub async fn subscriptions(
     state: &AppState,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let path = request.uri().path();
     if !state.config.subscriptions {
@@ -115,7 +115,7 @@ pub async fn subscriptions(
 /// The Mercure 1.0 subscriptions API: access is a `subscribe` grant on the request path.
 async fn subscriptions_v1(
     state: &AppState,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
     found: Option<(String, TokenSource)>,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let path = request.uri().path();

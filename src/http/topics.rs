@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::body::RequestBody;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use serde::Serialize;
 
@@ -140,7 +140,7 @@ impl<'a> EventView<'a> {
 /// that allows them.
 pub async fn events(
     state: &AppState,
-    request: &Request<Incoming>,
+    request: &Request<RequestBody>,
     topic: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let raw_query = request.uri().query();

@@ -1,4 +1,4 @@
-//! What one hyper connection (HTTP/1.1 after a first request, h2c, TLS) is doing, watched from
+//! What one hyper (HTTP/2: h2c or TLS) connection is doing, watched from
 //! its own task: how many requests are open on it, and whether a response body has data that
 //! hyper has not come to take. It owns the two connection deadlines hyper has no setting for:
 //!
@@ -22,7 +22,7 @@
 //! of a stream, that the client never reads).
 //!
 //! It also carries the hub-wide shutdown signal to every connection ([`Shutdown`]). This module
-//! decides when; `http::serve_http` acts (graceful shutdown or drop).
+//! decides when; `http::serve_h2` acts (graceful shutdown or drop).
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -78,6 +78,11 @@ impl Default for Shutdown {
 }
 
 impl ShutdownSignal {
+    /// Whether shutdown has started.
+    pub fn is_raised(&self) -> bool {
+        *self.0.borrow()
+    }
+
     /// Resolves once shutdown has started.
     pub async fn raised(&mut self) {
         // An error means the sender is gone: that is a shutdown too.
