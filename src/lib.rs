@@ -33,7 +33,9 @@ pub mod cli;
 pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod demo;
-pub mod http;
+#[doc(hidden)]
+pub mod fuzzing;
+pub(crate) mod http;
 pub mod hub;
 pub(crate) mod serde_util;
 pub mod server;

@@ -69,19 +69,19 @@ impl Tasks {
     }
 
     /// A view that outlives this value.
-    pub fn watch(&self) -> TaskWatch {
+    pub(crate) fn watch(&self) -> TaskWatch {
         TaskWatch {
             tracker: self.tracker.clone(),
         }
     }
 
     /// Tasks still running.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.tracker.len()
     }
 
     /// True when no task is running.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.tracker.is_empty()
     }
 

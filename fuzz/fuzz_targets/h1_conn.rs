@@ -10,10 +10,10 @@
 
 use std::time::Duration;
 
-use herald::http::body::{RequestBody, ResponseBody};
-use herald::http::h1::body::ChunkedDecoder;
-use herald::http::h1::parse::parse_head;
-use herald::http::h1::{Handler, Settings, serve};
+use herald::fuzzing::{RequestBody, ResponseBody};
+use herald::fuzzing::ChunkedDecoder;
+use herald::fuzzing::parse_head;
+use herald::fuzzing::{Handler, Settings, serve};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

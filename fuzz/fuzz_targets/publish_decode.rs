@@ -3,8 +3,8 @@
 //! type and data read back unchanged (no field injection through id, type or data).
 #![no_main]
 
-use herald::http::publish::decode_publish;
-use herald::update::Update;
+use herald::fuzzing::decode_publish;
+use herald::fuzzing::Update;
 use herald_sse::Parser;
 use libfuzzer_sys::fuzz_target;
 

@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use herald::auth::{Algorithm, Authorizer, KeyConfig, extract_token};
+use herald::fuzzing::{Algorithm, Authorizer, KeyConfig, extract_token};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 

@@ -3,8 +3,8 @@
 //! its own text; selectors built from the same text agree with the template.
 #![no_main]
 
-use herald::topic::Selector;
-use herald::topic::template::Template;
+use herald::fuzzing::Selector;
+use herald::fuzzing::Template;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {

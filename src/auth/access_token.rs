@@ -34,7 +34,7 @@ pub(crate) enum MatchType {
 
 impl MatchType {
     /// The canonical name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             MatchType::Exact => "exact",
             MatchType::UrlPattern => "urlpattern",

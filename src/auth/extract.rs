@@ -26,7 +26,7 @@ pub(crate) const ACCESS_COOKIE: &str = "__Secure-mercure_access_token";
 /// parameter in the raw query string `query` (percent-decoded, bare token or
 /// `Bearer <t>`), then the `mercureAuthorization` cookie from any `Cookie`
 /// header (percent-decoded). Returns `None` if none of them holds a token.
-pub(crate) fn extract_token(
+pub fn extract_token(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Option<(String, TokenSource)> {

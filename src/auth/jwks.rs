@@ -64,7 +64,7 @@ impl Jwks {
     }
 
     /// The URL.
-    pub fn url(&self) -> &str {
+    pub(crate) fn url(&self) -> &str {
         &self.url
     }
 

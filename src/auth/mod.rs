@@ -28,7 +28,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub(crate) use access_token::{Grants, MatchType, TopicGrant, is_access_token};
-pub(crate) use extract::{ACCESS_COOKIE, TokenSource, extract_token, extract_token_with};
+pub use extract::extract_token;
+pub(crate) use extract::{ACCESS_COOKIE, TokenSource, extract_token_with};
 pub(crate) use mint::{MintAccessClaims, mint_access_token, random_secret};
 pub use mint::{MintClaims, mint_admin, mint_hmac};
 

@@ -4,25 +4,25 @@
 //! `http` owns no state beyond a request: everything shared lives in [`AppState`] (the hub, the
 //! store, the writer, the keys). Errors become status codes in one place, [`problem`].
 
-pub mod backup;
-pub mod body;
-pub mod cors;
-pub mod cursor;
-pub mod h1;
-pub mod limits;
-pub mod mercure1;
-pub mod ops;
-pub mod pages;
-pub mod problem;
-pub mod publish;
-pub mod query;
-pub mod rewind;
-pub mod router;
-pub mod subscribe;
-pub mod subscriptions;
-pub mod tls;
-pub mod topics;
-pub mod watch;
+pub(crate) mod backup;
+pub(crate) mod body;
+pub(crate) mod cors;
+pub(crate) mod cursor;
+pub(crate) mod h1;
+pub(crate) mod limits;
+pub(crate) mod mercure1;
+pub(crate) mod ops;
+pub(crate) mod pages;
+pub(crate) mod problem;
+pub(crate) mod publish;
+pub(crate) mod query;
+pub(crate) mod rewind;
+pub(crate) mod router;
+pub(crate) mod subscribe;
+pub(crate) mod subscriptions;
+pub(crate) mod tls;
+pub(crate) mod topics;
+pub(crate) mod watch;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -421,7 +421,7 @@ impl Registry {
     }
 
     /// True when nobody is subscribed.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -432,7 +432,7 @@ impl Registry {
     }
 
     /// Distinct URL patterns among live subscribers, and the subscriptions filed under them.
-    pub fn url_pattern_stats(&self) -> (usize, usize) {
+    pub(crate) fn url_pattern_stats(&self) -> (usize, usize) {
         let patterns = self.patterns.read();
         let filed = patterns
             .url_patterns
@@ -443,7 +443,7 @@ impl Registry {
     }
 
     /// Distinct URI templates among live subscribers, and the nodes of their prefix index.
-    pub fn template_stats(&self) -> (usize, usize) {
+    pub(crate) fn template_stats(&self) -> (usize, usize) {
         let patterns = self.patterns.read();
         let mut templates = 0;
         patterns.templates.for_each(|_| templates += 1);

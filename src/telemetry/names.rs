@@ -39,7 +39,7 @@ pub(crate) const BUS_GAPS_TOTAL: &str = "herald_bus_gaps_total";
 pub(crate) const BUS_LAG_SECONDS: &str = "herald_bus_lag_seconds";
 
 /// Every metric (those in [`BUS`] only on clustered nodes).
-pub const ALL: &[&str] = &[
+pub(crate) const ALL: &[&str] = &[
     CONNECTIONS,
     SUBSCRIPTIONS,
     PUBLISHES_TOTAL,
@@ -59,7 +59,7 @@ pub const ALL: &[&str] = &[
 ];
 
 /// The metrics only a clustered node has (described when its feed starts).
-pub const BUS: &[&str] = &[BUS_GAPS_TOTAL, BUS_LAG_SECONDS];
+pub(crate) const BUS: &[&str] = &[BUS_GAPS_TOTAL, BUS_LAG_SECONDS];
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

@@ -146,7 +146,7 @@ impl CachedTemplate {
 }
 
 /// Bytes of answers remembered by every matcher of the process.
-pub fn cached_bytes() -> usize {
+pub(crate) fn cached_bytes() -> usize {
     CACHED_BYTES.load(Ordering::Relaxed)
 }
 

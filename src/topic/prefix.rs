@@ -192,7 +192,7 @@ impl<T> PrefixIndex<T> {
     }
 
     /// Calls `visit` with every value.
-    pub fn for_each(&self, mut visit: impl FnMut(&T)) {
+    pub(crate) fn for_each(&self, mut visit: impl FnMut(&T)) {
         // Free slots hold no values.
         for node in &self.nodes {
             node.values.iter().for_each(&mut visit);
@@ -200,7 +200,7 @@ impl<T> PrefixIndex<T> {
     }
 
     /// Nodes in use, the root included (for tests and memory accounting).
-    pub fn node_count(&self) -> usize {
+    pub(crate) fn node_count(&self) -> usize {
         self.nodes.len() - self.free.len()
     }
 }

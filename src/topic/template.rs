@@ -72,7 +72,7 @@ use std::fmt;
 
 /// Why a string is not a valid URI template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TemplateError {
+pub struct TemplateError {
     /// Byte offset in the source where the problem was found.
     pub position: usize,
     /// What is wrong there.
@@ -195,7 +195,7 @@ enum Part {
 
 /// A compiled URI template.
 #[derive(Debug, Clone)]
-pub(crate) struct Template {
+pub struct Template {
     source: String,
     /// Length of the leading literal, checked with `starts_with` before running the NFA on the rest.
     prefix_len: usize,
@@ -207,7 +207,7 @@ impl Template {
     /// Parses and compiles `source`. Fails on a `}` outside an expression, an unclosed `{`, an
     /// empty expression, a reserved or unknown operator, a malformed variable name, or a bad
     /// modifier (`:0`, `:10000`, `:` without digits, both `:N` and `*`).
-    pub(crate) fn parse(source: &str) -> Result<Template, TemplateError> {
+    pub fn parse(source: &str) -> Result<Template, TemplateError> {
         let parts = parse_parts(source)?;
         let (prefix_len, rest) = match parts.split_first() {
             Some((Part::Literal(literal), rest)) => (literal.len(), rest),
@@ -242,7 +242,7 @@ impl Template {
 
     /// Could `topic` be an expansion of this template for some values of its variables (each
     /// variable defined or not)? See the module documentation for the exact language.
-    pub(crate) fn matches(&self, topic: &str) -> bool {
+    pub fn matches(&self, topic: &str) -> bool {
         let prefix = self
             .source
             .as_bytes()

@@ -13,10 +13,10 @@
 //! - [`write`]: response heads, chunked framing, vectored writes under the write deadline;
 //! - [`conn`]: the connection state machine: requests in order, keep-alive, streams.
 
-pub mod body;
-pub mod conn;
-pub mod parse;
-pub mod write;
+pub(crate) mod body;
+pub(crate) mod conn;
+pub(crate) mod parse;
+pub(crate) mod write;
 
 use std::time::Duration;
 
