@@ -6,7 +6,6 @@
 //! runtime failures exit 1.
 
 mod backup;
-mod bench;
 mod publish;
 mod serve;
 mod sub;
@@ -50,7 +49,7 @@ pub enum Command {
     /// Subscribe and print events (reconnects with Last-Event-ID)
     Sub(Box<sub::SubArgs>),
     /// Load-test a running hub (Herald, or nginx+nchan): loss, latency, memory, CPU
-    Bench(Box<bench::BenchArgs>),
+    Bench(Box<herald_bench::BenchArgs>),
     /// Save a consistent snapshot of a running hub's history (needs an admin token)
     Backup(Box<backup::BackupArgs>),
 }
@@ -68,7 +67,7 @@ pub fn main() -> ExitCode {
         Command::Token(args) => token::run(&args),
         Command::Pub(args) => publish::run(&args),
         Command::Sub(args) => sub::run(&args),
-        Command::Bench(args) => bench::run(&args),
+        Command::Bench(args) => herald_bench::run(&args, publish::mint_for_run),
         Command::Backup(args) => backup::run(&args),
     }
 }

@@ -16,8 +16,9 @@ use crate::auth::{Algorithm, MintClaims, mint_hmac};
 
 use super::config_error;
 
-/// Where the client subcommands look for the hub unless told otherwise.
-pub const DEFAULT_HUB: &str = "http://127.0.0.1:8088";
+/// Where the client subcommands look for the hub unless told otherwise (`herald bench`'s own
+/// crate keeps the same).
+pub const DEFAULT_HUB: &str = herald_bench::DEFAULT_HUB;
 
 /// How a publisher proves it may publish: a ready token, or the hub's key to mint one.
 #[derive(Debug, Clone, Args)]
@@ -39,16 +40,22 @@ impl PublisherAuth {
         let Some(key) = self.key.as_deref().filter(|key| !key.is_empty()) else {
             return Ok(None);
         };
-        let claims = MintClaims {
-            publish: publish.iter().map(|s| (*s).to_owned()).collect(),
-            subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
-            payload: None,
-            ttl: Some(Duration::from_secs(24 * 3600)),
-        };
-        mint_hmac(key.as_bytes(), Algorithm::HS256, &claims)
+        mint_for_run(key, publish, subscribe)
             .map(Some)
             .map_err(|error| format!("cannot mint a token from --key: {error}"))
     }
+}
+
+/// A HS256 token for one run of a client subcommand, valid for a day: `herald pub`, `sub`, and
+/// `herald bench` (its [`herald_bench::Mint`]).
+pub fn mint_for_run(key: &str, publish: &[&str], subscribe: &[&str]) -> Result<String, String> {
+    let claims = MintClaims {
+        publish: publish.iter().map(|s| (*s).to_owned()).collect(),
+        subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
+        payload: None,
+        ttl: Some(Duration::from_secs(24 * 3600)),
+    };
+    mint_hmac(key.as_bytes(), Algorithm::HS256, &claims).map_err(|error| error.to_string())
 }
 
 /// `herald pub` options.
