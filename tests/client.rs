@@ -351,6 +351,17 @@ async fn bench_reports_zero_loss_and_every_field() {
     }
     assert!(report["rss_before_kib"].as_u64().unwrap() > 0);
     assert!(report["rss_after_kib"].as_u64().unwrap() > 0);
+    assert!(report["rss_drained_kib"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["rss_drained_per_connection_bytes"].is_number(),
+        "{report}"
+    );
+    // The hub wrote at least once per subscriber (the stream heads) and per delivery batch.
+    assert!(
+        report["server_write_syscalls"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(report["server_writes_per_delivery"].is_number(), "{report}");
     assert!(report["rss_per_connection_bytes"].is_number(), "{report}");
     assert_eq!(report["server"], "herald", "{report}");
     assert_eq!(report["hold_secs"], 1.0, "{report}");

@@ -66,6 +66,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Deliveries idle this long after publishing stops mean nothing more is coming.
 const DRAIN_QUIET: Duration = Duration::from_secs(2);
+/// How long the connections stay open and quiet after the drain before the server's memory is
+/// sampled again.
+const DRAINED_SETTLE: Duration = Duration::from_secs(1);
 /// One read buffer per thread, shared by every connection it serves.
 const READ_BUFFER: usize = 256 * 1024;
 /// Source addresses used on loopback: 127.0.0.2 ..= 127.0.0.(1 + SOURCE_ADDRESSES).
@@ -488,6 +491,10 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
     });
     let mut client =
         herald_client::reqwest::Client::builder().pool_max_idle_per_host(plan.concurrency);
+    if plan.mode == Mode::H2c {
+        // Publishes go over HTTP/2 too: nginx's cleartext `http2` listener speaks nothing else.
+        client = client.http2_prior_knowledge();
+    }
     if let Some(tls) = &plan.tls {
         // The publisher reaches the same TLS listener: it trusts what the subscriptions trust.
         if tls.insecure {
@@ -628,6 +635,13 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
     }
     let cpu_after = sum(pids, cpu_ticks);
     let writes_after = sum(pids, write_syscalls);
+    // Memory once the burst has drained, the connections still open: what the server kept.
+    let rss_drained = if pids.is_empty() {
+        None
+    } else {
+        tokio::time::sleep(DRAINED_SETTLE).await;
+        sum(pids, rss_kib)
+    };
     progress.done();
 
     // Collect.
@@ -647,6 +661,7 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
             publish_start_us,
             rss_before,
             rss_after,
+            rss_drained,
             cpu_secs: match (cpu_before, cpu_after, clock_ticks) {
                 (Some(before), Some(after), Some(hz)) => {
                     Some(after.saturating_sub(before) as f64 / hz as f64)

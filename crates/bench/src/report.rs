@@ -39,6 +39,8 @@ pub(super) struct Report {
     rss_before_kib: Option<u64>,
     rss_after_kib: Option<u64>,
     rss_per_connection_bytes: Option<f64>,
+    rss_drained_kib: Option<u64>,
+    rss_drained_per_connection_bytes: Option<f64>,
     server_cpu_secs: Option<f64>,
     server_cpu_us_per_delivery: Option<f64>,
     server_write_syscalls: Option<u64>,
@@ -72,6 +74,8 @@ pub(super) struct Summary {
     pub(super) publish_start_us: u64,
     pub(super) rss_before: Option<u64>,
     pub(super) rss_after: Option<u64>,
+    /// After the drain, the connections still open.
+    pub(super) rss_drained: Option<u64>,
     /// The server's CPU time from the first publish to the end of the drain.
     pub(super) cpu_secs: Option<f64>,
     /// The server's write system calls over the same span.
@@ -170,6 +174,13 @@ pub(super) fn summarize(
         },
         rss_before_kib: summary.rss_before,
         rss_after_kib: summary.rss_after,
+        rss_drained_kib: summary.rss_drained,
+        rss_drained_per_connection_bytes: match (summary.rss_before, summary.rss_drained) {
+            (Some(before), Some(drained)) if connections > 0 => {
+                Some((drained as f64 - before as f64) * 1024.0 / connections as f64)
+            }
+            _ => None,
+        },
         rss_per_connection_bytes: match (summary.rss_before, summary.rss_after) {
             (Some(before), Some(after)) if connections > 0 => {
                 Some((after as f64 - before as f64) * 1024.0 / connections as f64)
@@ -256,6 +267,17 @@ pub(super) fn print_report(report: &Report) {
             per / 1024.0
         );
     }
+    if let (Some(drained), Some(per)) = (
+        report.rss_drained_kib,
+        report.rss_drained_per_connection_bytes,
+    ) {
+        println!(
+            "  drained      RSS {:.1} MiB once the deliveries drained: {:.1} KiB per connection",
+            drained as f64 / 1024.0,
+            per / 1024.0
+        );
+    }
+
     if let Some(secs) = report.server_cpu_secs {
         let per_delivery = report
             .server_cpu_us_per_delivery
