@@ -18,10 +18,12 @@
 //! - [`auth`]: JWT keys and claims.
 //! - [`visibility`]: the one rule of who may see an update (fan-out, replay, cursors, views).
 //! - [`telemetry`]: metrics recorder and logs.
-//! - [`cli`]: the `herald` subcommands.
+//! - [`cli`]: the `herald` subcommands (`bench` runs the `herald-bench` crate, `crates/bench`).
 //! - [`demo`]: the `--demo` clock and the shape of chat messages (pages are in `http::pages`).
 //!
-//! The SSE framing itself lives in the `herald-sse` crate (`crates/sse`).
+//! The SSE framing itself lives in the `herald-sse` crate (`crates/sse`); the client library in
+//! `herald-client` (`crates/client`); the load generator in `herald-bench` (`crates/bench`), a
+//! client that never links this crate.
 
 pub mod auth;
 pub mod cli;
