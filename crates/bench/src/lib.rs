@@ -62,6 +62,9 @@ use workers::{RemoteShard, Shard, worker};
 const CONNECT_CONCURRENCY: usize = 256;
 /// How long one connection may take to be established and answered.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one publish may take: a server that stops answering publishes (nginx+nchan's
+/// HTTP/2 fan-out at 1,000/s did) makes errors, not a run that never ends.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the last deliveries once publishing stops.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Deliveries idle this long after publishing stops mean nothing more is coming.
@@ -489,8 +492,9 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
         per_topic: (0..plan.topics.len()).map(|_| AtomicU64::new(0)).collect(),
         ..Published::default()
     });
-    let mut client =
-        herald_client::reqwest::Client::builder().pool_max_idle_per_host(plan.concurrency);
+    let mut client = herald_client::reqwest::Client::builder()
+        .pool_max_idle_per_host(plan.concurrency)
+        .timeout(PUBLISH_TIMEOUT);
     if plan.mode == Mode::H2c {
         // Publishes go over HTTP/2 too: nginx's cleartext `http2` listener speaks nothing else.
         client = client.http2_prior_knowledge();
