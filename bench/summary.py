@@ -147,7 +147,9 @@ def target_rows(table):
         herald = figure(herald_scenario, key, "herald")
         nchan = figure(nchan_scenario, key, "nchan")
         if herald is None or nchan is None or nchan == 0:
-            rows.append((title, cell(herald, fmt), cell(nchan, fmt), "n/a", "not run"))
+            missing = "not run" if herald is None and nchan is None else (
+                "no Herald result" if herald is None else "no nchan result (runs failed?)")
+            rows.append((title, cell(herald, fmt), cell(nchan, fmt), "n/a", missing))
             continue
         ratio = herald / nchan
         met = ratio <= bound if sense == "<=" else ratio >= bound
