@@ -26,7 +26,9 @@ def main():
         sys.exit(__doc__.strip().splitlines()[-1])
     out = pathlib.Path(sys.argv[1])
     table = json.loads((out / "medians.json").read_text())
-    fanout = {name: rows for name, rows in table.items() if name.startswith("fanout-")}
+    # The HTTP/1.1 rate sweep (fanout-<rate>); fanout-h2c-<rate> is a row of its own.
+    fanout = {name: rows for name, rows in table.items() if name.split("-")[1:2] != ["h2c"]
+              and name.startswith("fanout-")}
     if not fanout:
         sys.exit("chart.py: no fan-out scenario in medians.json")
 

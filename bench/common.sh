@@ -6,7 +6,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-HERALD="$ROOT/target/release/herald"
+HERALD="${HERALD:-$ROOT/target/release/herald}"  # HERALD=path: another build (a smoke run)
 EXAMPLES="$ROOT/target/release/examples"
 WORKDIR="$(mktemp -d "${TMPDIR:-/tmp}/herald-bench.XXXXXX")"
 # The processes this script runs; each is cleared once it has been reaped so a recycled PID is

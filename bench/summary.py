@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Medians of bench/compare.sh's runs, and the Herald/nchan ratios against the targets.
+"""Medians of bench/compare.sh's runs, and the Herald/nchan ratio of each goal of issue 15.
 
-Reads OUT/raw/<scenario>-<server>-<run>.json (one `herald bench --json` report each), writes
-OUT/medians.json (read by bench/chart.py) and OUT/summary.md.
+Reads OUT/raw/<scenario>-<server>-<run>.json (one `herald bench --json` report each, all
+kept), writes OUT/medians.json (read by bench/chart.py) and OUT/summary.md: every scenario's
+medians, the fan-out rate sweep with write calls per delivery, and the goal table.
 
-Usage: bench/summary.py OUT [--settings TEXT] [--versions TEXT]
+Usage: bench/summary.py OUT [--settings TEXT] [--workers TEXT] [--versions TEXT]
 """
 
 import argparse
@@ -28,11 +29,14 @@ METRICS = [
     ("p50_ms", "p50 (ms)", lambda r: r["latency_ms"]["p50"], "{:.2f}"),
     ("p99_ms", "p99 (ms)", lambda r: r["latency_ms"]["p99"], "{:.2f}"),
     ("cpu_us", "CPU/delivery (µs)", lambda r: r.get("server_cpu_us_per_delivery"), "{:.2f}"),
+    ("writes_per_delivery", "writes/delivery", lambda r: r.get("server_writes_per_delivery"), "{:.3f}"),
+    ("drained_per_conn_kb", "RSS/conn drained (KB)",
+     lambda r: divided(r.get("rss_drained_per_connection_bytes"), 1024), "{:.2f}"),
 ]
 WORST = {"loss", "duplicates"}
 # The connection scenarios publish one update, to check every connection is live: their
 # rates, latencies and CPU per delivery mean nothing and are left out of the table.
-CONNECTION_SCENARIOS = {"idle", "max"}
+CONNECTION_SCENARIOS = ("idle", "max")
 CONNECTION_METRICS = {"connections", "rss_mb", "rss_per_conn_kb", "loss"}
 
 
@@ -81,19 +85,35 @@ def medians(runs):
     return table
 
 
-def scenario_order(name):
+def is_connection_scenario(name):
+    return name.split("-")[0] in CONNECTION_SCENARIOS
+
+
+def sweep_rate(name):
+    """The rate of an HTTP/1.1 fan-out scenario (fanout-<rate>), else None."""
     kind, _, rate = name.partition("-")
+    return float(rate) if kind == "fanout" and rate.replace(".", "").isdigit() else None
+
+
+def scenario_order(name):
+    kind = name.split("-")[0]
     order = {"idle": 0, "max": 1, "fanout": 2, "topics": 3}
-    return (order.get(kind, 9), float(rate) if rate.replace(".", "").isdigit() else 0.0, name)
+    rate = sweep_rate(name)
+    return (order.get(kind, 9), rate if rate is not None else float("inf"), name)
 
 
 def describe(scenario, row):
-    if scenario in ("idle", "max"):
-        return f"{scenario}: {row['subscribers']:,} subscribers"
+    if scenario.startswith("idle"):
+        mode = scenario.partition("-")[2] or "h1"
+        return f"idle over {mode}: {row['subscribers']:,} subscribers"
+    if scenario == "max":
+        return f"max: {row['subscribers']:,} subscribers"
     if scenario.startswith("fanout"):
-        return f"fan-out: 1 topic × {row['subscribers']:,} at {row['rate']:,.0f}/s"
-    if scenario == "topics":
-        return f"many topics: {row['topics']:,} × 1 at {row['rate']:,.0f}/s"
+        over = " over h2c" if scenario.startswith("fanout-h2c") else ""
+        return f"fan-out{over}: 1 topic × {row['subscribers']:,} at {row['rate']:,.0f}/s"
+    if scenario.startswith("topics"):
+        store = scenario.partition("-")[2] or "memory"
+        return f"many topics ({store}): {row['topics']:,} × 1 at {row['rate']:,.0f}/s"
     return scenario
 
 
@@ -102,28 +122,57 @@ def cell(value, fmt):
 
 
 def target_rows(table):
-    """(target, herald, nchan, ratio, met) for each target."""
+    """(goal, herald, nchan, ratio, met) for each goal of issue 15."""
 
-    def figure(scenario, key):
-        rows = table.get(scenario, {})
-        return tuple(rows.get(server, {}).get(key) for server in SERVERS)
+    def figure(scenario, key, server):
+        return table.get(scenario, {}).get(server, {}).get(key)
 
     rows = []
+    kb, ms, us, per_s = "{:.2f} KB", "{:.2f} ms", "{:.2f} µs", "{:,.0f}/s"
+    # (goal, Herald's scenario, nchan's scenario, figure, format, sense, bound)
     checks = [
-        ("idle memory per connection, Herald/nchan ≤ 0.5", "idle", "rss_per_conn_kb", "{:.2f} KB", "<=", 0.5),
-        ("moderate fan-out (fanout-50) p99 latency, Herald/nchan ≤ 1", "fanout-50", "p99_ms", "{:.2f} ms", "<=", 1.0),
-        ("moderate fan-out (fanout-50) CPU per delivery, Herald/nchan ≤ 1", "fanout-50", "cpu_us", "{:.2f} µs", "<=", 1.0),
-        ("heavy fan-out (fanout-1000) deliveries/s, Herald/nchan ≥ 2", "fanout-1000", "deliveries_per_sec", "{:,.0f}/s", ">=", 2.0),
-        ("heavy fan-out (fanout-1000) CPU per delivery, Herald/nchan ≤ 0.5", "fanout-1000", "cpu_us", "{:.2f} µs", "<=", 0.5),
+        ("idle memory per subscriber, HTTP/1.1 first request ≤ 0.5", "idle-h1", "idle-h1", "rss_per_conn_kb", kb, "<=", 0.5),
+        ("idle memory per subscriber, HTTP/1.1 after another request ≤ 0.5", "idle-h1-reuse", "idle-h1-reuse", "rss_per_conn_kb", kb, "<=", 0.5),
+        ("idle memory per subscriber, h2c ≤ 0.5", "idle-h2c", "idle-h2c", "rss_per_conn_kb", kb, "<=", 0.5),
+        ("idle memory per subscriber, TLS + HTTP/2 ≤ 0.5", "idle-h2-tls", "idle-h2-tls", "rss_per_conn_kb", kb, "<=", 0.5),
+        ("fan-out 1,000 × 50/s: p99 ≤ 1", "fanout-50", "fanout-50", "p99_ms", ms, "<=", 1.0),
+        ("fan-out 1,000 × 50/s: CPU per delivery ≤ 1", "fanout-50", "fanout-50", "cpu_us", us, "<=", 1.0),
+        ("fan-out 1,000 × 1,000/s offered: deliveries/s ≥ 2", "fanout-1000", "fanout-1000", "deliveries_per_sec", per_s, ">=", 2.0),
+        ("fan-out 1,000 × 1,000/s offered: CPU per delivery ≤ 0.5", "fanout-1000", "fanout-1000", "cpu_us", us, "<=", 0.5),
+        ("fan-out over h2c, 1,000 × 1,000/s offered: deliveries/s ≥ 1", "fanout-h2c-1000", "fanout-h2c-1000", "deliveries_per_sec", per_s, ">=", 1.0),
+        ("10,000 topics × 1 at 5,000/s, CPU per publish, `--store memory:` ≤ 0.7", "topics-memory", "topics-memory", "cpu_us", us, "<=", 0.7),
+        ("the same with the default redb store (nchan: memory) ≤ 1.2", "topics-redb", "topics-memory", "cpu_us", us, "<=", 1.2),
     ]
-    for title, scenario, key, fmt, sense, bound in checks:
-        herald, nchan = figure(scenario, key)
+    for title, herald_scenario, nchan_scenario, key, fmt, sense, bound in checks:
+        herald = figure(herald_scenario, key, "herald")
+        nchan = figure(nchan_scenario, key, "nchan")
         if herald is None or nchan is None or nchan == 0:
-            rows.append((title, cell(herald, fmt), cell(nchan, fmt), "n/a", "not run"))
+            missing = "not run" if herald is None and nchan is None else (
+                "no Herald result" if herald is None else "no nchan result (runs failed?)")
+            rows.append((title, cell(herald, fmt), cell(nchan, fmt), "n/a", missing))
             continue
         ratio = herald / nchan
         met = ratio <= bound if sense == "<=" else ratio >= bound
         rows.append((title, fmt.format(herald), fmt.format(nchan), f"{ratio:.2f}", "yes" if met else "**no**"))
+    # Memory after the heavy fan-out drained, against the idle figure of the same run (the
+    # connections held before publishing): each server against itself.
+    drained = {}
+    for server in SERVERS:
+        idle = figure("fanout-1000", "rss_per_conn_kb", server)
+        after = figure("fanout-1000", "drained_per_conn_kb", server)
+        drained[server] = (idle, after)
+    idle, after = drained["herald"]
+    nchan_idle, nchan_after = drained["nchan"]
+    nchan_text = "n/a" if not nchan_idle or nchan_after is None else (
+        f"{nchan_after:.2f} KB ({nchan_after / nchan_idle:.2f}× {nchan_idle:.2f})")
+    if not idle or after is None:
+        rows.append(("after the 1,000/s fan-out drained: memory per subscriber ≤ 1.5× idle",
+                     "n/a", nchan_text, "n/a", "not run"))
+    else:
+        ratio = after / idle
+        rows.append(("after the 1,000/s fan-out drained: memory per subscriber ≤ 1.5× idle",
+                     f"{after:.2f} KB ({ratio:.2f}× {idle:.2f})", nchan_text,
+                     f"{ratio:.2f} (Herald drained/idle)", "yes" if ratio <= 1.5 else "**no**"))
     # Zero loss: every run of every scenario, not a median.
     totals = {
         server: (
@@ -145,17 +194,45 @@ def target_rows(table):
     return rows
 
 
-def markdown(table, settings, versions):
+def sweep_lines(table):
+    """The HTTP/1.1 fan-out at each rate: where batching starts (writes per delivery)."""
+    rates = sorted((sweep_rate(name), name) for name in table if sweep_rate(name) is not None)
+    if not rates:
+        return []
+    lines = [
+        "", "## Rate sweep (1 topic, HTTP/1.1)", "",
+        "| rate (msgs/s) | server | deliveries/s | p99 (ms) | CPU/delivery (µs) | writes/delivery |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rate, name in rates:
+        for server in SERVERS:
+            row = table[name].get(server)
+            if row is None:
+                continue
+            lines.append(
+                f"| {rate:,.0f} | {server} | {cell(row['deliveries_per_sec'], '{:,.0f}')} | "
+                f"{cell(row['p99_ms'], '{:.2f}')} | {cell(row['cpu_us'], '{:.2f}')} | "
+                f"{cell(row['writes_per_delivery'], '{:.3f}')} |"
+            )
+    return lines
+
+
+def markdown(table, settings, workers, versions):
     lines = ["# Herald and nginx+nchan side by side", ""]
     if settings:
         lines += [f"Settings: `{settings}`", ""]
+    if workers:
+        lines += [f"Workers: {workers}", ""]
     if versions:
         lines += [f"Versions and machine: {versions}", ""]
     lines += [
-        "Medians over the runs (loss: the worst run). Server RSS and CPU are the hub's process, "
-        "or nchan's worker process; CPU is utime+stime from the first publish to the end of the "
-        "drain, divided by the deliveries. The idle and max scenarios publish one update, to "
-        "check every connection is live: only their connections, memory and loss are shown.",
+        "Medians over the runs (loss: the worst run); every run's JSON is in raw/. Server RSS, "
+        "CPU and write calls are the hub's process, or nginx's master and workers summed; CPU "
+        "is utime+stime from the first publish to the end of the drain, divided by the "
+        "deliveries (with one subscriber per topic, a delivery is a publish); write calls are "
+        "`syscw` from /proc/PID/io over the same span. The idle and max scenarios publish one "
+        "update, to check every connection is live: only their connections, memory and loss "
+        "are shown.",
         "",
         "| scenario | server | runs | " + " | ".join(title for _, title, _, _ in METRICS) + " |",
         "|---|---|---|" + "---|" * len(METRICS),
@@ -166,12 +243,13 @@ def markdown(table, settings, versions):
             if row is None:
                 continue
             cells = [
-                "—" if scenario in CONNECTION_SCENARIOS and key not in CONNECTION_METRICS
+                "—" if is_connection_scenario(scenario) and key not in CONNECTION_METRICS
                 else cell(row[key], fmt)
                 for key, _, _, fmt in METRICS
             ]
             lines.append(f"| {describe(scenario, row)} | {server} | {row['runs']} | " + " | ".join(cells) + " |")
-    lines += ["", "## Targets", "", "| target | Herald | nchan | ratio | met |", "|---|---|---|---|---|"]
+    lines += sweep_lines(table)
+    lines += ["", "## Goals (issue 15): Herald/nchan", "", "| goal | Herald | nchan | ratio | met |", "|---|---|---|---|---|"]
     lines += [f"| {' | '.join(row)} |" for row in target_rows(table)]
     errors = [
         f"{scenario} {server}: {row['publish_errors']} publish errors, {row['connect_failures']} failed connections (worst run)"
@@ -188,11 +266,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=pathlib.Path)
     parser.add_argument("--settings", default="")
+    parser.add_argument("--workers", default="")
     parser.add_argument("--versions", default="")
     args = parser.parse_args()
     table = medians(load(args.out))
     (args.out / "medians.json").write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-    (args.out / "summary.md").write_text(markdown(table, args.settings, args.versions))
+    (args.out / "summary.md").write_text(markdown(table, args.settings, args.workers, args.versions))
 
 
 if __name__ == "__main__":

@@ -23,10 +23,12 @@
 //! - `serde_util`: shapes shared by the JSON and TOML readers (`OneOrMany`).
 //! - [`visibility`]: the one rule of who may see an update (fan-out, replay, cursors, views).
 //! - [`telemetry`]: metrics recorder and logs; every metric's name (`telemetry::names`).
-//! - [`cli`]: the `herald` subcommands.
+//! - [`cli`]: the `herald` subcommands (`bench` runs the `herald-bench` crate, `crates/bench`).
 //! - [`demo`]: the `--demo` clock and the shape of chat messages (pages are in `http::pages`).
 //!
-//! The SSE framing itself lives in the `herald-sse` crate (`crates/sse`).
+//! The SSE framing itself lives in the `herald-sse` crate (`crates/sse`); the client library in
+//! `herald-client` (`crates/client`); the load generator in `herald-bench` (`crates/bench`), a
+//! client that never links this crate.
 
 pub mod auth;
 pub mod cli;

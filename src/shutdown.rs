@@ -76,11 +76,13 @@ impl Tasks {
     }
 
     /// Tasks still running.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.tracker.len()
     }
 
     /// True when no task is running.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.tracker.is_empty()
     }

@@ -351,6 +351,17 @@ async fn bench_reports_zero_loss_and_every_field() {
     }
     assert!(report["rss_before_kib"].as_u64().unwrap() > 0);
     assert!(report["rss_after_kib"].as_u64().unwrap() > 0);
+    assert!(report["rss_drained_kib"].as_u64().unwrap() > 0, "{report}");
+    assert!(
+        report["rss_drained_per_connection_bytes"].is_number(),
+        "{report}"
+    );
+    // The hub wrote at least once per subscriber (the stream heads) and per delivery batch.
+    assert!(
+        report["server_write_syscalls"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(report["server_writes_per_delivery"].is_number(), "{report}");
     assert!(report["rss_per_connection_bytes"].is_number(), "{report}");
     assert_eq!(report["server"], "herald", "{report}");
     assert_eq!(report["hold_secs"], 1.0, "{report}");
@@ -423,6 +434,160 @@ fn bench_fails_clearly_without_a_hub_or_a_publisher_token() {
     );
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("401"), "{stderr}");
+}
+
+/// A hub whose publisher and subscriber keys differ and which allows anonymous subscribers:
+/// `--key` signs the publisher's token only, the subscriptions go anonymously and all get in.
+#[tokio::test]
+async fn bench_against_split_keys_subscribes_anonymously() {
+    let hub = Hub::start_raw(&[
+        "--publisher-jwt-key",
+        "publisher-secret",
+        "--subscriber-jwt-key",
+        "subscriber-secret",
+        "--anonymous",
+        "--store",
+        "memory:",
+    ]);
+    let (code, out, stderr) = run_cli(
+        &[
+            "bench",
+            "--subscribers",
+            "10",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--json",
+            "--key",
+            "publisher-secret",
+        ],
+        &[("HERALD_HUB", &hub.url(""))],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let report = json(out.trim());
+    assert_eq!(report["connections"], 10, "{report}");
+    assert_eq!(report["expected"], 200, "{report}");
+    assert_eq!(report["loss"], 0, "{report}");
+
+    // With the subscriber key, the subscriptions carry a token the hub accepts.
+    let (code, out, stderr) = run_cli(
+        &[
+            "bench",
+            "--subscribers",
+            "4",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--json",
+            "--key",
+            "publisher-secret",
+            "--subscriber-key",
+            "subscriber-secret",
+        ],
+        &[("HERALD_HUB", &hub.url(""))],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(json(out.trim())["loss"], 0, "{out}");
+}
+
+/// Without --anonymous the hub refuses the anonymous subscriptions, and the error says what was
+/// sent and which flag to use; a wrong subscriber key is named as such.
+#[test]
+fn bench_says_why_the_hub_refuses_its_subscriptions() {
+    let hub = Hub::start_raw(&[
+        "--publisher-jwt-key",
+        "publisher-secret",
+        "--subscriber-jwt-key",
+        "subscriber-secret",
+        "--store",
+        "memory:",
+    ]);
+    let env = [("HERALD_HUB", hub.url(""))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let base = [
+        "bench",
+        "--subscribers",
+        "2",
+        "--duration",
+        "1s",
+        "--key",
+        "publisher-secret",
+    ];
+    let (code, _, stderr) = run_cli(&base, &env);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(stderr.contains("sent no token"), "{stderr}");
+    assert!(stderr.contains("--subscriber-key"), "{stderr}");
+    assert!(stderr.contains("--anonymous"), "{stderr}");
+    let (code, _, stderr) = run_cli(
+        &[&base[..], &["--subscriber-key", "publisher-secret"]].concat(),
+        &env,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("minted from --subscriber-key"), "{stderr}");
+}
+
+/// Every --mode delivers everything: HTTP/1.1 after a warm-up request on the same connection,
+/// h2c with many streams per connection, and HTTP/2 over TLS trusting the hub's certificate.
+#[tokio::test]
+async fn bench_modes_deliver_everything() {
+    let bench = |hub: String, mode: &'static str, extra: Vec<String>| {
+        let mut args: Vec<String> = [
+            "bench",
+            "--subscribers",
+            "25",
+            "--topics",
+            "2",
+            "--streams-per-connection",
+            "10",
+            "--rate",
+            "20",
+            "--duration",
+            "1s",
+            "--json",
+            "--mode",
+            mode,
+            "--hub",
+            &hub,
+        ]
+        .iter()
+        .map(|arg| (*arg).to_owned())
+        .collect();
+        args.extend(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, stderr) = run_cli(&args, &[("HERALD_KEY", KEY)]);
+        assert_eq!(code, 0, "{mode}: {stderr}");
+        let report = json(out.trim());
+        assert_eq!(report["mode"], mode, "{report}");
+        assert_eq!(report["connections"], 25, "{mode}: {report}");
+        assert_eq!(report["expected"], 250, "{mode}: {report}");
+        assert_eq!(report["delivered"], 250, "{mode}: {report}");
+        assert_eq!(report["duplicates"], 0, "{mode}: {report}");
+    };
+    let hub = Hub::start(&[]);
+    bench(hub.url(""), "h1-reuse", vec![]);
+    bench(hub.url(""), "h2c", vec![]);
+    // Worker processes inherit the mode.
+    bench(
+        hub.url(""),
+        "h2c",
+        vec!["--per-process".into(), "12".into()],
+    );
+
+    let dir = TempDir::new("bench-tls");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let cert = cert.to_str().unwrap().to_owned();
+    let tls = Hub::start(&["--tls-cert", &cert, "--tls-key", key.to_str().unwrap()]);
+    let https = format!("https://{}", tls.addr);
+    bench(https.clone(), "h2-tls", vec!["--ca".into(), cert]);
+    bench(https, "h2-tls", vec!["--insecure".into()]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -83,21 +83,21 @@ async fn closed_by_hub(stream: &mut TcpStream, limit: Duration) -> bool {
 mod h2 {
     use super::*;
 
-    pub const DATA: u8 = 0x0;
-    pub const HEADERS: u8 = 0x1;
-    pub const SETTINGS: u8 = 0x4;
-    pub const PING: u8 = 0x6;
-    pub const GOAWAY: u8 = 0x7;
-    pub const END_STREAM: u8 = 0x1;
+    pub(super) const DATA: u8 = 0x0;
+    pub(super) const HEADERS: u8 = 0x1;
+    pub(super) const SETTINGS: u8 = 0x4;
+    pub(super) const PING: u8 = 0x6;
+    pub(super) const GOAWAY: u8 = 0x7;
+    pub(super) const END_STREAM: u8 = 0x1;
 
-    pub struct Frame {
+    pub(super) struct Frame {
         pub kind: u8,
         pub flags: u8,
         pub stream: u32,
         pub payload: Vec<u8>,
     }
 
-    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    pub(super) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
         let length = payload.len() as u32;
         let mut out = length.to_be_bytes()[1..].to_vec();
         out.push(kind);
@@ -126,7 +126,7 @@ mod h2 {
 
     /// The connection preface, empty settings, an acknowledgement of the hub's settings, and a
     /// `GET path` on stream 1.
-    pub fn open_with_get(path: &str) -> Vec<u8> {
+    pub(super) fn open_with_get(path: &str) -> Vec<u8> {
         let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
         out.extend(frame(SETTINGS, 0, 0, &[]));
         out.extend(frame(SETTINGS, 0x1, 0, &[]));
@@ -135,7 +135,7 @@ mod h2 {
     }
 
     /// `GET path` on `stream` (HEADERS with END_STREAM and END_HEADERS).
-    pub fn get(stream: u32, path: &str) -> Vec<u8> {
+    pub(super) fn get(stream: u32, path: &str) -> Vec<u8> {
         // :method GET, :scheme http (static table), :path and :authority literals.
         let mut block = vec![0x82, 0x86, 0x04];
         literal(&mut block, path);
@@ -145,7 +145,7 @@ mod h2 {
     }
 
     /// Reads one frame; `None` at the end of the connection or after `limit`.
-    pub async fn read_frame(stream: &mut TcpStream, limit: Duration) -> Option<Frame> {
+    pub(super) async fn read_frame(stream: &mut TcpStream, limit: Duration) -> Option<Frame> {
         let read = async {
             let mut head = [0u8; 9];
             stream.read_exact(&mut head).await.ok()?;

@@ -32,21 +32,11 @@ pub(crate) enum MatchType {
     UrlPattern,
 }
 
-impl MatchType {
-    /// The canonical name.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            MatchType::Exact => "exact",
-            MatchType::UrlPattern => "urlpattern",
-        }
-    }
-}
-
 /// One granted topic matcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicGrant {
-    pub pattern: String,
-    pub match_type: MatchType,
+    pub(crate) pattern: String,
+    pub(crate) match_type: MatchType,
 }
 
 /// What a Mercure 1.0 access token grants.
@@ -58,7 +48,7 @@ pub struct Grants {
     pub subscribe: Vec<TopicGrant>,
     /// Each `subscribe` entry's topics and `payload`, in token order: a subscription's events
     /// carry the payload of the first entry whose topics match its matcher string.
-    pub subscribe_entries: Vec<SubscribeEntry>,
+    pub(crate) subscribe_entries: Vec<SubscribeEntry>,
 }
 
 /// One `subscribe` entry of an access token.

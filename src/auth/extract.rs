@@ -26,10 +26,7 @@ pub(crate) const ACCESS_COOKIE: &str = "__Secure-mercure_access_token";
 /// parameter in the raw query string `query` (percent-decoded, bare token or
 /// `Bearer <t>`), then the `mercureAuthorization` cookie from any `Cookie`
 /// header (percent-decoded). Returns `None` if none of them holds a token.
-pub fn extract_token(
-    headers: &HeaderMap,
-    query: Option<&str>,
-) -> Option<(String, TokenSource)> {
+pub fn extract_token(headers: &HeaderMap, query: Option<&str>) -> Option<(String, TokenSource)> {
     extract_token_with(headers, query, ACCESS_COOKIE)
 }
 

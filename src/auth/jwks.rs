@@ -63,11 +63,6 @@ impl Jwks {
         })
     }
 
-    /// The URL.
-    pub(crate) fn url(&self) -> &str {
-        &self.url
-    }
-
     /// The current keys.
     pub(crate) fn keys(&self) -> Arc<Vec<CachedKey>> {
         Arc::clone(&self.keys.read())

@@ -266,7 +266,7 @@ struct Inner {
 impl Authorizer {
     /// Load the configured keys. Fails on an empty secret, an unreadable PEM
     /// file or a PEM that is not a public key usable with the algorithm.
-    pub(crate) fn new(cfg: &KeyConfig) -> Result<Self, KeyError> {
+    pub fn new(cfg: &KeyConfig) -> Result<Self, KeyError> {
         let alg = cfg.algorithm;
         let load =
             |role, key: &Option<String>| key.as_deref().map(|k| load_key(role, alg, k)).transpose();
@@ -383,7 +383,7 @@ impl Authorizer {
     /// Verify a publisher token: signature with the publisher key and the
     /// configured algorithm only, `exp`/`nbf` when present (no leeway), no
     /// `aud`/`iss` checks.
-    pub(crate) fn verify_publisher(&self, token: &str) -> Result<Claims, AuthError> {
+    pub fn verify_publisher(&self, token: &str) -> Result<Claims, AuthError> {
         match (&self.inner.publisher, &self.inner.publisher_jwks) {
             (None, Some(set)) => self.verify_with_set(set, token),
             (key, _) => self.verify(key.as_ref(), token),
@@ -392,7 +392,7 @@ impl Authorizer {
 
     /// Verify a subscriber token, as [`Authorizer::verify_publisher`] but with
     /// the subscriber key.
-    pub(crate) fn verify_subscriber(&self, token: &str) -> Result<Claims, AuthError> {
+    pub fn verify_subscriber(&self, token: &str) -> Result<Claims, AuthError> {
         match (&self.inner.subscriber, &self.inner.subscriber_jwks) {
             (None, Some(set)) => self.verify_with_set(set, token),
             (key, _) => self.verify(key.as_ref(), token),

@@ -2,7 +2,7 @@
 //! Never use these anywhere else.
 
 /// RSA 2048-bit private key (PKCS#8).
-pub const RSA_PRIVATE: &str = "\
+pub(super) const RSA_PRIVATE: &str = "\
 -----BEGIN PRIVATE KEY-----
 MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQC8/z6An6S2Sf/B
 e3oI4Vw+IgFAM+X5BKkXmqS+rCmJaI6ZHKl7JH+ezu2SxGGaC5Xwz/CfJmIXOCpW
@@ -34,7 +34,7 @@ cWhHtAaZPtueZ6OiW4cvtA==
 ";
 
 /// RSA 2048-bit public key (SPKI).
-pub const RSA_PUBLIC: &str = "\
+pub(super) const RSA_PUBLIC: &str = "\
 -----BEGIN PUBLIC KEY-----
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAvP8+gJ+ktkn/wXt6COFc
 PiIBQDPl+QSpF5qkvqwpiWiOmRypeyR/ns7tksRhmguV8M/wnyZiFzgqVp95xw9m
@@ -47,7 +47,7 @@ sQIDAQAB
 ";
 
 /// EC P-256 private key (PKCS#8).
-pub const EC_P256_PRIVATE: &str = "\
+pub(super) const EC_P256_PRIVATE: &str = "\
 -----BEGIN PRIVATE KEY-----
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgzOpVVBMxRcQsr46b
 LwPwi9EyVs28P9FI8wjXlH34ziChRANCAASeIc1Pcik2KM4EYZSGUWuQvSsZ2wMd
@@ -56,7 +56,7 @@ LwPwi9EyVs28P9FI8wjXlH34ziChRANCAASeIc1Pcik2KM4EYZSGUWuQvSsZ2wMd
 ";
 
 /// EC P-256 public key (SPKI).
-pub const EC_P256_PUBLIC: &str = "\
+pub(super) const EC_P256_PUBLIC: &str = "\
 -----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEniHNT3IpNijOBGGUhlFrkL0rGdsD
 Hd4b9EpgcAZoU2aJPU5afHF3c6jzfFEjg1I3n91J5Owqhho/GgFrkY1Q7w==
@@ -64,7 +64,7 @@ Hd4b9EpgcAZoU2aJPU5afHF3c6jzfFEjg1I3n91J5Owqhho/GgFrkY1Q7w==
 ";
 
 /// EC P-384 private key (PKCS#8).
-pub const EC_P384_PRIVATE: &str = "\
+pub(super) const EC_P384_PRIVATE: &str = "\
 -----BEGIN PRIVATE KEY-----
 MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDBim97K09hcrJRPk3oz
 uEc5EIAaqMW9T/No5sdSjq0Vzc6kbm9bjRSfwSVTanQQux2hZANiAATs9d6BTda3
@@ -74,7 +74,7 @@ Kioo5NrZkbqnH4yVKkBupzYvtQapPYi7uMrqYTg3yiC5q00Jip+puTk=
 ";
 
 /// EC P-384 public key (SPKI).
-pub const EC_P384_PUBLIC: &str = "\
+pub(super) const EC_P384_PUBLIC: &str = "\
 -----BEGIN PUBLIC KEY-----
 MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAE7PXegU3Wt3FaBoK84ohm+oZm2CLnojoE
 TB/7FDsBkyAYiNlfz4giAmEIRLOMxXTED9ntlnIQ8SoqKOTa2ZG6px+MlSpAbqc2
@@ -83,14 +83,14 @@ L7UGqT2Iu7jK6mE4N8oguatNCYqfqbk5
 ";
 
 /// Ed25519 private key (PKCS#8).
-pub const ED25519_PRIVATE: &str = "\
+pub(super) const ED25519_PRIVATE: &str = "\
 -----BEGIN PRIVATE KEY-----
 MC4CAQAwBQYDK2VwBCIEINDtJtPZqj6v2MPnftitxQW94/I9ucoD0PL1pRhL2rC/
 -----END PRIVATE KEY-----
 ";
 
 /// Ed25519 public key (SPKI).
-pub const ED25519_PUBLIC: &str = "\
+pub(super) const ED25519_PUBLIC: &str = "\
 -----BEGIN PUBLIC KEY-----
 MCowBQYDK2VwAyEAq2hI+pGFO1OryJqOT0TRGHxC6zvGzdiFiPjRRej8F4o=
 -----END PUBLIC KEY-----

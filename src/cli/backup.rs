@@ -40,7 +40,7 @@ pub struct BackupArgs {
 
 /// Takes the backup. Exit 0 when OUT holds a checked snapshot, 1 when the hub refuses or the
 /// transfer fails (OUT untouched), 64 for bad usage.
-pub fn run(args: &BackupArgs) -> anyhow::Result<()> {
+pub(super) fn run(args: &BackupArgs) -> anyhow::Result<()> {
     let token = match (&args.token, &args.key) {
         (Some(token), _) if !token.is_empty() => token.clone(),
         (_, Some(key)) if !key.is_empty() => mint_admin(

@@ -8,7 +8,6 @@
 //! place that turns an error into its exit code.
 
 mod backup;
-mod bench;
 mod publish;
 mod serve;
 mod sub;
@@ -52,7 +51,7 @@ pub enum Command {
     /// Subscribe and print events (reconnects with Last-Event-ID)
     Sub(Box<sub::SubArgs>),
     /// Load-test a running hub (Herald, or nginx+nchan): loss, latency, memory, CPU
-    Bench(Box<bench::BenchArgs>),
+    Bench(Box<herald_bench::BenchArgs>),
     /// Save a consistent snapshot of a running hub's history (needs an admin token)
     Backup(Box<backup::BackupArgs>),
 }
@@ -103,7 +102,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Token(args) => done(token::run(&args)),
         Command::Pub(args) => done(publish::run(&args)),
         Command::Sub(args) => done(sub::run(&args)),
-        Command::Bench(args) => Ok(bench::run(&args)),
+        Command::Bench(args) => Ok(herald_bench::run(&args, publish::mint_for_run)),
         Command::Backup(args) => done(backup::run(&args)),
     }
 }

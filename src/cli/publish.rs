@@ -16,8 +16,9 @@ use crate::auth::{Algorithm, MintClaims, mint_hmac};
 
 use super::usage;
 
-/// Where the client subcommands look for the hub unless told otherwise.
-pub const DEFAULT_HUB: &str = "http://127.0.0.1:8088";
+/// Where the client subcommands look for the hub unless told otherwise (`herald bench`'s own
+/// crate keeps the same).
+pub(super) const DEFAULT_HUB: &str = herald_bench::DEFAULT_HUB;
 
 /// How a publisher proves it may publish: a ready token, or the hub's key to mint one.
 #[derive(Debug, Clone, Args)]
@@ -39,16 +40,26 @@ impl PublisherAuth {
         let Some(key) = self.key.as_deref().filter(|key| !key.is_empty()) else {
             return Ok(None);
         };
-        let claims = MintClaims {
-            publish: publish.iter().map(|s| (*s).to_owned()).collect(),
-            subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
-            payload: None,
-            ttl: Some(Duration::from_secs(24 * 3600)),
-        };
-        mint_hmac(key.as_bytes(), Algorithm::HS256, &claims)
+        mint_for_run(key, publish, subscribe)
             .map(Some)
             .map_err(|error| format!("cannot mint a token from --key: {error}"))
     }
+}
+
+/// A HS256 token for one run of a client subcommand, valid for a day: `herald pub`, `sub`, and
+/// `herald bench` (its [`herald_bench::Mint`]).
+pub(super) fn mint_for_run(
+    key: &str,
+    publish: &[&str],
+    subscribe: &[&str],
+) -> Result<String, String> {
+    let claims = MintClaims {
+        publish: publish.iter().map(|s| (*s).to_owned()).collect(),
+        subscribe: subscribe.iter().map(|s| (*s).to_owned()).collect(),
+        payload: None,
+        ttl: Some(Duration::from_secs(24 * 3600)),
+    };
+    mint_hmac(key.as_bytes(), Algorithm::HS256, &claims).map_err(|error| error.to_string())
 }
 
 /// `herald pub` options.
@@ -84,7 +95,7 @@ pub struct PubArgs {
 
 /// Publishes and prints the id. Exit 0 on success, 1 when the hub refuses or cannot be
 /// reached, 64 for bad usage.
-pub fn run(args: &PubArgs) -> anyhow::Result<()> {
+pub(super) fn run(args: &PubArgs) -> anyhow::Result<()> {
     let retry = args
         .retry
         .as_deref()
@@ -153,7 +164,7 @@ fn read_data(args: &PubArgs) -> anyhow::Result<String> {
 }
 
 /// Milliseconds (`5000`) or a human duration (`5s`).
-pub fn parse_millis(text: &str) -> Result<Duration, humantime::DurationError> {
+pub(super) fn parse_millis(text: &str) -> Result<Duration, humantime::DurationError> {
     match text.parse::<u64>() {
         Ok(millis) => Ok(Duration::from_millis(millis)),
         Err(_) => humantime::parse_duration(text),
@@ -161,7 +172,7 @@ pub fn parse_millis(text: &str) -> Result<Duration, humantime::DurationError> {
 }
 
 /// A runtime for one client command.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -12,7 +12,7 @@ use crate::telemetry;
 use super::config_error;
 
 /// Runs the hub.
-pub fn run(args: ServeArgs) -> ExitCode {
+pub(super) fn run(args: ServeArgs) -> ExitCode {
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(error) => return config_error(error),

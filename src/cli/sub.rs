@@ -118,7 +118,7 @@ struct JsonEvent<'a> {
 /// Subscribes until `--count`, `--timeout`, or a refusal. Exit 0 on a normal stop (count,
 /// timeout once connected, or the hub ending the stream with 204); 1 on 400, 401, 403 or 404
 /// (not retried) and at `--timeout` when the hub was never reached; 64 for bad usage.
-pub fn run(args: &SubArgs) -> anyhow::Result<()> {
+pub(super) fn run(args: &SubArgs) -> anyhow::Result<()> {
     let timeout = args
         .timeout
         .as_deref()

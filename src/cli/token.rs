@@ -51,7 +51,7 @@ pub struct TokenArgs {
 }
 
 /// Prints the token.
-pub fn run(args: &TokenArgs) -> anyhow::Result<()> {
+pub(super) fn run(args: &TokenArgs) -> anyhow::Result<()> {
     let algorithm = args
         .algorithm
         .parse::<Algorithm>()

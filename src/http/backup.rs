@@ -19,21 +19,21 @@ use crate::config::StoreSpec;
 use crate::store::SnapshotError;
 
 /// The path of the endpoint.
-pub const PATH: &str = "/admin/backup";
+pub(crate) const PATH: &str = "/admin/backup";
 
 /// Response headers describing the snapshot.
-pub const RECORDS_HEADER: &str = "herald-backup-records";
-pub const LAST_EVENT_ID_HEADER: &str = "herald-backup-last-event-id";
-pub const LAST_SEQ_HEADER: &str = "herald-backup-last-seq";
+pub(crate) const RECORDS_HEADER: &str = "herald-backup-records";
+pub(crate) const LAST_EVENT_ID_HEADER: &str = "herald-backup-last-event-id";
+pub(crate) const LAST_SEQ_HEADER: &str = "herald-backup-last-seq";
 
 /// The media type of a snapshot: a redb file of herald's schema.
-pub const CONTENT_TYPE: &str = "application/vnd.herald.redb";
+pub(crate) const CONTENT_TYPE: &str = "application/vnd.herald.redb";
 
 /// Chunks read from the snapshot file per send.
 const CHUNK: usize = 64 * 1024;
 
 /// Takes a snapshot and streams it.
-pub async fn backup<B>(
+pub(crate) async fn backup<B>(
     state: &AppState,
     request: &Request<B>,
 ) -> Result<Response<ResponseBody>, ApiError> {

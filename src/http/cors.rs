@@ -14,12 +14,12 @@ const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
 const EXPOSE_HEADERS: &str = "Last-Event-ID, Mercure-Last-Event-ID, Link";
 
 /// Is this a CORS preflight?
-pub fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {
     method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// The answer to a preflight.
-pub fn preflight(policy: &OriginPolicy, request: &HeaderMap) -> Response<ResponseBody> {
+pub(crate) fn preflight(policy: &OriginPolicy, request: &HeaderMap) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     response.headers_mut().append(
@@ -67,7 +67,11 @@ fn allowed_headers(asked: Option<&HeaderValue>) -> HeaderValue {
 
 /// Adds the CORS headers of an allowed origin to `response`; returns whether it was allowed.
 /// A response that already allows every origin (the browser client's files) is left as is.
-pub fn decorate(policy: &OriginPolicy, request: &HeaderMap, response: &mut HeaderMap) -> bool {
+pub(crate) fn decorate(
+    policy: &OriginPolicy,
+    request: &HeaderMap,
+    response: &mut HeaderMap,
+) -> bool {
     if response.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
         return true;
     }

@@ -21,7 +21,7 @@ const OCCURRENCE_SCAN_LIMIT: usize = 16;
 
 /// Which occurrence of an id a publisher used more than once a resume starts after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Occurrence {
+pub(crate) enum Occurrence {
     /// The newest kept (Mercure 0.x requests: what Herald has always done).
     Newest,
     /// The earliest kept that the caller may see (Mercure 1.0: "a duplicated id resolves to its
@@ -31,7 +31,7 @@ pub enum Occurrence {
 
 /// Where to resume after `id`, for a caller with `private_access`: `Unknown` when history does
 /// not hold it, or holds it but the caller may not see it.
-pub async fn resolve_visible(
+pub(crate) async fn resolve_visible(
     store: &dyn Store,
     id: &str,
     occurrence: Occurrence,
@@ -63,7 +63,7 @@ pub async fn resolve_visible(
 }
 
 /// The update stored at `seq`, if history still holds it.
-pub async fn update_at(
+pub(crate) async fn update_at(
     store: &dyn Store,
     seq: u64,
 ) -> Result<Option<std::sync::Arc<Update>>, StoreError> {
@@ -73,7 +73,7 @@ pub async fn update_at(
 
 /// The id of the newest update kept (`newest`, from [`Store::bounds`]) when the caller may see
 /// it. Found in one read; `None` when history is empty or the newest is not the caller's to see.
-pub async fn newest_if_visible(
+pub(crate) async fn newest_if_visible(
     store: &dyn Store,
     newest: Option<u64>,
     private_access: Option<&SelectorSet>,
@@ -86,7 +86,7 @@ pub async fn newest_if_visible(
 }
 
 /// The id of the oldest update kept that the caller may see (within a bounded scan).
-pub async fn oldest_visible(
+pub(crate) async fn oldest_visible(
     store: &dyn Store,
     private_access: Option<&SelectorSet>,
 ) -> Result<Option<String>, StoreError> {

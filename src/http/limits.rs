@@ -37,9 +37,9 @@ use crate::topic::SelectorSet;
 use crate::update::Draft;
 
 /// Seconds a client refused for the hub-wide connection limit is asked to wait.
-pub const CONNECTIONS_RETRY_AFTER: u64 = 5;
+pub(crate) const CONNECTIONS_RETRY_AFTER: u64 = 5;
 /// Seconds a client refused for the per-address limit is asked to wait.
-pub const PER_IP_RETRY_AFTER: u64 = 10;
+pub(crate) const PER_IP_RETRY_AFTER: u64 = 10;
 /// Refusals answered at once; past this, refused connections are closed without an answer so
 /// answering can never use up the descriptor reserve.
 const MAX_REFUSALS_IN_FLIGHT: usize = 64;
@@ -112,12 +112,12 @@ impl LimitError {
 }
 
 /// Counts one refusal by a limit (`herald_limit_rejections_total{limit}`).
-pub fn count_rejection(limit: &'static str) {
+pub(crate) fn count_rejection(limit: &'static str) {
     metrics::counter!(names::LIMIT_REJECTIONS_TOTAL, "limit" => limit).increment(1);
 }
 
 /// Every limit of one hub, built from its configuration.
-pub struct Limits {
+pub(crate) struct Limits {
     /// Open connections.
     pub connections: Arc<ConnectionLimits>,
     /// The publish rate per token; `None` when unlimited.
@@ -130,7 +130,7 @@ pub struct Limits {
 
 impl Limits {
     /// The limits `config` asks for.
-    pub fn new(config: &Config) -> Limits {
+    pub(crate) fn new(config: &Config) -> Limits {
         Limits {
             connections: ConnectionLimits::new(
                 config.max_connections,
@@ -145,7 +145,7 @@ impl Limits {
     }
 
     /// A subscription's selectors: not too many, none too long.
-    pub fn check_subscription(&self, selectors: &[&str]) -> Result<(), LimitError> {
+    pub(crate) fn check_subscription(&self, selectors: &[&str]) -> Result<(), LimitError> {
         if selectors.len() > self.max_topics {
             return Err(LimitError::TopicsPerSubscription {
                 limit: self.max_topics,
@@ -158,7 +158,7 @@ impl Limits {
 
     /// A subscription's URI templates: their total complexity (the size of their matchers,
     /// which bounds the cost of matching one topic) within the limit.
-    pub fn check_templates(&self, selectors: &SelectorSet) -> Result<(), LimitError> {
+    pub(crate) fn check_templates(&self, selectors: &SelectorSet) -> Result<(), LimitError> {
         let complexity = selectors.template_complexity();
         if complexity > self.max_template_complexity {
             return Err(LimitError::TemplateComplexity {
@@ -171,7 +171,10 @@ impl Limits {
     }
 
     /// No topic (of an update, or a selector) longer than the limit.
-    pub fn check_topic_lengths<S: AsRef<str>>(&self, topics: &[S]) -> Result<(), LimitError> {
+    pub(crate) fn check_topic_lengths<S: AsRef<str>>(
+        &self,
+        topics: &[S],
+    ) -> Result<(), LimitError> {
         match topics
             .iter()
             .map(|topic| topic.as_ref().len())
@@ -187,7 +190,7 @@ impl Limits {
     }
 
     /// An update's `id` and `type`: neither longer than `--max-id-length`.
-    pub fn check_event_fields(&self, draft: &Draft) -> Result<(), LimitError> {
+    pub(crate) fn check_event_fields(&self, draft: &Draft) -> Result<(), LimitError> {
         let fields = [("id", &draft.id), ("type", &draft.event_type)];
         for (field, value) in fields {
             let length = value.as_deref().map_or(0, str::len);
@@ -204,7 +207,7 @@ impl Limits {
     }
 
     /// Takes one publish from the bucket of `key` (the token's subject, or the token itself).
-    pub fn check_publish(&self, key: &str) -> Result<(), LimitError> {
+    pub(crate) fn check_publish(&self, key: &str) -> Result<(), LimitError> {
         match &self.publish_rate {
             Some(limiter) => limiter.check(key, Instant::now()),
             None => Ok(()),
@@ -217,7 +220,7 @@ impl Limits {
 
 /// Counts open connections, in total and per client address.
 #[derive(Debug)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     max: usize,
     /// 0: no per-address limit.
     per_ip: usize,
@@ -228,7 +231,7 @@ pub struct ConnectionLimits {
 
 /// A connection slot; the slot is freed when this is dropped.
 #[derive(Debug)]
-pub struct Permit {
+pub(crate) struct Permit {
     limits: Arc<ConnectionLimits>,
     /// The address counted against the per-address limit, if that limit is on.
     ip: Option<IpAddr>,
@@ -236,7 +239,7 @@ pub struct Permit {
 
 impl ConnectionLimits {
     /// At most `max` connections, and at most `per_ip` from one address (0: no such limit).
-    pub fn new(max: usize, per_ip: usize) -> Arc<ConnectionLimits> {
+    pub(crate) fn new(max: usize, per_ip: usize) -> Arc<ConnectionLimits> {
         Arc::new(ConnectionLimits {
             max,
             per_ip,
@@ -248,7 +251,7 @@ impl ConnectionLimits {
 
     /// Admits a new connection from `peer`, or says which limit it is over. Keep the permit for
     /// as long as the connection lives.
-    pub fn try_admit(self: &Arc<Self>, peer: IpAddr) -> Result<Permit, LimitError> {
+    pub(crate) fn try_admit(self: &Arc<Self>, peer: IpAddr) -> Result<Permit, LimitError> {
         if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(LimitError::Connections { limit: self.max }.counted());
@@ -271,7 +274,8 @@ impl ConnectionLimits {
     }
 
     /// Connections admitted and not yet closed.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 }
@@ -310,7 +314,7 @@ pub(super) fn address_key(ip: IpAddr) -> IpAddr {
 /// `Connection: close`) on a task of its own, then closes it. Reads the request first, so the
 /// client sees the answer rather than a reset. When too many refusals are already being
 /// answered, closes the connection at once.
-pub fn refuse<I>(io: I, refusal: LimitError, limits: &Arc<ConnectionLimits>)
+pub(crate) fn refuse<I>(io: I, refusal: LimitError, limits: &Arc<ConnectionLimits>)
 where
     I: super::h1::Socket + 'static,
 {
@@ -332,18 +336,18 @@ where
 /// Tells a [`FirstRequestDeadline`] that a request arrived: call [`RequestStarted::mark`] from
 /// the service.
 #[derive(Debug, Clone)]
-pub struct RequestStarted(Arc<AtomicBool>);
+pub(crate) struct RequestStarted(Arc<AtomicBool>);
 
 impl RequestStarted {
     /// A request's head has been read: the deadline no longer applies.
-    pub fn mark(&self) {
+    pub(crate) fn mark(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 }
 
 /// A connection that fails its reads with `TimedOut` once `timeout` has passed without a request
 /// (see [`first_request_deadline`]). Reads and writes pass through otherwise.
-pub struct FirstRequestDeadline<I> {
+pub(crate) struct FirstRequestDeadline<I> {
     io: I,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     started: Arc<AtomicBool>,
@@ -352,7 +356,7 @@ pub struct FirstRequestDeadline<I> {
 /// Wraps a new connection so that it is cut off when no request head has been read within
 /// `timeout` (a client that connects and sends nothing, or trickles bytes). Mark the returned
 /// handle from the service for each request.
-pub fn first_request_deadline<I>(
+pub(crate) fn first_request_deadline<I>(
     io: I,
     timeout: Duration,
 ) -> (FirstRequestDeadline<I>, RequestStarted) {
@@ -395,7 +399,7 @@ super::rewind::forward_async_write!(FirstRequestDeadline);
 /// at once, refilled at the configured rate. At most `MAX_BUCKETS` are kept; past that, full
 /// buckets are forgotten first (forgetting a full bucket changes nothing), then the least
 /// recently used.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: PublishRate,
     buckets: Mutex<HashMap<u64, Bucket>>,
     /// Keyed hashing: a client cannot choose keys that collide.
@@ -410,7 +414,7 @@ struct Bucket {
 
 impl RateLimiter {
     /// A limiter for `rate`.
-    pub fn new(rate: PublishRate) -> RateLimiter {
+    pub(crate) fn new(rate: PublishRate) -> RateLimiter {
         RateLimiter {
             rate,
             buckets: Mutex::new(HashMap::new()),
@@ -419,7 +423,7 @@ impl RateLimiter {
     }
 
     /// Takes one publish from `key`'s bucket at time `now`.
-    pub fn check(&self, key: &str, now: Instant) -> Result<(), LimitError> {
+    pub(crate) fn check(&self, key: &str, now: Instant) -> Result<(), LimitError> {
         let per_second = self.rate.per_second;
         let burst = f64::from(self.rate.burst);
         let hash = self.hasher.hash_one(key);
@@ -449,7 +453,8 @@ impl RateLimiter {
     }
 
     /// Buckets kept (for tests).
-    pub fn buckets(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn buckets(&self) -> usize {
         self.buckets.lock().len()
     }
 }

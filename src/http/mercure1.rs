@@ -24,13 +24,13 @@ use crate::auth::{
 use crate::topic::{Selector, SelectorSet};
 
 /// The path prefix of RFC 9728 protected resource metadata.
-pub const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
+pub(crate) const METADATA_PREFIX: &str = "/.well-known/oauth-protected-resource";
 /// The path of the hub's own metadata document.
-pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource/.well-known/mercure";
+pub(crate) const METADATA_PATH: &str = "/.well-known/oauth-protected-resource/.well-known/mercure";
 
 /// The hub's URL for this request: `--resource-identifier` when set, otherwise derived from the
 /// URL the client contacted (scheme from the listener, host from `:authority` or `Host`).
-pub fn hub_url(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Url, ApiError> {
+pub(crate) fn hub_url(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Url, ApiError> {
     if let Some(url) = &state.config.resource_identifier {
         return Ok(url.clone());
     }
@@ -57,7 +57,7 @@ pub fn hub_url(state: &AppState, headers: &HeaderMap, uri: &Uri) -> Result<Url, 
 }
 
 /// The URL of the protected resource metadata of the hub at `hub`.
-pub fn metadata_url(hub: &Url) -> String {
+pub(crate) fn metadata_url(hub: &Url) -> String {
     format!(
         "{}{METADATA_PREFIX}{}",
         hub.origin().ascii_serialization(),
@@ -66,7 +66,7 @@ pub fn metadata_url(hub: &Url) -> String {
 }
 
 /// An RFC 6750 refusal for the hub at `hub`.
-pub fn bearer(hub: &Url, error: BearerError, detail: impl Into<String>) -> ApiError {
+pub(crate) fn bearer(hub: &Url, error: BearerError, detail: impl Into<String>) -> ApiError {
     ApiError::Bearer {
         error,
         detail: detail.into(),
@@ -75,7 +75,7 @@ pub fn bearer(hub: &Url, error: BearerError, detail: impl Into<String>) -> ApiEr
 }
 
 /// The RFC 6750 answer for a refused token.
-pub fn token_error(hub: &Url, error: AuthError) -> ApiError {
+pub(crate) fn token_error(hub: &Url, error: AuthError) -> ApiError {
     match error {
         AuthError::Missing => bearer(
             hub,
@@ -92,7 +92,7 @@ pub fn token_error(hub: &Url, error: AuthError) -> ApiError {
 
 /// Verifies a token of either protocol for `role`: an access token against the hub's
 /// resource identifier, a 0.x token as before.
-pub fn verify(
+pub(crate) fn verify(
     state: &AppState,
     role: KeyRole,
     token: &str,
@@ -108,7 +108,11 @@ pub fn verify(
 }
 
 /// Refuses an access token presented in the query string (1.0 has no query-parameter token).
-pub fn check_presentation(hub: &Url, token: &str, source: TokenSource) -> Result<(), ApiError> {
+pub(crate) fn check_presentation(
+    hub: &Url,
+    token: &str,
+    source: TokenSource,
+) -> Result<(), ApiError> {
     if source == TokenSource::Query && is_access_token(token) {
         return Err(bearer(
             hub,
@@ -121,7 +125,7 @@ pub fn check_presentation(hub: &Url, token: &str, source: TokenSource) -> Result
 
 /// Compiles granted topics into selectors; a pattern that does not compile invalidates the
 /// token.
-pub fn grant_selectors(grants: &[TopicGrant], hub: &Url) -> Result<SelectorSet, AuthError> {
+pub(crate) fn grant_selectors(grants: &[TopicGrant], hub: &Url) -> Result<SelectorSet, AuthError> {
     let mut selectors = Vec::with_capacity(grants.len());
     for grant in grants {
         selectors.push(match grant.match_type {
@@ -135,7 +139,7 @@ pub fn grant_selectors(grants: &[TopicGrant], hub: &Url) -> Result<SelectorSet, 
 
 /// The topics whose private updates `claims` may read (`None`: public updates only), for a
 /// token of either protocol.
-pub fn private_access(claims: &Claims, hub: &Url) -> Result<Option<SelectorSet>, AuthError> {
+pub(crate) fn private_access(claims: &Claims, hub: &Url) -> Result<Option<SelectorSet>, AuthError> {
     match &claims.grants {
         Some(grants) => {
             let set = grant_selectors(&grants.subscribe, hub)?;
@@ -147,12 +151,15 @@ pub fn private_access(claims: &Claims, hub: &Url) -> Result<Option<SelectorSet>,
 
 /// A 1.0 token's `subscribe` entries, compiled: each entry's topics and its `payload`.
 #[derive(Debug, Default)]
-pub struct PayloadGrants(Vec<(SelectorSet, Option<serde_json::Value>)>);
+pub(crate) struct PayloadGrants(Vec<(SelectorSet, Option<serde_json::Value>)>);
 
 impl PayloadGrants {
     /// Compiles the `subscribe` entries of `grants` (a pattern that does not compile
     /// invalidates the token, as for [`private_access`]).
-    pub fn compile(grants: &crate::auth::Grants, hub: &Url) -> Result<PayloadGrants, AuthError> {
+    pub(crate) fn compile(
+        grants: &crate::auth::Grants,
+        hub: &Url,
+    ) -> Result<PayloadGrants, AuthError> {
         grants
             .subscribe_entries
             .iter()
@@ -163,7 +170,7 @@ impl PayloadGrants {
 
     /// The payload of a subscription whose matcher string is `matcher`: that of the first
     /// entry whose topics match it, treated as a topic (none when that entry has none).
-    pub fn for_matcher(&self, matcher: &str) -> Option<&serde_json::Value> {
+    pub(crate) fn for_matcher(&self, matcher: &str) -> Option<&serde_json::Value> {
         self.0
             .iter()
             .find(|(topics, _)| topics.matches(matcher))
@@ -172,7 +179,7 @@ impl PayloadGrants {
 }
 
 /// The topics `claims` may publish to, for a token of either protocol.
-pub fn publish_access(claims: &Claims, hub: &Url) -> Result<SelectorSet, AuthError> {
+pub(crate) fn publish_access(claims: &Claims, hub: &Url) -> Result<SelectorSet, AuthError> {
     match &claims.grants {
         Some(grants) => grant_selectors(&grants.publish, hub),
         None => Ok(claims
@@ -185,7 +192,7 @@ pub fn publish_access(claims: &Claims, hub: &Url) -> Result<SelectorSet, AuthErr
 
 /// A parsed Mercure 1.0 subscribe request.
 #[derive(Debug)]
-pub struct SubscribeParams {
+pub(crate) struct SubscribeParams {
     pub selectors: SelectorSet,
     /// The matcher values as written (for the limits).
     pub sources: Vec<String>,
@@ -200,7 +207,7 @@ fn in_match_namespace(name: &[u8]) -> bool {
 
 /// Whether the request speaks Mercure 1.0: a parameter name in the query (or the `QUERY`
 /// body) begins with `match`.
-pub fn is_v1(query: Option<&str>, body: Option<&[u8]>) -> bool {
+pub(crate) fn is_v1(query: Option<&str>, body: Option<&[u8]>) -> bool {
     let names = |raw: &[u8]| -> bool {
         raw.split(|b| *b == b'&').any(|pair| {
             let name = pair.split(|b| *b == b'=').next().unwrap_or_default();
@@ -248,7 +255,7 @@ fn strict_pairs(raw: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 /// C0 and C1 controls, DEL, and the Unicode `Cf` (format) characters.
-pub fn is_control_or_format(c: char) -> bool {
+pub(crate) fn is_control_or_format(c: char) -> bool {
     let n = c as u32;
     if n < 0x20 || (0x7f..=0x9f).contains(&n) {
         return true;
@@ -282,7 +289,7 @@ pub fn is_control_or_format(c: char) -> bool {
 /// Parses a Mercure 1.0 subscribe request: `match` / `match_exact` (byte for byte),
 /// `match_urlpattern` (resolved against `hub`), `last_event_id`. Query and `QUERY` body are
 /// unioned.
-pub fn parse_subscribe(
+pub(crate) fn parse_subscribe(
     query: Option<&str>,
     body: Option<&[u8]>,
     hub: &Url,
@@ -350,7 +357,7 @@ pub fn parse_subscribe(
 /// 0.x publishers keep what they had): topic `*`, a topic in the hub's namespace, an id that
 /// starts with `#`, is `earliest` or holds control or format characters, and a type that is
 /// `mercure` or holds them.
-pub fn check_publish(draft: &crate::update::Draft, hub: &Url) -> Result<(), ApiError> {
+pub(crate) fn check_publish(draft: &crate::update::Draft, hub: &Url) -> Result<(), ApiError> {
     for topic in &draft.topics {
         if topic == "*" {
             return Err(ApiError::BadRequest("`*` cannot be published to".into()));
@@ -391,7 +398,7 @@ pub fn check_publish(draft: &crate::update::Draft, hub: &Url) -> Result<(), ApiE
 
 /// Is `topic`, resolved against the hub's URL with dot-segments removed and percent-encoded
 /// unreserved characters decoded, in the hub's path namespace (whatever its scheme or host)?
-pub fn in_hub_namespace(topic: &str, hub: &Url) -> bool {
+pub(crate) fn in_hub_namespace(topic: &str, hub: &Url) -> bool {
     let Ok(url) = hub.join(topic) else {
         return false;
     };
@@ -427,7 +434,7 @@ fn decode_unreserved(path: &str) -> String {
 }
 
 /// `GET /.well-known/oauth-protected-resource/.well-known/mercure`: RFC 9728 metadata.
-pub fn metadata(
+pub(crate) fn metadata(
     state: &AppState,
     headers: &HeaderMap,
     uri: &Uri,

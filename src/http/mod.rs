@@ -47,7 +47,7 @@ use crate::store::writer::Writer;
 use crate::telemetry::names;
 
 /// Everything a request handler may use.
-pub struct AppState {
+pub(crate) struct AppState {
     pub config: Config,
     pub hub: Arc<Hub>,
     pub store: Arc<dyn Store>,
@@ -109,7 +109,7 @@ fn tune_socket(stream: &TcpStream) {
 /// connections to close, at most nine tenths of `--shutdown-timeout` (the caller exits the
 /// process at the full timeout whatever is still running). With `tls` every connection is TLS (ALPN `h2` or `http/1.1`);
 /// without it HTTP/1.1 and h2c (prior knowledge) share the port.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     tls: Option<TlsAcceptor>,
@@ -306,4 +306,4 @@ where
 }
 
 /// The peer address of a request, for logs.
-pub type Peer = SocketAddr;
+pub(crate) type Peer = SocketAddr;

@@ -7,7 +7,7 @@ use super::body::ResponseBody;
 use super::router::ok;
 
 /// 200 while serving, 503 while shutting down.
-pub fn health(state: &AppState) -> Response<ResponseBody> {
+pub(crate) fn health(state: &AppState) -> Response<ResponseBody> {
     let closing = state.hub.is_closing();
     let body = serde_json::json!({
         "status": if closing { "shutting down" } else { "ok" },
@@ -21,7 +21,7 @@ pub fn health(state: &AppState) -> Response<ResponseBody> {
 }
 
 /// The Prometheus exposition.
-pub fn metrics(state: &AppState) -> Response<ResponseBody> {
+pub(crate) fn metrics(state: &AppState) -> Response<ResponseBody> {
     ok(
         "text/plain; version=0.0.4; charset=utf-8",
         state.metrics.render(),
@@ -31,7 +31,7 @@ pub fn metrics(state: &AppState) -> Response<ResponseBody> {
 /// Serves `GET /metrics` (and nothing else: 404) on its own listener, for `--metrics-listen`,
 /// until shutdown drops it, and its open connections with it. Plain HTTP/1.1; meant for a
 /// loopback or private address.
-pub async fn serve_metrics(
+pub(crate) async fn serve_metrics(
     listener: tokio::net::TcpListener,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     header_timeout: std::time::Duration,

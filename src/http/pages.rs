@@ -44,7 +44,7 @@ const CLIENT_JS: &str = include_str!("../../clients/js/herald.js");
 const CLIENT_DTS: &str = include_str!("../../clients/js/herald.d.ts");
 
 /// The hub's version: `?v=` of a client URL that may be cached for good.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The client files without a version in the URL: cached for an hour, then revalidated.
 const CLIENT_CACHE: &str = "public, max-age=3600";
 /// `?v=VERSION`: this URL's bytes never change.
@@ -67,7 +67,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// Largest body `POST /chat/send` reads (413 above).
-pub const CHAT_MAX_BODY: usize = 16 * 1024;
+pub(crate) const CHAT_MAX_BODY: usize = 16 * 1024;
 
 /// Where the top bar's links to the demo pages start and end (the index drops them without
 /// `--demo`; every page shares one top bar otherwise).
@@ -84,7 +84,7 @@ fn without_demo_nav(page: &str) -> String {
 }
 
 /// The page or asset at `path`, if there is one (the demo's only with `--demo`).
-pub fn page(state: &AppState, path: &str) -> Option<Response<ResponseBody>> {
+pub(crate) fn page(state: &AppState, path: &str) -> Option<Response<ResponseBody>> {
     let demo = state.config.demo;
     let mut response = match path {
         "/" | "/index.html" => {
@@ -122,7 +122,7 @@ pub fn page(state: &AppState, path: &str) -> Option<Response<ResponseBody>> {
 
 /// `GET /herald.js` or `GET /herald.d.ts` (`None` for another path): the browser client, for
 /// any origin, cacheable.
-pub fn client_file<B>(request: &Request<B>) -> Option<Response<ResponseBody>> {
+pub(crate) fn client_file<B>(request: &Request<B>) -> Option<Response<ResponseBody>> {
     let (content_type, body) = match request.uri().path() {
         "/herald.js" => (JS, CLIENT_JS),
         "/herald.d.ts" => ("application/typescript; charset=utf-8", CLIENT_DTS),
@@ -188,7 +188,7 @@ struct ChatJson {
 /// `POST /chat/send`: publishes one chat message to topic `chat` through the publish pipeline
 /// (so the publish rate limit applies, per token or, for anonymous senders, per address);
 /// answers `{"id": …}`.
-pub async fn chat_send(
+pub(crate) async fn chat_send(
     state: &AppState,
     request: Request<RequestBody>,
     peer: Peer,

@@ -171,7 +171,7 @@ impl ApiError {
 
 /// Most refusal log lines written in one second; the others are counted, and the count is
 /// logged with the first refusal of a later second.
-pub const REFUSAL_LOG_PER_SECOND: u32 = 10;
+pub(crate) const REFUSAL_LOG_PER_SECOND: u32 = 10;
 
 /// The current one-second window of refusal logging.
 struct RefusalWindow {

@@ -27,7 +27,7 @@ use crate::topic::SelectorSet;
 use crate::update::{Draft, Update};
 
 /// Publishes one update.
-pub async fn publish(
+pub(crate) async fn publish(
     state: &AppState,
     request: Request<RequestBody>,
 ) -> Result<Response<ResponseBody>, ApiError> {

@@ -1,14 +1,17 @@
 //! Decoding of query strings and urlencoded forms into repeated key/value pairs.
 
 /// All `key=value` pairs, percent-decoded (`+` is a space), in order.
-pub fn pairs(encoded: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn pairs(encoded: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(encoded)
         .map(|(key, value)| (key.into_owned(), value.into_owned()))
         .collect()
 }
 
 /// Every value of `key`.
-pub fn all<'a>(pairs: &'a [(String, String)], key: &'a str) -> impl Iterator<Item = &'a str> {
+pub(crate) fn all<'a>(
+    pairs: &'a [(String, String)],
+    key: &'a str,
+) -> impl Iterator<Item = &'a str> {
     pairs
         .iter()
         .filter(move |(name, _)| name == key)
@@ -16,7 +19,7 @@ pub fn all<'a>(pairs: &'a [(String, String)], key: &'a str) -> impl Iterator<Ite
 }
 
 /// The first value of `key`.
-pub fn first<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn first<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(name, _)| name == key)

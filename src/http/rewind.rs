@@ -12,14 +12,14 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// `io`, with `prefix` read before anything from `io` itself. Writes pass straight through.
-pub struct Rewind<I> {
+pub(crate) struct Rewind<I> {
     prefix: Bytes,
     io: I,
 }
 
 impl<I> Rewind<I> {
     /// Reads `prefix` first, then `io`.
-    pub fn new(prefix: Bytes, io: I) -> Rewind<I> {
+    pub(crate) fn new(prefix: Bytes, io: I) -> Rewind<I> {
         Rewind { prefix, io }
     }
 }

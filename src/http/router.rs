@@ -9,10 +9,10 @@ use super::{
 };
 
 /// The Mercure endpoint.
-pub const MERCURE_PATH: &str = "/.well-known/mercure";
+pub(crate) const MERCURE_PATH: &str = "/.well-known/mercure";
 
 /// Answers one request.
-pub async fn route(
+pub(crate) async fn route(
     state: &AppState,
     request: Request<RequestBody>,
     peer: Peer,
@@ -94,7 +94,10 @@ async fn dispatch(
 }
 
 /// A 200 response with a content type.
-pub fn ok(content_type: &'static str, body: impl Into<bytes::Bytes>) -> Response<ResponseBody> {
+pub(crate) fn ok(
+    content_type: &'static str,
+    body: impl Into<bytes::Bytes>,
+) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(body));
     response
         .headers_mut()

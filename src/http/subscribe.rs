@@ -22,15 +22,15 @@ use crate::stream::{EventStream, Start};
 use crate::topic::SelectorSet;
 
 /// The special last event id meaning "everything history holds".
-pub const EARLIEST: &str = "earliest";
+pub(crate) const EARLIEST: &str = "earliest";
 /// The event type that announces a gap in history.
-pub const GAP_EVENT: &str = "herald-gap";
+pub(crate) const GAP_EVENT: &str = "herald-gap";
 /// The opt-in query parameter (`herald-topic=1`) that makes every event carry its canonical
 /// topic as a `topic:` field line (herald.js routes a shared connection's events with it).
-pub const TOPIC_FIELD_PARAM: &str = "herald-topic";
+pub(crate) const TOPIC_FIELD_PARAM: &str = "herald-topic";
 
 /// Opens a subscriber's stream.
-pub async fn subscribe<B>(
+pub(crate) async fn subscribe<B>(
     state: &AppState,
     request: &Request<B>,
 ) -> Result<Response<ResponseBody>, ApiError> {
@@ -39,7 +39,7 @@ pub async fn subscribe<B>(
 
 /// `QUERY /.well-known/mercure` with a form body: subscribe with the body's parameters added
 /// to the query's (Mercure 1.0).
-pub async fn subscribe_query(
+pub(crate) async fn subscribe_query(
     state: &AppState,
     request: Request<super::body::RequestBody>,
 ) -> Result<Response<ResponseBody>, ApiError> {
@@ -225,7 +225,7 @@ async fn open(
 
 /// What a subscriber's token allows.
 #[derive(Debug, Default)]
-pub struct Access {
+pub(crate) struct Access {
     /// Topics whose private updates it may receive; `None` for public updates only.
     pub private_topics: Option<SelectorSet>,
     /// When the token expires (Unix seconds): the stream is closed then.
@@ -254,7 +254,7 @@ impl Access {
 /// Verifies the subscriber's token, if any. Refuses a bad token, and a missing one unless
 /// anonymous subscribers are allowed. A Mercure 1.0 request (a `match` parameter) or a 1.0
 /// access token gets RFC 6750 answers; a 0.x request with a 0.x token gets what it always got.
-pub fn subscriber_access(
+pub(crate) fn subscriber_access(
     state: &AppState,
     headers: &HeaderMap,
     uri: &Uri,

@@ -20,7 +20,7 @@ use crate::subscriptions::{BASE, CONTEXT, subscription_json, subscription_json_v
 use crate::topic::SelectorSet;
 
 /// Answers the subscriptions API.
-pub async fn subscriptions(
+pub(crate) async fn subscriptions(
     state: &AppState,
     request: &Request<RequestBody>,
 ) -> Result<Response<ResponseBody>, ApiError> {

@@ -21,7 +21,7 @@ pub enum TlsError {
 }
 
 /// An acceptor for `cert` (a PEM chain, leaf first) and `key` (a PEM private key).
-pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
+pub(crate) fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let certificate_error = |reason: String| TlsError::Certificate {
         path: cert.display().to_string(),

@@ -40,7 +40,7 @@ struct TopicView {
 /// - a topic left with nothing to show is not listed at all.
 ///
 /// On a hub without `--anonymous` the listing needs a token, as subscribing does.
-pub async fn list<B>(
+pub(crate) async fn list<B>(
     state: &AppState,
     request: &Request<B>,
 ) -> Result<Response<ResponseBody>, ApiError> {
@@ -103,7 +103,7 @@ pub async fn list<B>(
 }
 
 /// The topic in `/topics/{topic}/events`, percent-decoded.
-pub fn events_path(path: &str) -> Option<String> {
+pub(crate) fn events_path(path: &str) -> Option<String> {
     let inner = path.strip_prefix("/topics/")?.strip_suffix("/events")?;
     if inner.is_empty() {
         return None;
@@ -138,7 +138,7 @@ impl<'a> EventView<'a> {
 
 /// History of one topic after an id: `?after=ID&limit=N`. Private updates only with a token
 /// that allows them.
-pub async fn events(
+pub(crate) async fn events(
     state: &AppState,
     request: &Request<RequestBody>,
     topic: &str,

@@ -43,7 +43,7 @@ use super::body::ResponseBody;
 
 /// The hub-wide shutdown signal, and a wait for every connection that holds a [`ShutdownSignal`]
 /// to end.
-pub struct Shutdown {
+pub(crate) struct Shutdown {
     sender: watch::Sender<bool>,
 }
 
@@ -53,19 +53,19 @@ pub struct ShutdownSignal(watch::Receiver<bool>);
 
 impl Shutdown {
     /// A signal not raised yet.
-    pub fn new() -> Shutdown {
+    pub(crate) fn new() -> Shutdown {
         Shutdown {
             sender: watch::channel(false).0,
         }
     }
 
     /// A handle for one connection.
-    pub fn signal(&self) -> ShutdownSignal {
+    pub(crate) fn signal(&self) -> ShutdownSignal {
         ShutdownSignal(self.sender.subscribe())
     }
 
     /// Raises the signal and waits until every connection has dropped its handle.
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.sender.send_replace(true);
         self.sender.closed().await;
     }
@@ -92,7 +92,7 @@ impl ShutdownSignal {
 
 /// What the watchdog found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// A body's data has waited for hyper longer than the write timeout.
     Stalled,
     /// No request has been open for the idle budget.
@@ -100,7 +100,7 @@ pub enum Verdict {
 }
 
 /// The state of one connection, shared by its task and its requests' bodies.
-pub struct ConnectionWatch {
+pub(crate) struct ConnectionWatch {
     epoch: Instant,
     /// Requests being handled plus response bodies alive.
     open: AtomicUsize,
@@ -115,7 +115,7 @@ pub struct ConnectionWatch {
 
 impl ConnectionWatch {
     /// A new connection, idle since now.
-    pub fn new() -> Arc<ConnectionWatch> {
+    pub(crate) fn new() -> Arc<ConnectionWatch> {
         Arc::new(ConnectionWatch {
             epoch: Instant::now(),
             open: AtomicUsize::new(0),
@@ -132,13 +132,14 @@ impl ConnectionWatch {
 
     /// A request arrived: the connection is busy until the returned guard (moved into the
     /// response body) is dropped.
-    pub fn open(self: &Arc<Self>) -> OpenRequest {
+    pub(crate) fn open(self: &Arc<Self>) -> OpenRequest {
         self.open.fetch_add(1, Ordering::AcqRel);
         OpenRequest(Arc::clone(self))
     }
 
     /// Requests open now.
-    pub fn open_requests(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open_requests(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
@@ -155,7 +156,7 @@ impl ConnectionWatch {
 
     /// Waits until a body has stalled for `write_timeout`, or (when `idle` is given) no request
     /// has been open for that long.
-    pub async fn verdict(&self, write_timeout: Duration, idle: Option<Duration>) -> Verdict {
+    pub(crate) async fn verdict(&self, write_timeout: Duration, idle: Option<Duration>) -> Verdict {
         let write_timeout = millis(write_timeout);
         loop {
             // Set before looking, so that a clock started after the look wakes us.
@@ -202,7 +203,7 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// One open request; dropping it may start the connection's idle budget.
-pub struct OpenRequest(Arc<ConnectionWatch>);
+pub(crate) struct OpenRequest(Arc<ConnectionWatch>);
 
 impl Drop for OpenRequest {
     fn drop(&mut self) {
@@ -263,7 +264,7 @@ impl Wake for StallClock {
 
 /// A response body on a hyper connection: keeps the request open while alive, and runs a stall
 /// clock for an event stream.
-pub struct WatchedBody {
+pub(crate) struct WatchedBody {
     inner: ResponseBody,
     clock: Option<Arc<StallClock>>,
     _open: OpenRequest,
@@ -271,7 +272,7 @@ pub struct WatchedBody {
 
 impl WatchedBody {
     /// Watches `inner` for the request `open`.
-    pub fn new(inner: ResponseBody, open: OpenRequest) -> WatchedBody {
+    pub(crate) fn new(inner: ResponseBody, open: OpenRequest) -> WatchedBody {
         let clock = match inner {
             ResponseBody::Full(_) | ResponseBody::Chunks { .. } => None,
             ResponseBody::Stream(_) | ResponseBody::Streaming(_) => {
@@ -338,7 +339,7 @@ impl Body for WatchedBody {
 /// A connection whose writes fail with `TimedOut` (counted in `herald_write_timeouts_total`)
 /// once the socket has taken nothing for `timeout` while a write or flush was waiting. No timer
 /// exists while writes go through.
-pub struct WriteDeadline<I> {
+pub(crate) struct WriteDeadline<I> {
     io: I,
     timeout: Duration,
     /// Set at the first write that had to wait since the last progress.
@@ -348,7 +349,7 @@ pub struct WriteDeadline<I> {
 
 impl<I> WriteDeadline<I> {
     /// Wraps `io`.
-    pub fn new(io: I, timeout: Duration) -> WriteDeadline<I> {
+    pub(crate) fn new(io: I, timeout: Duration) -> WriteDeadline<I> {
         WriteDeadline {
             io,
             timeout,

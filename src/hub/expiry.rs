@@ -46,6 +46,7 @@ impl ExpiryQueue {
     }
 
     /// True when nothing waits.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -39,7 +39,7 @@ pub struct Subscriber {
     pub mailbox: Mailbox,
     /// Who this is, for subscription events and the subscriptions API (only kept when those
     /// are on, so a plain subscriber costs nothing extra).
-    pub identity: Option<Box<Identity>>,
+    pub(crate) identity: Option<Box<Identity>>,
     /// The number of the last fan-out that reached this subscriber (see [`registry`]): how a
     /// fan-out delivers once to a subscriber it reaches through several selectors.
     reached: AtomicU64,
@@ -363,7 +363,8 @@ impl Hub {
     }
 
     /// As [`Hub::pattern_subscriber_counts`], on the calling thread, with a given budget.
-    pub fn pattern_subscriber_counts_now<S: AsRef<str>>(
+    #[cfg(test)]
+    pub(crate) fn pattern_subscriber_counts_now<S: AsRef<str>>(
         &self,
         topics: &[S],
         budget: usize,

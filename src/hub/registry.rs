@@ -421,6 +421,7 @@ impl Registry {
     }
 
     /// True when nobody is subscribed.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -432,6 +433,7 @@ impl Registry {
     }
 
     /// Distinct URL patterns among live subscribers, and the subscriptions filed under them.
+    #[cfg(test)]
     pub(crate) fn url_pattern_stats(&self) -> (usize, usize) {
         let patterns = self.patterns.read();
         let filed = patterns
@@ -443,6 +445,7 @@ impl Registry {
     }
 
     /// Distinct URI templates among live subscribers, and the nodes of their prefix index.
+    #[cfg(test)]
     pub(crate) fn template_stats(&self) -> (usize, usize) {
         let patterns = self.patterns.read();
         let mut templates = 0;

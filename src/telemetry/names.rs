@@ -39,6 +39,7 @@ pub(crate) const BUS_GAPS_TOTAL: &str = "herald_bus_gaps_total";
 pub(crate) const BUS_LAG_SECONDS: &str = "herald_bus_lag_seconds";
 
 /// Every metric (those in [`BUS`] only on clustered nodes).
+#[cfg(test)]
 pub(crate) const ALL: &[&str] = &[
     CONNECTIONS,
     SUBSCRIPTIONS,
@@ -59,6 +60,7 @@ pub(crate) const ALL: &[&str] = &[
 ];
 
 /// The metrics only a clustered node has (described when its feed starts).
+#[cfg(test)]
 pub(crate) const BUS: &[&str] = &[BUS_GAPS_TOTAL, BUS_LAG_SECONDS];
 
 #[cfg(test)]

@@ -146,6 +146,7 @@ impl CachedTemplate {
 }
 
 /// Bytes of answers remembered by every matcher of the process.
+#[cfg(test)]
 pub(crate) fn cached_bytes() -> usize {
     CACHED_BYTES.load(Ordering::Relaxed)
 }

@@ -36,7 +36,7 @@ pub enum Selector {
 impl Selector {
     /// Compiles a selector. A string with a `{` that does not parse as a URI template is an exact
     /// topic, as in the reference hub.
-    pub(crate) fn parse(source: &str) -> Selector {
+    pub fn parse(source: &str) -> Selector {
         if source == "*" {
             return Selector::Any;
         }
@@ -47,7 +47,7 @@ impl Selector {
     }
 
     /// Does this selector match `topic`?
-    pub(crate) fn matches(&self, topic: &str) -> bool {
+    pub fn matches(&self, topic: &str) -> bool {
         match self {
             Selector::Any => true,
             Selector::Exact(exact) => &**exact == topic,

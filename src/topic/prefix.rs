@@ -192,6 +192,7 @@ impl<T> PrefixIndex<T> {
     }
 
     /// Calls `visit` with every value.
+    #[cfg(test)]
     pub(crate) fn for_each(&self, mut visit: impl FnMut(&T)) {
         // Free slots hold no values.
         for node in &self.nodes {
@@ -200,6 +201,7 @@ impl<T> PrefixIndex<T> {
     }
 
     /// Nodes in use, the root included (for tests and memory accounting).
+    #[cfg(test)]
     pub(crate) fn node_count(&self) -> usize {
         self.nodes.len() - self.free.len()
     }

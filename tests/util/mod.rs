@@ -13,13 +13,13 @@ use herald::auth::{Algorithm, MintClaims, mint_hmac};
 use herald_sse::{Event, Parser};
 
 /// The HMAC secret every test hub uses unless told otherwise.
-pub const KEY: &str = "integration-test-secret";
+pub(crate) const KEY: &str = "integration-test-secret";
 
 /// How long a test waits for something that should happen at once.
-pub const SOON: Duration = Duration::from_secs(5);
+pub(crate) const SOON: Duration = Duration::from_secs(5);
 
 /// A running hub process, killed when dropped.
-pub struct Hub {
+pub(crate) struct Hub {
     child: Child,
     pub addr: SocketAddr,
     pub banner: Vec<String>,
@@ -27,24 +27,28 @@ pub struct Hub {
 
 impl Hub {
     /// `herald serve --listen 127.0.0.1:0 --jwt-key KEY --anonymous --store memory:` plus `extra`.
-    pub fn start(extra: &[&str]) -> Hub {
+    pub(crate) fn start(extra: &[&str]) -> Hub {
         let mut args = vec!["--jwt-key", KEY, "--anonymous", "--store", "memory:"];
         args.extend_from_slice(extra);
         Hub::start_raw(&args)
     }
 
     /// `herald serve --listen 127.0.0.1:0` plus exactly `args`.
-    pub fn start_raw(args: &[&str]) -> Hub {
+    pub(crate) fn start_raw(args: &[&str]) -> Hub {
         Hub::start_with_env(args, &[])
     }
 
     /// As [`Hub::start_raw`] with extra environment variables.
-    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Hub {
+    pub(crate) fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Hub {
         Hub::start_in(args, env, None)
     }
 
     /// As [`Hub::start_with_env`], in a working directory.
-    pub fn start_in(args: &[&str], env: &[(&str, &str)], cwd: Option<&std::path::Path>) -> Hub {
+    pub(crate) fn start_in(
+        args: &[&str],
+        env: &[(&str, &str)],
+        cwd: Option<&std::path::Path>,
+    ) -> Hub {
         let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
         if let Some(cwd) = cwd {
             command.current_dir(cwd);
@@ -98,16 +102,16 @@ impl Hub {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends a signal by name (`TERM`, `KILL`, `INT`).
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
@@ -117,7 +121,7 @@ impl Hub {
     }
 
     /// Waits for the process to exit, at most `limit`.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -129,7 +133,7 @@ impl Hub {
     }
 
     /// Publishes a form with a token allowed to publish anywhere; returns (status, body).
-    pub async fn publish(&self, form: &[(&str, &str)]) -> (u16, String) {
+    pub(crate) async fn publish(&self, form: &[(&str, &str)]) -> (u16, String) {
         let response = client()
             .post(self.url("/.well-known/mercure"))
             .bearer_auth(token(&["*"], &[]))
@@ -143,14 +147,14 @@ impl Hub {
     }
 
     /// Publishes and asserts 200; returns the id.
-    pub async fn publish_ok(&self, form: &[(&str, &str)]) -> String {
+    pub(crate) async fn publish_ok(&self, form: &[(&str, &str)]) -> String {
         let (status, body) = self.publish(form).await;
         assert_eq!(status, 200, "publish failed: {body}");
         body
     }
 
     /// Opens a subscription on `path_and_query` with extra headers.
-    pub async fn subscribe(&self, path_and_query: &str, headers: &[(&str, &str)]) -> Stream {
+    pub(crate) async fn subscribe(&self, path_and_query: &str, headers: &[(&str, &str)]) -> Stream {
         let mut request = client().get(self.url(path_and_query));
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -163,7 +167,7 @@ impl Hub {
     }
 
     /// A metric's value from `/metrics` (first line that starts with `name`).
-    pub async fn metric(&self, name: &str) -> f64 {
+    pub(crate) async fn metric(&self, name: &str) -> f64 {
         let text = client()
             .get(self.url("/metrics"))
             .send()
@@ -188,7 +192,7 @@ impl Hub {
     }
 
     /// GETs `path` and parses the JSON body (any status).
-    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+    pub(crate) async fn get_json(&self, path: &str) -> serde_json::Value {
         client()
             .get(self.url(path))
             .send()
@@ -200,13 +204,13 @@ impl Hub {
     }
 
     /// Live subscriptions, from `/healthz`.
-    pub async fn subscriptions(&self) -> u64 {
+    pub(crate) async fn subscriptions(&self) -> u64 {
         let health = self.get_json("/healthz").await;
         health["subscriptions"].as_u64().expect("subscriptions")
     }
 
     /// Polls until the hub reports `n` subscriptions.
-    pub async fn wait_subscriptions(&self, n: u64) {
+    pub(crate) async fn wait_subscriptions(&self, n: u64) {
         let deadline = Instant::now() + SOON;
         loop {
             let now = self.subscriptions().await;
@@ -230,7 +234,7 @@ impl Drop for Hub {
 }
 
 /// The resident memory of process `pid`, in KiB (`VmRSS` of `/proc/PID/status`).
-pub fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("read /proc/PID/status")
         .lines()
@@ -240,7 +244,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 }
 
 /// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("bind a free port")
@@ -248,7 +252,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A client without connection pooling surprises.
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     // reqwest is built without a crypto provider of its own (see src/auth/jwks.rs).
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
@@ -259,12 +263,12 @@ pub fn client() -> reqwest::Client {
 }
 
 /// A HS256 token signed with [`KEY`].
-pub fn token(publish: &[&str], subscribe: &[&str]) -> String {
+pub(crate) fn token(publish: &[&str], subscribe: &[&str]) -> String {
     token_with(KEY, publish, subscribe, None)
 }
 
 /// A HS256 token with a key and optional lifetime.
-pub fn token_with(
+pub(crate) fn token_with(
     key: &str,
     publish: &[&str],
     subscribe: &[&str],
@@ -284,7 +288,7 @@ pub fn token_with(
 }
 
 /// `application/x-www-form-urlencoded`.
-pub fn encode_form(form: &[(&str, &str)]) -> String {
+pub(crate) fn encode_form(form: &[(&str, &str)]) -> String {
     let mut serializer = form_urlencoded::Serializer::new(String::new());
     for (key, value) in form {
         serializer.append_pair(key, value);
@@ -293,7 +297,7 @@ pub fn encode_form(form: &[(&str, &str)]) -> String {
 }
 
 /// An open event stream: the response head, the raw body bytes read so far, and parsed events.
-pub struct Stream {
+pub(crate) struct Stream {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     body: Option<futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>>,
@@ -304,11 +308,11 @@ pub struct Stream {
 
 impl Stream {
     /// A stream over a response obtained some other way (another method, another client).
-    pub fn from_response(response: reqwest::Response) -> Stream {
+    pub(crate) fn from_response(response: reqwest::Response) -> Stream {
         Stream::new(response)
     }
 
-    pub fn new(response: reqwest::Response) -> Stream {
+    pub(crate) fn new(response: reqwest::Response) -> Stream {
         Stream {
             status: response.status().as_u16(),
             headers: response.headers().clone(),
@@ -319,12 +323,12 @@ impl Stream {
         }
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// Reads one more chunk; false at the end of the stream or after `limit`.
-    pub async fn read_chunk(&mut self, limit: Duration) -> bool {
+    pub(crate) async fn read_chunk(&mut self, limit: Duration) -> bool {
         let Some(body) = self.body.as_mut() else {
             return false;
         };
@@ -344,7 +348,7 @@ impl Stream {
     }
 
     /// The next event, waiting at most `limit`.
-    pub async fn next_event_within(&mut self, limit: Duration) -> Option<Event> {
+    pub(crate) async fn next_event_within(&mut self, limit: Duration) -> Option<Event> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(event) = self.parser.next_event() {
@@ -358,21 +362,21 @@ impl Stream {
     }
 
     /// The next event; panics if none arrives soon.
-    pub async fn next_event(&mut self) -> Event {
+    pub(crate) async fn next_event(&mut self) -> Event {
         self.next_event_within(SOON)
             .await
             .expect("expected an event, none arrived")
     }
 
     /// Asserts no event arrives within `quiet`.
-    pub async fn expect_silence(&mut self, quiet: Duration) {
+    pub(crate) async fn expect_silence(&mut self, quiet: Duration) {
         if let Some(event) = self.next_event_within(quiet).await {
             panic!("expected no event, got {event:?}");
         }
     }
 
     /// Reads until the raw bytes contain `needle`.
-    pub async fn read_until(&mut self, needle: &[u8], limit: Duration) -> bool {
+    pub(crate) async fn read_until(&mut self, needle: &[u8], limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         loop {
             if self.raw.windows(needle.len()).any(|w| w == needle) {
@@ -386,7 +390,7 @@ impl Stream {
     }
 
     /// Reads until the stream ends; true if it ended within `limit`.
-    pub async fn read_to_end(&mut self, limit: Duration) -> bool {
+    pub(crate) async fn read_to_end(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
         while !self.ended {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -399,7 +403,7 @@ impl Stream {
     }
 
     /// Collects `n` events.
-    pub async fn events(&mut self, n: usize) -> Vec<Event> {
+    pub(crate) async fn events(&mut self, n: usize) -> Vec<Event> {
         let mut events = Vec::with_capacity(n);
         for _ in 0..n {
             events.push(self.next_event().await);
@@ -409,10 +413,10 @@ impl Stream {
 }
 
 /// A directory under the system temp dir, removed when dropped.
-pub struct TempDir(pub std::path::PathBuf);
+pub(crate) struct TempDir(pub std::path::PathBuf);
 
 impl TempDir {
-    pub fn new(label: &str) -> TempDir {
+    pub(crate) fn new(label: &str) -> TempDir {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
@@ -422,11 +426,11 @@ impl TempDir {
         TempDir(path)
     }
 
-    pub fn path(&self) -> &std::path::Path {
+    pub(crate) fn path(&self) -> &std::path::Path {
         &self.0
     }
 
-    pub fn str(&self) -> &str {
+    pub(crate) fn str(&self) -> &str {
         self.0.to_str().expect("utf-8 temp path")
     }
 }
@@ -438,7 +442,7 @@ impl Drop for TempDir {
 }
 
 /// Runs `herald` with arguments; returns (exit code, stdout, stderr).
-pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+pub(crate) fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     command.args(args).stdin(Stdio::null());
     for (name, value) in env {
@@ -453,7 +457,7 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 }
 
 /// A problem+json body's fields.
-pub async fn problem(response: reqwest::Response) -> (u16, serde_json::Value) {
+pub(crate) async fn problem(response: reqwest::Response) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
     let content_type = response
         .headers()

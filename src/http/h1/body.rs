@@ -6,7 +6,7 @@
 //! dropped, at most [`MAX_TRAILERS`] bytes of them.
 
 /// Bytes of chunk extensions and trailer fields accepted in one body.
-pub const MAX_TRAILERS: usize = 8 * 1024;
+pub(crate) const MAX_TRAILERS: usize = 8 * 1024;
 
 /// Why a chunked body is refused (400, then the connection is closed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@
 //! Deadlines: a request head (and each read of its body) must arrive within `--header-timeout`
 //! of the last response (or of the connection's start): that is also how long an idle keep-alive
 //! connection stays open. A write the socket has not taken within `--write-timeout` closes the
-//! connection with a reset ([`write::write_all`]).
+//! connection with a reset ([`write::write_all`](super::write::write_all)).
 
 use std::future::Future;
 use std::io::{self, IoSlice};

@@ -10,7 +10,7 @@
 //! Each part lives in exactly one place:
 //! - [`parse`]: request heads, their limits and their body framing (pure; fuzzed);
 //! - [`body`]: the chunked request body decoder (pure; fuzzed);
-//! - [`write`]: response heads, chunked framing, vectored writes under the write deadline;
+//! - [`write`](mod@write): response heads, chunked framing, vectored writes under the write deadline;
 //! - [`conn`]: the connection state machine: requests in order, keep-alive, streams.
 
 pub(crate) mod body;
@@ -53,7 +53,7 @@ impl Socket for tokio::io::DuplexStream {}
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What the first bytes of a connection are.
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// HTTP/1.x: serve with [`serve`], these bytes first.
     Http1(Vec<u8>),
     /// The HTTP/2 preface: hyper serves it, these bytes first.
@@ -64,7 +64,7 @@ pub enum Protocol {
 
 /// Reads just enough of a new connection (until `deadline`) to tell HTTP/2 with prior knowledge
 /// from HTTP/1.x.
-pub async fn sniff<I: AsyncRead + Unpin>(io: &mut I, deadline: Instant) -> Protocol {
+pub(crate) async fn sniff<I: AsyncRead + Unpin>(io: &mut I, deadline: Instant) -> Protocol {
     let mut input = Vec::with_capacity(2048);
     loop {
         let seen = input.len().min(H2_PREFACE.len());
@@ -83,7 +83,7 @@ pub async fn sniff<I: AsyncRead + Unpin>(io: &mut I, deadline: Instant) -> Proto
 
 /// Reads one request head (for at most `timeout`), whatever it is, answers it with `response`
 /// and closes the connection; for connections refused before they are served.
-pub async fn answer_once<I: Socket>(
+pub(crate) async fn answer_once<I: Socket>(
     io: I,
     mut response: http::Response<ResponseBody>,
     timeout: Duration,

@@ -13,7 +13,7 @@ use crate::http::body::write_timed_out;
 
 /// How a response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// `content-length`.
     Length(u64),
     /// `transfer-encoding: chunked`.
@@ -25,7 +25,7 @@ pub enum Framing {
 }
 
 /// Whether a response with `status` may carry a body.
-pub fn has_body(status: StatusCode) -> bool {
+pub(crate) fn has_body(status: StatusCode) -> bool {
     !(status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED)
@@ -34,7 +34,7 @@ pub fn has_body(status: StatusCode) -> bool {
 /// The status line and headers. The handler's own framing headers (`content-length`,
 /// `transfer-encoding`, `connection`) are replaced by `framing` and `keep_alive`; `date` is
 /// added. `http10_keep_alive`: say `connection: keep-alive`, which an HTTP/1.0 client needs.
-pub fn encode_head(
+pub(crate) fn encode_head(
     parts: &http::response::Parts,
     framing: Framing,
     keep_alive: bool,
@@ -85,10 +85,10 @@ pub fn encode_head(
 }
 
 /// Room for the longest chunk size line: 16 hex digits and CRLF.
-pub const CHUNK_SIZE_LINE: usize = 18;
+pub(crate) const CHUNK_SIZE_LINE: usize = 18;
 
 /// `<length in hex>\r\n`, written at the end of `out`.
-pub fn chunk_size_line(mut length: usize, out: &mut [u8; CHUNK_SIZE_LINE]) -> &[u8] {
+pub(crate) fn chunk_size_line(mut length: usize, out: &mut [u8; CHUNK_SIZE_LINE]) -> &[u8] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut start = CHUNK_SIZE_LINE - 2;
     out[start..].copy_from_slice(b"\r\n");
@@ -103,11 +103,11 @@ pub fn chunk_size_line(mut length: usize, out: &mut [u8; CHUNK_SIZE_LINE]) -> &[
 }
 
 /// The last chunk of a chunked body (no trailers).
-pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Writes `head` (may be empty) then `data` as one piece of a body: a chunk of the chunked
 /// coding when `chunked`, raw otherwise; one vectored write when the socket takes it all.
-pub async fn write_body_piece<I: AsyncWrite + Unpin>(
+pub(crate) async fn write_body_piece<I: AsyncWrite + Unpin>(
     io: &mut I,
     head: &[u8],
     data: &[u8],
@@ -135,7 +135,7 @@ pub async fn write_body_piece<I: AsyncWrite + Unpin>(
 /// Writes every slice and flushes, trying each write before arming a timer (the socket nearly
 /// always takes it). Fails with `TimedOut` (counted in `herald_write_timeouts_total`) when the
 /// socket has taken nothing for `timeout`: a client that stopped reading.
-pub async fn write_all<I: AsyncWrite + Unpin>(
+pub(crate) async fn write_all<I: AsyncWrite + Unpin>(
     io: &mut I,
     mut slices: &mut [IoSlice<'_>],
     timeout: Duration,

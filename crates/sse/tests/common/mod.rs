@@ -3,13 +3,13 @@
 use proptest::prelude::*;
 
 /// Up to `max` cut positions, given as fractions so they scale to any input.
-pub fn cuts(max: usize) -> impl Strategy<Value = Vec<f64>> {
+pub(crate) fn cuts(max: usize) -> impl Strategy<Value = Vec<f64>> {
     prop::collection::vec(0.0..=1.0f64, 0..=max)
 }
 
 /// Splits `bytes` at the given fractional positions (sorted, duplicates kept,
 /// so empty chunks occur too).
-pub fn split<'a>(bytes: &'a [u8], cuts: &[f64]) -> Vec<&'a [u8]> {
+pub(crate) fn split<'a>(bytes: &'a [u8], cuts: &[f64]) -> Vec<&'a [u8]> {
     let mut positions: Vec<usize> = cuts
         .iter()
         .map(|f| ((bytes.len() as f64) * f) as usize)

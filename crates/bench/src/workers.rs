@@ -119,13 +119,25 @@ impl RemoteShard {
             .arg(plan.topics.len().to_string())
             .arg("--topic-prefix")
             .arg(&plan.prefix)
+            .arg("--mode")
+            .arg(plan.mode.name())
+            .arg("--streams-per-connection")
+            .arg(plan.streams_per_connection.to_string())
             .env_remove("HERALD_KEY")
             .env_remove("HERALD_TOKEN")
+            .env_remove("HERALD_SUBSCRIBER_KEY")
+            .env_remove("HERALD_SUBSCRIBER_TOKEN")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if let Some(token) = &plan.token {
-            command.env("HERALD_TOKEN", token);
+        if let Some(token) = &plan.subscriber_token {
+            command.env("HERALD_SUBSCRIBER_TOKEN", token);
+        }
+        if let Some(ca) = &plan.ca {
+            command.arg("--ca").arg(ca);
+        }
+        if plan.tls.as_ref().is_some_and(|tls| tls.insecure) {
+            command.arg("--insecure");
         }
         let mut child = command
             .spawn()

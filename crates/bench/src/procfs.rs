@@ -1,4 +1,39 @@
-//! What `/proc` says about the server under test: its resident memory and CPU time.
+//! What `/proc` says about the server under test: its resident memory, CPU time and write
+//! system calls, summed over its processes (nginx's workers, say); and this process's
+//! open-file limit.
+
+/// The sum of `read` over `pids`; `None` as soon as one of them cannot be read.
+pub(super) fn sum(pids: &[u32], read: fn(u32) -> Option<u64>) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .try_fold(0u64, |total, pid| Some(total + read(*pid)?))
+}
+
+/// Write-type system calls of a process, every thread (`syscw` in `/proc/PID/io`): a socket
+/// write or `writev` each.
+pub(super) fn write_syscalls(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("syscw:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The soft open-file limit of this process (`ulimit -n`), from `/proc/self/limits` (Linux).
+pub(super) fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
 
 /// `VmRSS` of a process, in KiB.
 pub(super) fn rss_kib(pid: u32) -> Option<u64> {
@@ -73,6 +108,18 @@ mod tests {
         assert_eq!(parse_cpu_ticks("77 (short) R 1 2"), None);
         assert_eq!(parse_cpu_ticks("no parenthesis"), None);
         assert_eq!(parse_cpu_ticks("1 (x) S 0 0 0 0 0 0 0 0 0 0 many 8"), None);
+    }
+
+    #[test]
+    fn this_process_has_write_calls_a_file_limit_and_sums_over_pids() {
+        let me = std::process::id();
+        assert!(write_syscalls(me).is_some());
+        assert!(open_file_limit().unwrap() > 0);
+        let one = sum(&[me], rss_kib).unwrap();
+        let two = sum(&[me, me], rss_kib).unwrap();
+        assert!(two >= one && two > 0, "{one} {two}");
+        assert_eq!(sum(&[me, u32::MAX], rss_kib), None);
+        assert_eq!(sum(&[], rss_kib), None);
     }
 
     #[test]

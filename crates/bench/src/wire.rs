@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use super::measure::{Counters, Window, now_micros};
 use super::{CONNECT_CONCURRENCY, CONNECT_TIMEOUT, Plan, READ_BUFFER, SOURCE_ADDRESSES};
+use crate::multiplex;
 
 /// How the response body is delimited.
 #[derive(Debug)]
@@ -195,11 +196,8 @@ pub(super) fn drain(
     })
 }
 
-/// Connects, sends the request, reads the response head; the connection is ready to read.
-pub(super) async fn open(
-    plan: &Plan,
-    index: usize,
-) -> Result<(TcpStream, Connection, Vec<u8>), String> {
+/// Connects (from one of the loopback source addresses when the hub is on loopback).
+pub(super) async fn connect(plan: &Plan, index: usize) -> Result<TcpStream, String> {
     let socket = match plan.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -212,15 +210,29 @@ pub(super) async fn open(
             .bind(source)
             .map_err(|error| format!("bind {source}: {error}"))?;
     }
-    let mut stream = socket
+    let stream = socket
         .connect(plan.addr)
         .await
         .map_err(|error| format!("connect {}: {error}", plan.addr))?;
     let _ = stream.set_nodelay(true);
-    stream
-        .write_all(plan.request(index).as_bytes())
-        .await
-        .map_err(|error| format!("send the request: {error}"))?;
+    Ok(stream)
+}
+
+/// A response head: its status line, the body's framing, and the bytes read past the head.
+struct Head {
+    status_line: String,
+    framing: Framing,
+    rest: Vec<u8>,
+}
+
+impl Head {
+    fn status(&self) -> &str {
+        self.status_line.split(' ').nth(1).unwrap_or_default()
+    }
+}
+
+/// Reads one response head.
+async fn read_head(stream: &mut TcpStream) -> Result<Head, String> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 2048];
     let end = loop {
@@ -242,11 +254,7 @@ pub(super) async fn open(
     let rest = head.split_off(end + 4);
     let head = String::from_utf8_lossy(&head);
     let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line.split(' ').nth(1).unwrap_or_default();
-    if status != "200" {
-        return Err(format!("the hub answered {}", status_line.trim()));
-    }
+    let status_line = lines.next().unwrap_or_default().trim().to_owned();
     let mut framing = Framing::Close;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
@@ -263,13 +271,81 @@ pub(super) async fn open(
             framing = Framing::Length(value.parse().unwrap_or(0));
         }
     }
-    let connection = Connection {
+    Ok(Head {
+        status_line,
         framing,
+        rest,
+    })
+}
+
+/// `h1-reuse`: sends the warm-up request and reads its whole answer, leaving the connection
+/// idle and open for the subscribe.
+async fn warm_up(stream: &mut TcpStream, request: &str) -> Result<(), String> {
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|error| format!("send the warm-up request: {error}"))?;
+    let Head {
+        status_line,
+        mut framing,
+        rest,
+    } = read_head(stream).await?;
+    if matches!(framing, Framing::Close) {
+        return Err(format!(
+            "the warm-up request (GET /healthz) got {status_line} with a body delimited by the \
+             connection's end: the connection cannot be reused"
+        ));
+    }
+    let mut open = framing.decode(&rest, &mut |_| {});
+    let mut chunk = [0u8; 2048];
+    while open {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|error| format!("read the warm-up answer: {error}"))?;
+        if n == 0 {
+            return Err("the hub closed the connection after the warm-up request".into());
+        }
+        open = framing.decode(chunk.get(..n).unwrap_or_default(), &mut |_| {});
+    }
+    Ok(())
+}
+
+/// Connects, sends the request (after the warm-up with `h1-reuse`), reads the response head;
+/// the connection is ready to read.
+pub(super) async fn open(
+    plan: &Plan,
+    index: usize,
+) -> Result<(TcpStream, Connection, Vec<u8>), String> {
+    let mut stream = connect(plan, index).await?;
+    if let Some(request) = &plan.warm_up {
+        warm_up(&mut stream, request).await?;
+    }
+    stream
+        .write_all(plan.request(index).as_bytes())
+        .await
+        .map_err(|error| format!("send the request: {error}"))?;
+    let head = read_head(&mut stream).await?;
+    check_status(plan, head.status(), &head.status_line)?;
+    let connection = Connection {
+        framing: head.framing,
         parser: Parser::new(),
         window: Window::default(),
         topic: plan.topic_index(index),
     };
-    Ok((stream, connection, rest))
+    Ok((stream, connection, head.rest))
+}
+
+/// A subscription is open on 200 only; a refusal says what was sent and what to do.
+pub(super) fn check_status(plan: &Plan, status: &str, answer: &str) -> Result<(), String> {
+    match status {
+        "200" => Ok(()),
+        "401" | "403" => Err(format!(
+            "the hub refused the subscription ({answer}): {}",
+            plan.refused_hint
+        )),
+        _ => Err(format!("the hub answered {answer}")),
+    }
 }
 
 /// One subscription from connect to close.
@@ -329,13 +405,28 @@ impl LocalShard {
         let counters = Arc::new(Counters::new(plan.topics.len()));
         let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
         let mut tasks = JoinSet::new();
-        for index in first..first + count {
-            tasks.spawn(subscription(
-                Arc::clone(plan),
-                index,
-                Arc::clone(&counters),
-                Arc::clone(&gate),
-            ));
+        if plan.mode.multiplexed() {
+            let per_connection = plan.streams_per_connection;
+            let mut start = first;
+            while start < first + count {
+                let streams = per_connection.min(first + count - start);
+                tasks.spawn(multiplex::connection(
+                    Arc::clone(plan),
+                    start..start + streams,
+                    Arc::clone(&counters),
+                    Arc::clone(&gate),
+                ));
+                start += streams;
+            }
+        } else {
+            for index in first..first + count {
+                tasks.spawn(subscription(
+                    Arc::clone(plan),
+                    index,
+                    Arc::clone(&counters),
+                    Arc::clone(&gate),
+                ));
+            }
         }
         Self {
             counters,

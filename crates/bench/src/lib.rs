@@ -1,11 +1,12 @@
-//! `herald bench`: a load generator for a running hub.
+//! The load generator behind `herald bench`, a client of a running hub (Herald, or
+//! nginx+nchan for side-by-side figures); it never links the server.
 //!
 //! Opens N subscriptions spread over K topics, publishes R updates a second for a duration, and
 //! reports deliveries per second, loss, duplicates, end-to-end latency percentiles and (with
 //! `--pid`) the hub's resident memory per connection and CPU time per delivery.
 //!
 //! The subscriber side is built to cost as little CPU as possible, since it shares the machine
-//! with the hub: raw HTTP/1.1 over a [`TcpStream`], a small chunked-transfer decoder, the
+//! with the hub: raw HTTP/1.1 over a `TcpStream`, a small chunked-transfer decoder, the
 //! `herald-sse` parser, and one large read buffer per worker thread (never one per connection).
 //! Each payload carries its per-topic sequence number and its send time, so every subscriber
 //! counts what it got exactly once (a sliding bitmap spots duplicates) and measures latency.
@@ -16,34 +17,44 @@
 //! nchan`, the same load goes to nginx+nchan instead (plain `POST /pub/<topic>`), for
 //! side-by-side figures.
 //!
-//! This file holds the flags, the plan and the lead (connect, sample memory, publish, drain,
-//! report); `measure` the histogram and exactly-once counting; `wire` one subscription on the
-//! socket; `workers` the child processes; `target` what differs between Herald and nchan;
+//! `--mode` picks how subscriptions reach the server ([`Mode`]): HTTP/1.1 with the subscribe as
+//! the first request on its connection (`h1`) or after a `GET /healthz` on the same keep-alive
+//! connection (`h1-reuse`), or HTTP/2 (`h2c` with prior knowledge, `h2-tls` with ALPN), many
+//! streams multiplexed on each connection as a browser does.
+//!
+//! This file holds the flags, the plan and the lead (connect, sample memory, publish, drain);
+//! `report` the results; `measure` the histogram and exactly-once counting; `wire` one HTTP/1.1
+//! subscription on the socket; `multiplex` HTTP/2 connections and their streams; `mode` the
+//! modes and TLS; `workers` the child processes; `target` what differs between Herald and nchan;
 //! `procfs` what `/proc` says about the server.
+// The flags' doc comments are also `herald bench --help`, where `<topic>` is meant literally.
+#![allow(rustdoc::invalid_html_tags)]
 
 use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::config_error;
-use super::publish::{DEFAULT_HUB, PublisherAuth};
-use crate::config::open_file_limit;
-
+mod auth;
 mod measure;
+mod mode;
+mod multiplex;
 mod procfs;
+mod report;
 mod target;
 mod wire;
 mod workers;
 
-use measure::{BUCKETS, ShardResult, TopicResult, now_micros, percentile};
-use procfs::{clock_ticks_per_second, cpu_ticks, rss_kib};
+pub use auth::{BenchAuth, Mint};
+use measure::now_micros;
+pub use mode::Mode;
+use procfs::{clock_ticks_per_second, cpu_ticks, open_file_limit, rss_kib, sum, write_syscalls};
+use report::{Published, Summary, print_report, summarize};
 pub use target::Server;
 use target::Sink;
 use wire::LocalShard;
@@ -53,16 +64,27 @@ use workers::{RemoteShard, Shard, worker};
 const CONNECT_CONCURRENCY: usize = 256;
 /// How long one connection may take to be established and answered.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one publish may take: a server that stops answering publishes (nginx+nchan's
+/// HTTP/2 fan-out at 1,000/s did) makes errors, not a run that never ends.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the last deliveries once publishing stops.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Deliveries idle this long after publishing stops mean nothing more is coming.
 const DRAIN_QUIET: Duration = Duration::from_secs(2);
+/// How long the connections stay open and quiet after the drain before the server's memory is
+/// sampled again.
+const DRAINED_SETTLE: Duration = Duration::from_secs(1);
 /// One read buffer per thread, shared by every connection it serves.
 const READ_BUFFER: usize = 256 * 1024;
 /// Source addresses used on loopback: 127.0.0.2 ..= 127.0.0.(1 + SOURCE_ADDRESSES).
 const SOURCE_ADDRESSES: usize = 250;
 /// Descriptors a process keeps for itself (stdio, the runtime, the publisher's pool).
 const RESERVED_FDS: usize = 256;
+/// Where the client subcommands look for the hub unless told otherwise (`herald pub` and
+/// `herald sub` use the same).
+pub const DEFAULT_HUB: &str = "http://127.0.0.1:8088";
+/// Exit code for bad usage or configuration (sysexits EX_USAGE), as every `herald` subcommand.
+const EXIT_USAGE: u8 = 64;
 
 /// `herald bench` options.
 #[derive(Debug, Args)]
@@ -95,9 +117,9 @@ pub struct BenchArgs {
     pub payload: usize,
     /// The server's process id: report its memory (VmRSS) per connection, and its CPU time
     /// (utime + stime, every thread) from the first publish to the end of the drain, per
-    /// delivery
-    #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
+    /// delivery. Several (`--pid 1,2` or `--pid 1 --pid 2`, e.g. nginx's workers) are summed
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub pid: Vec<u32>,
     /// Print one JSON object with the results
     #[arg(long)]
     pub json: bool,
@@ -116,8 +138,26 @@ pub struct BenchArgs {
     /// open-file limit, at most 15000]
     #[arg(long, value_name = "N")]
     pub per_process: Option<usize>,
+    /// How subscriptions reach the server: HTTP/1.1 with the subscribe first on a fresh
+    /// connection (h1), HTTP/1.1 after a `GET /healthz` on the same keep-alive connection
+    /// (h1-reuse), HTTP/2 with prior knowledge on http:// (h2c), HTTP/2 over TLS with ALPN on
+    /// https:// (h2-tls). HTTP/2 multiplexes up to --streams-per-connection subscriptions on
+    /// each connection, as a browser does
+    #[arg(long, value_enum, default_value_t = Mode::H1, value_name = "MODE")]
+    pub mode: Mode,
+    /// HTTP/2 modes: subscriptions multiplexed on one connection (a browser opens one
+    /// connection per origin, up to the server's SETTINGS_MAX_CONCURRENT_STREAMS: 128 for
+    /// nginx, 200 for hyper)
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub streams_per_connection: usize,
+    /// h2-tls: trust this PEM certificate (or CA) for the server, e.g. a self-signed one
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
+    /// h2-tls: accept any server certificate (a loopback benchmark only)
+    #[arg(long)]
+    pub insecure: bool,
     #[command(flatten)]
-    pub auth: PublisherAuth,
+    pub auth: BenchAuth,
     /// Internal: run as a child process holding subscriptions
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -126,11 +166,15 @@ pub struct BenchArgs {
     pub first: usize,
 }
 
-/// Runs the benchmark (or, with `--worker`, one child's share of it).
-pub fn run(args: &BenchArgs) -> ExitCode {
-    let plan = match Plan::new(args) {
+/// Runs the benchmark (or, with `--worker`, one child's share of it). `mint` makes the tokens
+/// that `--key` and `--subscriber-key` ask for (the caller owns the token format).
+pub fn run(args: &BenchArgs, mint: Mint) -> ExitCode {
+    let plan = match Plan::new(args, mint) {
         Ok(plan) => plan,
-        Err(error) => return config_error(error),
+        Err(error) => {
+            eprintln!("herald: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -167,13 +211,30 @@ struct Plan {
     addr: SocketAddr,
     /// Bind each connection to one of 127.0.0.2..=251 first.
     spread_sources: bool,
-    /// `GET <path>?…topic=` up to the topic (already percent-encoded).
-    request_prefix: String,
-    /// `Host:` and the other request headers, ending with the blank line.
+    mode: Mode,
+    /// `<path>?…topic=` up to the topic (already percent-encoded).
+    target_prefix: String,
+    /// `host[:port]`: the `Host:` header, HTTP/2's `:authority`.
+    authority: String,
+    /// The host name TLS checks the certificate against.
+    host: String,
+    /// HTTP/1.1: `Host:` and the other request headers, ending with the blank line.
     request_suffix: String,
+    /// `h1-reuse`: the request sent first on each connection.
+    warm_up: Option<String>,
+    /// HTTP/2: streams per connection.
+    streams_per_connection: usize,
+    /// `h2-tls`: the TLS client, and `--ca` (for worker processes).
+    tls: Option<mode::Tls>,
+    ca: Option<std::path::PathBuf>,
     topics: Vec<String>,
     prefix: String,
+    /// The publisher's token.
     token: Option<String>,
+    /// The subscriptions' token (none: anonymous).
+    subscriber_token: Option<String>,
+    /// What the subscriptions sent, and what to do when the hub refuses them.
+    refused_hint: &'static str,
     duration: Duration,
     hold: Duration,
     rate: f64,
@@ -183,7 +244,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(args: &BenchArgs) -> Result<Plan, String> {
+    fn new(args: &BenchArgs, mint: Mint) -> Result<Plan, String> {
         if args.subscribers == 0 && !args.worker {
             return Err("--subscribers must be at least 1".into());
         }
@@ -202,9 +263,22 @@ impl Plan {
             .map_err(|error| format!("invalid --hold: {error}"))?;
         let server = args.server;
         let url = server.endpoint(&args.hub)?;
-        if url.scheme() != "http" {
-            return Err("herald bench speaks plain http:// only".into());
+        let mode = args.mode;
+        if url.scheme() != mode.scheme() {
+            return Err(format!(
+                "--mode {} needs a {}:// hub URL, not {}",
+                mode.name(),
+                mode.scheme(),
+                url
+            ));
         }
+        if args.streams_per_connection == 0 {
+            return Err("--streams-per-connection must be at least 1".into());
+        }
+        let tls = match mode {
+            Mode::H2Tls => Some(mode::Tls::new(args.ca.as_deref(), args.insecure)?),
+            _ => None,
+        };
         let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
         let port = url.port_or_known_default().unwrap_or(80);
         let addr = resolve(&host, port)?;
@@ -214,21 +288,22 @@ impl Plan {
             .unwrap_or_else(|| server.default_prefix());
         server.check_prefix(&prefix)?;
         let topics = (0..args.topics).map(|k| server.topic(&prefix, k)).collect();
-        let token = match server {
-            Server::Herald => args.auth.resolve(&["*"], &["*"])?,
-            Server::Nchan => None,
+        let tokens = match server {
+            Server::Herald => args.auth.tokens(mint)?,
+            Server::Nchan => auth::Tokens::default(),
         };
-        let request_prefix = format!("GET {}", server.subscribe_target(&url));
-        let host_header = match url.port() {
+        let authority = match url.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.clone(),
         };
         let mut request_suffix =
-            format!(" HTTP/1.1\r\nHost: {host_header}\r\nAccept: text/event-stream\r\n");
-        if let Some(token) = &token {
+            format!(" HTTP/1.1\r\nHost: {authority}\r\nAccept: text/event-stream\r\n");
+        if let Some(token) = &tokens.subscriber {
             request_suffix.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
         request_suffix.push_str("\r\n");
+        let warm_up = (mode == Mode::H1Reuse)
+            .then(|| format!("GET /healthz HTTP/1.1\r\nHost: {authority}\r\n\r\n"));
         let per_process = match args.per_process {
             Some(0) => return Err("--per-process must be at least 1".into()),
             Some(n) => n,
@@ -242,11 +317,23 @@ impl Plan {
             publish_base: server.publish_base(&args.hub, &url),
             addr,
             spread_sources: matches!(addr.ip(), IpAddr::V4(ip) if ip.is_loopback()),
-            request_prefix,
+            mode,
+            target_prefix: server.subscribe_target(&url),
+            authority,
+            host,
             request_suffix,
+            warm_up,
+            streams_per_connection: args.streams_per_connection,
+            tls,
+            ca: args.ca.clone(),
             topics,
             prefix,
-            token,
+            token: tokens.publisher,
+            subscriber_token: tokens.subscriber,
+            refused_hint: match server {
+                Server::Herald => args.auth.subscribe_refused_hint(),
+                Server::Nchan => "is /sub/ an nchan_subscriber location open to this client?",
+            },
             duration,
             hold,
             rate: args.rate,
@@ -256,10 +343,15 @@ impl Plan {
         })
     }
 
-    /// The raw request for subscription `index`.
-    fn request(&self, index: usize) -> String {
+    /// The request target (path and query) of subscription `index`.
+    fn target(&self, index: usize) -> String {
         let topic = self.server.encode_topic(self.topic_of(index));
-        format!("{}{topic}{}", self.request_prefix, self.request_suffix)
+        format!("{}{topic}", self.target_prefix)
+    }
+
+    /// The raw HTTP/1.1 request for subscription `index`.
+    fn request(&self, index: usize) -> String {
+        format!("GET {}{}", self.target(index), self.request_suffix)
     }
 
     fn topic_index(&self, index: usize) -> usize {
@@ -285,58 +377,6 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 
 // ---------------------------------------------------------------------------------------------
 // The lead: connect, measure memory, publish, drain, report.
-
-/// The numbers `--json` prints.
-#[derive(Debug, Serialize)]
-struct Report {
-    hub: String,
-    server: Server,
-    subscribers: usize,
-    topics: usize,
-    rate: f64,
-    duration_secs: f64,
-    hold_secs: f64,
-    payload_bytes: usize,
-    processes: usize,
-    connections: usize,
-    connect_failures: usize,
-    disconnects: usize,
-    connect_secs: f64,
-    published: u64,
-    publish_errors: u64,
-    publish_rate: f64,
-    expected: u64,
-    delivered: u64,
-    deliveries_per_sec: f64,
-    loss: u64,
-    loss_ratio: f64,
-    duplicates: u64,
-    latency_ms: Latency,
-    rss_before_kib: Option<u64>,
-    rss_after_kib: Option<u64>,
-    rss_per_connection_bytes: Option<f64>,
-    server_cpu_secs: Option<f64>,
-    server_cpu_us_per_delivery: Option<f64>,
-    first_error: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct Latency {
-    p50: f64,
-    p90: f64,
-    p99: f64,
-    max: f64,
-}
-
-/// Publishing progress, shared with the publish tasks.
-#[derive(Default)]
-struct Published {
-    sent: AtomicU64,
-    ok: AtomicU64,
-    errors: AtomicU64,
-    per_topic: Vec<AtomicU64>,
-    first_error: Mutex<Option<(Option<u16>, String)>>,
-}
 
 /// Progress on stderr: one line rewritten in place on a terminal, a line a second otherwise.
 struct Progress {
@@ -371,18 +411,18 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
         dirty: false,
     };
     let subscribers = args.subscribers;
-    let rss_before = args.pid.and_then(rss_kib);
-    if args.pid.is_some() && rss_before.is_none() {
+    let pids = &args.pid;
+    let rss_before = sum(pids, rss_kib);
+    if let Some(pid) = pids.iter().find(|pid| rss_kib(**pid).is_none()) {
         return Err(format!(
-            "cannot read /proc/{}/status: is --pid the hub's process id?",
-            args.pid.unwrap_or_default()
+            "cannot read /proc/{pid}/status: is --pid the hub's process id?"
         ));
     }
-    let clock_ticks = match args.pid {
-        Some(_) => Some(clock_ticks_per_second().ok_or(
+    let clock_ticks = match pids.is_empty() {
+        false => Some(clock_ticks_per_second().ok_or(
             "cannot read the clock tick rate (AT_CLKTCK in /proc/self/auxv) to measure CPU time",
         )?),
-        None => None,
+        true => None,
     };
 
     // Connect.
@@ -447,15 +487,31 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
         tokio::time::sleep(left.min(Duration::from_secs(1))).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_after = args.pid.and_then(rss_kib);
+    let rss_after = sum(pids, rss_kib);
 
     // Publish.
     let published = Arc::new(Published {
         per_topic: (0..plan.topics.len()).map(|_| AtomicU64::new(0)).collect(),
         ..Published::default()
     });
-    let client = herald_client::reqwest::Client::builder()
+    let mut client = herald_client::reqwest::Client::builder()
         .pool_max_idle_per_host(plan.concurrency)
+        .timeout(PUBLISH_TIMEOUT);
+    if plan.mode == Mode::H2c {
+        // Publishes go over HTTP/2 too: nginx's cleartext `http2` listener speaks nothing else.
+        client = client.http2_prior_knowledge();
+    }
+    if let Some(tls) = &plan.tls {
+        // The publisher reaches the same TLS listener: it trusts what the subscriptions trust.
+        if tls.insecure {
+            client = client.danger_accept_invalid_certs(true);
+        } else if let Some(pem) = &tls.ca_pem {
+            let certificate = herald_client::reqwest::Certificate::from_pem(pem)
+                .map_err(|error| format!("--ca: {error}"))?;
+            client = client.add_root_certificate(certificate);
+        }
+    }
+    let client = client
         .build()
         .map_err(|error| format!("cannot build the HTTP client: {error}"))?;
     let sink = Arc::new(Sink::new(
@@ -466,7 +522,8 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
     )?);
     let in_flight = Arc::new(Semaphore::new(plan.concurrency));
     let total = (plan.rate * plan.duration.as_secs_f64()).round().max(1.0) as u64;
-    let cpu_before = args.pid.and_then(cpu_ticks);
+    let cpu_before = sum(pids, cpu_ticks);
+    let writes_before = sum(pids, write_syscalls);
     let publish_start = Instant::now();
     let publish_start_us = now_micros();
     let mut last_shown = publish_start;
@@ -582,7 +639,15 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let cpu_after = args.pid.and_then(cpu_ticks);
+    let cpu_after = sum(pids, cpu_ticks);
+    let writes_after = sum(pids, write_syscalls);
+    // Memory once the burst has drained, the connections still open: what the server kept.
+    let rss_drained = if pids.is_empty() {
+        None
+    } else {
+        tokio::time::sleep(DRAINED_SETTLE).await;
+        sum(pids, rss_kib)
+    };
     progress.done();
 
     // Collect.
@@ -602,10 +667,15 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
             publish_start_us,
             rss_before,
             rss_after,
+            rss_drained,
             cpu_secs: match (cpu_before, cpu_after, clock_ticks) {
                 (Some(before), Some(after), Some(hz)) => {
                     Some(after.saturating_sub(before) as f64 / hz as f64)
                 }
+                _ => None,
+            },
+            write_syscalls: match (writes_before, writes_after) {
+                (Some(before), Some(after)) => Some(after.saturating_sub(before)),
                 _ => None,
             },
         },
@@ -630,198 +700,6 @@ fn payload(n: u64, sent: u64, size: usize) -> String {
     data
 }
 
-/// What the lead measured itself.
-struct Summary {
-    processes: usize,
-    connect_secs: f64,
-    publish_secs: f64,
-    publish_start_us: u64,
-    rss_before: Option<u64>,
-    rss_after: Option<u64>,
-    /// The server's CPU time from the first publish to the end of the drain.
-    cpu_secs: Option<f64>,
-}
-
-fn summarize(
-    plan: &Plan,
-    args: &BenchArgs,
-    results: &[ShardResult],
-    published: &Published,
-    summary: Summary,
-) -> Report {
-    let mut topics = vec![TopicResult::default(); plan.topics.len()];
-    let mut buckets = vec![0u64; BUCKETS];
-    let mut max_us = 0;
-    let mut last_delivery = 0;
-    let (mut connections, mut failures, mut disconnects) = (0, 0, 0);
-    let mut first_error = None;
-    for result in results {
-        connections += result.connected;
-        failures += result.failed;
-        disconnects += result.disconnected;
-        last_delivery = last_delivery.max(result.last_delivery_us);
-        max_us = max_us.max(result.latency_max_us);
-        for (total, part) in topics.iter_mut().zip(&result.topics) {
-            total.subscribers += part.subscribers;
-            total.unique += part.unique;
-            total.duplicates += part.duplicates;
-        }
-        for (index, count) in &result.latency {
-            if let Some(bucket) = buckets.get_mut(*index) {
-                *bucket += count;
-            }
-        }
-        if first_error.is_none() {
-            first_error.clone_from(&result.first_error);
-        }
-    }
-    let publish_error = published
-        .first_error
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
-        .map(|(_, error)| format!("publish: {error}"));
-    let expected: u64 = topics
-        .iter()
-        .zip(&published.per_topic)
-        .map(|(topic, count)| topic.subscribers * count.load(Relaxed))
-        .sum();
-    let delivered: u64 = topics.iter().map(|topic| topic.unique).sum();
-    let duplicates = topics.iter().map(|topic| topic.duplicates).sum();
-    let total: u64 = buckets.iter().sum();
-    let loss = expected.saturating_sub(delivered);
-    let delivery_secs =
-        (last_delivery.saturating_sub(summary.publish_start_us) as f64 / 1e6).max(1e-3);
-    let millis = |micros: u64| (micros as f64) / 1000.0;
-    let published_ok = published.ok.load(Relaxed);
-    Report {
-        hub: plan.hub.clone(),
-        server: plan.server,
-        subscribers: args.subscribers,
-        topics: plan.topics.len(),
-        rate: plan.rate,
-        duration_secs: plan.duration.as_secs_f64(),
-        hold_secs: plan.hold.as_secs_f64(),
-        payload_bytes: plan.payload,
-        processes: summary.processes,
-        connections,
-        connect_failures: failures,
-        disconnects,
-        connect_secs: summary.connect_secs,
-        published: published_ok,
-        publish_errors: published.errors.load(Relaxed),
-        publish_rate: published_ok as f64 / summary.publish_secs.max(1e-3),
-        expected,
-        delivered,
-        deliveries_per_sec: if delivered == 0 {
-            0.0
-        } else {
-            delivered as f64 / delivery_secs
-        },
-        loss,
-        loss_ratio: if expected == 0 {
-            0.0
-        } else {
-            loss as f64 / expected as f64
-        },
-        duplicates,
-        latency_ms: Latency {
-            p50: millis(percentile(&buckets, total, 0.50, max_us)),
-            p90: millis(percentile(&buckets, total, 0.90, max_us)),
-            p99: millis(percentile(&buckets, total, 0.99, max_us)),
-            max: millis(max_us),
-        },
-        rss_before_kib: summary.rss_before,
-        rss_after_kib: summary.rss_after,
-        rss_per_connection_bytes: match (summary.rss_before, summary.rss_after) {
-            (Some(before), Some(after)) if connections > 0 => {
-                Some((after as f64 - before as f64) * 1024.0 / connections as f64)
-            }
-            _ => None,
-        },
-        server_cpu_secs: summary.cpu_secs,
-        server_cpu_us_per_delivery: summary
-            .cpu_secs
-            .filter(|_| delivered > 0)
-            .map(|secs| secs * 1e6 / delivered as f64),
-        first_error: publish_error.or(first_error),
-    }
-}
-
-/// `1 topic`, `2 topics`.
-fn plural(count: usize, noun: &str) -> String {
-    if count == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{count} {noun}s")
-    }
-}
-
-fn print_report(report: &Report) {
-    println!(
-        "herald bench: {} on {} of {}, {} updates/s for {:.1}s, {}-byte payloads ({} process{})",
-        plural(report.subscribers, "subscriber"),
-        plural(report.topics, "topic"),
-        report.server.name(),
-        report.rate,
-        report.duration_secs,
-        report.payload_bytes,
-        report.processes,
-        if report.processes == 1 { "" } else { "es" },
-    );
-    println!(
-        "  connections  {} established, {} failed, {} dropped ({:.2}s to connect{})",
-        report.connections,
-        report.connect_failures,
-        report.disconnects,
-        report.connect_secs,
-        if report.hold_secs > 0.0 {
-            format!(", then held {:.0}s", report.hold_secs)
-        } else {
-            String::new()
-        }
-    );
-    println!(
-        "  published    {} ({:.1}/s), {} errors",
-        report.published, report.publish_rate, report.publish_errors
-    );
-    println!(
-        "  deliveries   {} of {} expected ({:.0}/s), loss {} ({:.3}%), duplicates {}",
-        report.delivered,
-        report.expected,
-        report.deliveries_per_sec,
-        report.loss,
-        report.loss_ratio * 100.0,
-        report.duplicates
-    );
-    println!(
-        "  latency      p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-        report.latency_ms.p50, report.latency_ms.p90, report.latency_ms.p99, report.latency_ms.max
-    );
-    if let (Some(before), Some(after), Some(per)) = (
-        report.rss_before_kib,
-        report.rss_after_kib,
-        report.rss_per_connection_bytes,
-    ) {
-        println!(
-            "  hub memory   RSS {:.1} MiB -> {:.1} MiB: {:.1} KiB per connection",
-            before as f64 / 1024.0,
-            after as f64 / 1024.0,
-            per / 1024.0
-        );
-    }
-    if let Some(secs) = report.server_cpu_secs {
-        let per_delivery = report
-            .server_cpu_us_per_delivery
-            .map(|micros| format!(": {micros:.2} µs per delivery"))
-            .unwrap_or_default();
-        println!("  hub CPU      {secs:.2} s (user + kernel){per_delivery}");
-    }
-    if let Some(error) = &report.first_error {
-        println!("  first error  {error}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -835,10 +713,18 @@ mod tests {
         bench: BenchArgs,
     }
 
+    fn fake_mint(key: &str, publish: &[&str], subscribe: &[&str]) -> Result<String, String> {
+        Ok(format!(
+            "{key}.{}.{}",
+            publish.join(","),
+            subscribe.join(",")
+        ))
+    }
+
     fn plan_of(args: &[&str]) -> Result<Plan, String> {
         let cli = Cli::try_parse_from(std::iter::once("bench").chain(args.iter().copied()))
             .map_err(|error| error.to_string())?;
-        Plan::new(&cli.bench)
+        Plan::new(&cli.bench, fake_mint)
     }
 
     #[test]
@@ -886,7 +772,7 @@ mod tests {
             "2",
             "--topic-prefix",
             "load",
-            "--token",
+            "--subscriber-token",
             "t",
         ])
         .unwrap();
@@ -901,6 +787,78 @@ mod tests {
         assert!(plan.prefix.starts_with("load"));
         let default = plan_of(&["--hub", "http://127.0.0.1:9"]).unwrap();
         assert!(default.prefix.starts_with("herald-bench/"), "{default:?}");
+    }
+
+    #[test]
+    fn the_key_signs_the_publisher_and_subscriptions_are_anonymous_unless_told() {
+        let base = ["--hub", "http://127.0.0.1:9", "--topic-prefix", "p"];
+        let plan = plan_of(&[&base[..], &["--key", "pk"]].concat()).unwrap();
+        assert_eq!(plan.token.as_deref(), Some("pk.*."));
+        assert_eq!(plan.subscriber_token, None);
+        assert!(
+            !plan.request(0).contains("Authorization"),
+            "{}",
+            plan.request(0)
+        );
+        assert!(plan.refused_hint.contains("--subscriber-key"));
+        let plan =
+            plan_of(&[&base[..], &["--key", "pk", "--subscriber-key", "sk"]].concat()).unwrap();
+        assert_eq!(plan.token.as_deref(), Some("pk.*."));
+        assert!(
+            plan.request(0).contains("Authorization: Bearer sk..*\r\n"),
+            "{}",
+            plan.request(0)
+        );
+        let plan = plan_of(&[&base[..], &["--subscriber-token", "st"]].concat()).unwrap();
+        assert_eq!(plan.token, None);
+        assert!(plan.request(0).contains("Authorization: Bearer st\r\n"));
+    }
+
+    #[test]
+    fn modes_shape_the_connection() {
+        let plan = plan_of(&["--hub", "http://localhost:9", "--mode", "h1-reuse"]).unwrap();
+        assert_eq!(
+            plan.warm_up.as_deref(),
+            Some("GET /healthz HTTP/1.1\r\nHost: localhost:9\r\n\r\n")
+        );
+        assert_eq!(
+            plan_of(&["--hub", "http://localhost:9"]).unwrap().warm_up,
+            None
+        );
+        let plan = plan_of(&[
+            "--hub",
+            "http://localhost:9",
+            "--mode",
+            "h2c",
+            "--topic-prefix",
+            "p",
+        ])
+        .unwrap();
+        assert_eq!(plan.target(1), "/.well-known/mercure?topic=p%2F0");
+        assert_eq!(plan.authority, "localhost:9");
+        assert!(plan.tls.is_none());
+        let error = plan_error(&[
+            "--hub",
+            "http://localhost:9",
+            "--mode",
+            "h2-tls",
+            "--insecure",
+        ]);
+        assert!(error.contains("https://"), "{error}");
+        let error = plan_error(&["--hub", "https://localhost:9", "--mode", "h2c"]);
+        assert!(error.contains("http://"), "{error}");
+        let error = plan_error(&["--hub", "https://localhost:9", "--mode", "h2-tls"]);
+        assert!(error.contains("--ca"), "{error}");
+        let plan = plan_of(&[
+            "--hub",
+            "https://localhost:9",
+            "--mode",
+            "h2-tls",
+            "--insecure",
+        ])
+        .unwrap();
+        assert!(plan.tls.is_some());
+        assert!(plan_error(&["--streams-per-connection", "0"]).contains("streams"));
     }
 
     #[test]
