@@ -25,6 +25,15 @@
 //! - [`telemetry`]: metrics recorder and logs; every metric's name (`telemetry::names`).
 //! - [`cli`]: the `herald` subcommands (`bench` runs the `herald-bench` crate, `crates/bench`).
 //! - [`demo`]: the `--demo` clock and the shape of chat messages (pages are in `http::pages`).
+//! - `fuzzing` (hidden): what the fuzz targets drive, re-exported in one place.
+//!
+//! # Public surface
+//! Everything is `pub(crate)` unless the binary (`main.rs`), the integration tests, the
+//! benchmarks or the fuzz targets need it; `unreachable_pub` (workspace lints) keeps it so. The
+//! public modules are the ones those callers name: [`auth`] (minting test tokens), [`cli`],
+//! [`config`], [`server`], [`shutdown`], [`store`] (backends and the writer, for the store
+//! benchmarks and the cluster tests), [`hub`] and [`topic`] (the fan-out benchmark),
+//! [`update`], [`subscriptions`] (the topic encoding the tests check).
 //!
 //! The SSE framing itself lives in the `herald-sse` crate (`crates/sse`); the client library in
 //! `herald-client` (`crates/client`); the load generator in `herald-bench` (`crates/bench`), a
