@@ -17,7 +17,7 @@ use super::problem::ApiError;
 use super::query;
 use crate::auth::{AuthError, KeyRole, extract_token_with, is_access_token};
 use crate::hub::{Identity, Payloads};
-use crate::store::ReplayFrom;
+use crate::store::{Bounds, ReplayFrom, Store};
 use crate::stream::{EventStream, Start};
 use crate::topic::SelectorSet;
 
@@ -63,6 +63,89 @@ async fn open(
     uri: &Uri,
     body: Option<&[u8]>,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    let SubscribeRequest {
+        v1,
+        selectors,
+        access,
+        last_event_id,
+        topic_field,
+    } = read_request(state, headers, uri, body)?;
+
+    let identity = state.hub.tracks_identities().then(|| Identity {
+        urn: crate::update::new_event_id().into_boxed_str(),
+        payload: access.payloads(&selectors),
+        mercure1: v1,
+    });
+    let private_access = access.private_topics;
+    let subscription = state
+        .hub
+        .subscribe_as(selectors, private_access.clone(), identity)
+        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+    if let Some(expires_at) = access.expires_at {
+        subscription.expire_at(expires_at);
+    }
+
+    // Every id this subscriber is told, or may resume from, is one it may see.
+    let store = &*state.store;
+    // The opening comment, a lone `:` line (no blank line: see `herald_sse::encode_comment`).
+    let mut prelude = Vec::new();
+    herald_sse::encode_comment(&mut prelude, "");
+    let bounds = store.bounds().await?;
+    let (start, resumed_from) = starting_point(
+        store,
+        &bounds,
+        last_event_id.as_deref(),
+        v1,
+        private_access.as_ref(),
+        &mut prelude,
+    )
+    .await?;
+    let cursor_id = if v1 {
+        // Mercure 1.0: the id of the event before the first one sent (the visible id resumed
+        // from), or `earliest`.
+        last_event_id.as_ref().map(|_| {
+            resumed_from
+                .map(str::to_owned)
+                .unwrap_or_else(|| EARLIEST.to_owned())
+        })
+    } else {
+        cursor_v0(
+            store,
+            &bounds,
+            last_event_id.is_some(),
+            resumed_from,
+            topic_field,
+            private_access.as_ref(),
+        )
+        .await?
+    };
+    let stream = EventStream::new(
+        subscription,
+        Arc::clone(&state.store),
+        Bytes::from(prelude),
+        start,
+    )
+    .with_topic_field(topic_field);
+    Ok(event_stream_response(stream, cursor_id, v1))
+}
+
+/// A subscribe request, read and checked: its selectors, the token's access, where to resume.
+struct SubscribeRequest {
+    v1: bool,
+    selectors: SelectorSet,
+    access: Access,
+    last_event_id: Option<String>,
+    topic_field: bool,
+}
+
+/// Reads the parameters (Mercure 1.0 `match`es or 0.x `topic`s, from the query and, for
+/// `QUERY`, the body), the token, and the resume id, each within its limits.
+fn read_request(
+    state: &AppState,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Option<&[u8]>,
+) -> Result<SubscribeRequest, ApiError> {
     let raw_query = uri.query();
     let v1 = mercure1::is_v1(raw_query, body);
     let (selectors, access, last_event_id) = if v1 {
@@ -91,48 +174,43 @@ async fn open(
     };
     state.limits.check_templates(&selectors)?;
     let topic_field = wants_topic_field(&query::pairs(raw_query.unwrap_or("").as_bytes()));
+    Ok(SubscribeRequest {
+        v1,
+        selectors,
+        access,
+        last_event_id,
+        topic_field,
+    })
+}
 
-    let identity = state.hub.tracks_identities().then(|| Identity {
-        urn: crate::update::new_event_id().into_boxed_str(),
-        payload: access.payloads(&selectors),
-        mercure1: v1,
-    });
-    let private_access = access.private_topics;
-    let subscription = state
-        .hub
-        .subscribe_as(selectors, private_access.clone(), identity)
-        .map_err(|error| ApiError::Unavailable(error.to_string()))?;
-    if let Some(expires_at) = access.expires_at {
-        subscription.expire_at(expires_at);
-    }
-
-    // Every id this subscriber is told, or may resume from, is one it may see.
-    let store = &*state.store;
-    // The opening comment, a lone `:` line (no blank line: see `herald_sse::encode_comment`).
-    let mut prelude = Vec::new();
-    herald_sse::encode_comment(&mut prelude, "");
-    let bounds = store.bounds().await?;
+/// Where the stream starts for `last_event_id`, and the id it resumed from (one the subscriber
+/// may see). A gap is told in `prelude`.
+async fn starting_point<'a>(
+    store: &dyn Store,
+    bounds: &Bounds,
+    last_event_id: Option<&'a str>,
+    v1: bool,
+    private_access: Option<&SelectorSet>,
+    prelude: &mut Vec<u8>,
+) -> Result<(Start, Option<&'a str>), ApiError> {
     // `earliest` and a gap notice both mean "whatever history still holds": what was trimmed
     // before now is no news to this client.
     let known_lost = Start::ReplayAfter {
         after: 0,
         announced: bounds.trimmed_through,
     };
-    let (start, resumed_from) = match last_event_id.as_deref() {
-        None => (Start::LiveAfter(bounds.last_seq), None),
-        Some(EARLIEST) => (known_lost, None),
-        Some(id) => match cursor::resolve_visible(
-            store,
-            id,
-            if v1 {
-                Occurrence::Earliest
-            } else {
-                Occurrence::Newest
-            },
-            private_access.as_ref(),
-        )
-        .await?
-        {
+    let id = match last_event_id {
+        None => return Ok((Start::LiveAfter(bounds.last_seq), None)),
+        Some(EARLIEST) => return Ok((known_lost, None)),
+        Some(id) => id,
+    };
+    let occurrence = if v1 {
+        Occurrence::Earliest
+    } else {
+        Occurrence::Newest
+    };
+    Ok(
+        match cursor::resolve_visible(store, id, occurrence, private_access).await? {
             // History holds everything after the id.
             ReplayFrom::After(seq) if bounds.trimmed_through <= seq => (
                 Start::ReplayAfter {
@@ -145,8 +223,8 @@ async fn open(
             // --history-per-topic) but trimmed some of what came after it: the gap is told,
             // then what is kept after the id is replayed.
             ReplayFrom::After(seq) => {
-                let oldest = cursor::oldest_visible(store, private_access.as_ref()).await?;
-                encode_gap(&mut prelude, id, oldest.as_deref());
+                let oldest = cursor::oldest_visible(store, private_access).await?;
+                encode_gap(prelude, id, oldest.as_deref());
                 (
                     Start::ReplayAfter {
                         after: seq,
@@ -156,52 +234,52 @@ async fn open(
                 )
             }
             ReplayFrom::Unknown => {
-                let oldest = cursor::oldest_visible(store, private_access.as_ref()).await?;
-                encode_gap(&mut prelude, id, oldest.as_deref());
+                let oldest = cursor::oldest_visible(store, private_access).await?;
+                encode_gap(prelude, id, oldest.as_deref());
                 (known_lost, None)
             }
         },
-    };
-    // As the reference hub: the newest id in history when the subscription started, if this
-    // subscriber may see it; otherwise the id it resumed from, or `earliest`.
-    let cursor_id = if v1 {
-        // Mercure 1.0: the id of the event before the first one sent (the visible id resumed
-        // from), or `earliest`.
-        last_event_id.as_ref().map(|_| {
-            resumed_from
-                .map(str::to_owned)
-                .unwrap_or_else(|| EARLIEST.to_owned())
-        })
-    } else if last_event_id.is_some() {
-        let newest_seq = bounds.newest.as_ref().map(|(seq, _)| *seq);
-        let newest = cursor::newest_if_visible(store, newest_seq, private_access.as_ref()).await?;
-        Some(
+    )
+}
+
+/// The 0.x `Last-Event-ID` response header. As the reference hub: the newest id in history when
+/// the subscription started, if this subscriber may see it; otherwise the id it resumed from,
+/// or `earliest`. Without a resume id, only herald.js (`topic_field`) is told one.
+async fn cursor_v0(
+    store: &dyn Store,
+    bounds: &Bounds,
+    resuming: bool,
+    resumed_from: Option<&str>,
+    topic_field: bool,
+    private_access: Option<&SelectorSet>,
+) -> Result<Option<String>, ApiError> {
+    let newest_seq = bounds.newest.as_ref().map(|(seq, _)| *seq);
+    if resuming {
+        let newest = cursor::newest_if_visible(store, newest_seq, private_access).await?;
+        return Ok(Some(
             newest
                 .or_else(|| resumed_from.map(str::to_owned))
                 .unwrap_or_else(|| EARLIEST.to_owned()),
-        )
-    } else if topic_field {
-        // herald.js resumes from here if the stream breaks before its first event: the newest
-        // id it may see, or `earliest` when history was empty (never an id it may not see).
-        match bounds.newest.as_ref() {
-            None => Some(EARLIEST.to_owned()),
-            Some((seq, _)) => {
-                cursor::newest_if_visible(store, Some(*seq), private_access.as_ref()).await?
-            }
-        }
-    } else {
-        None
-    };
+        ));
+    }
+    if !topic_field {
+        return Ok(None);
+    }
+    // herald.js resumes from here if the stream breaks before its first event: the newest id it
+    // may see, or `earliest` when history was empty (never an id it may not see).
+    Ok(match newest_seq {
+        None => Some(EARLIEST.to_owned()),
+        Some(seq) => cursor::newest_if_visible(store, Some(seq), private_access).await?,
+    })
+}
 
-    let mut response = Response::new(ResponseBody::stream(
-        EventStream::new(
-            subscription,
-            Arc::clone(&state.store),
-            Bytes::from(prelude),
-            start,
-        )
-        .with_topic_field(topic_field),
-    ));
+/// The `text/event-stream` response around `stream`, with the resume cursor in its header.
+fn event_stream_response(
+    stream: EventStream,
+    cursor_id: Option<String>,
+    v1: bool,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::stream(stream));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -220,7 +298,7 @@ async fn open(
         };
         headers.insert(name, value);
     }
-    Ok(response)
+    response
 }
 
 /// What a subscriber's token allows.
