@@ -43,8 +43,9 @@ const REPLAY_BYTES: usize = 4 * MAX_CHUNK;
 /// A replay chunk is cut at about this many bytes so one slow client cannot pin a huge buffer.
 const MAX_CHUNK: usize = 64 * 1024;
 
-/// Past this capacity an emptied `ready` list gives its buffer back.
-const KEEP_READY: usize = 16;
+/// Past this capacity an emptied `ready` list gives its buffer back (the mailbox's own
+/// threshold: a single delivery per wake-up keeps its buffer, a drained burst frees it).
+const KEEP_READY: usize = crate::hub::mailbox::KEEP_BUFFER;
 
 /// Where the stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

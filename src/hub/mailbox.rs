@@ -54,7 +54,10 @@ pub(crate) enum Pushed {
 }
 
 /// Past this capacity an emptied queue gives its buffer back, so a burst does not pin memory.
-const KEEP_BUFFER: usize = 64;
+/// Four is what the first push allocates: a steady stream of one update per wake-up keeps its
+/// buffer, while a queue that grew in a burst (64 deliveries would pin 2 KB per subscriber,
+/// about half of an idle subscriber's whole cost) frees it once drained.
+pub(crate) const KEEP_BUFFER: usize = 4;
 
 /// A bounded queue with a waker.
 pub struct Mailbox {
@@ -227,6 +230,12 @@ impl Mailbox {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Deliveries the queue's buffer holds room for (what a drained burst would pin).
+    #[cfg(test)]
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.state.lock().queue.capacity()
+    }
 }
 
 #[cfg(test)]
@@ -324,5 +333,49 @@ mod tests {
         assert_eq!(mailbox.push(&update()), Pushed::Ignored);
         assert_eq!(drain(&mailbox), (Poll::Ready(Status::Closed), 1));
         assert_eq!(drain(&mailbox), (Poll::Ready(Status::Closed), 0));
+    }
+
+    #[test]
+    fn a_queue_that_grew_in_a_burst_gives_its_buffer_back_once_drained() {
+        let mailbox = Mailbox::new(1024);
+        for _ in 0..500 {
+            assert_eq!(mailbox.push(&update()), Pushed::Queued);
+        }
+        assert!(mailbox.buffer_capacity() >= 500);
+        // Drained in pieces, as a stream does: the buffer is kept until the queue is empty.
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        let poll = mailbox.poll_drain_up_to(&mut cx, &mut out, 1);
+        assert_eq!(poll, Poll::Ready(Status::Live));
+        assert!(mailbox.buffer_capacity() >= 499);
+        let (poll, _) = drain(&mailbox);
+        assert_eq!(poll, Poll::Ready(Status::Live));
+        assert!(mailbox.is_empty());
+        assert!(
+            mailbox.buffer_capacity() <= KEEP_BUFFER,
+            "a drained burst pins {} slots",
+            mailbox.buffer_capacity()
+        );
+    }
+
+    #[test]
+    fn a_steady_trickle_keeps_its_small_buffer() {
+        let mailbox = Mailbox::new(1024);
+        assert_eq!(mailbox.push(&update()), Pushed::Queued);
+        let first = mailbox.buffer_capacity();
+        assert!(
+            first > 0 && first <= KEEP_BUFFER,
+            "first push allocates {first}"
+        );
+        assert_eq!(drain(&mailbox), (Poll::Ready(Status::Live), 1));
+        for _ in 0..10 {
+            assert_eq!(mailbox.push(&update()), Pushed::Queued);
+            assert_eq!(drain(&mailbox), (Poll::Ready(Status::Live), 1));
+            assert_eq!(
+                mailbox.buffer_capacity(),
+                first,
+                "reallocated on a steady stream"
+            );
+        }
     }
 }
