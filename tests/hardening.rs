@@ -328,8 +328,7 @@ async fn oversized_headers_get_431_from_hyper_and_bodies_413() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The subscribe path without hyper (src/http/event_path.rs): what it serves itself, and what it
-// hands to hyper.
+// The HTTP/1.1 layer (src/http/h1) on subscribe streams: heads in pieces, keep-alive, refusals.
 
 #[tokio::test]
 async fn a_subscribe_head_in_pieces_opens_a_chunked_stream() {
