@@ -65,8 +65,9 @@ impl NatsFeed {
             })
             .await
             .map_err(|error| error.to_string())?;
+        // Only a message counts as a good read: a consumer that is created but whose messages
+        // fail at once must back off, not come back every 50 ms.
         let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-        progress.read_well();
         let mut batch = Vec::new();
         loop {
             let Some(first) = messages.next().await else {
@@ -88,6 +89,8 @@ impl NatsFeed {
                     continue;
                 }
                 if seq > self.last + 1 {
+                    // What came before the gap reaches the hub before the gap closes streams.
+                    self.deliver(&mut batch);
                     self.gap(seq);
                 }
                 self.last = seq;
@@ -101,12 +104,18 @@ impl NatsFeed {
                     next = messages.next().now_or_never().flatten();
                 }
             }
-            if let Some((_, time_ms)) = batch.last() {
-                let lag = now_ms().saturating_sub(*time_ms) as f64 / 1000.0;
-                let updates: Vec<Arc<Update>> = batch.drain(..).map(|(update, _)| update).collect();
-                self.sink.deliver(&updates);
-                metrics::gauge!(names::BUS_LAG_SECONDS).set(lag);
-            }
+            self.deliver(&mut batch);
+        }
+    }
+
+    /// Hands `batch` (updates with their publish time) to the hub in one call, and records the
+    /// feed's lag from the newest.
+    fn deliver(&self, batch: &mut Vec<(Arc<Update>, u64)>) {
+        if let Some((_, time_ms)) = batch.last() {
+            let lag = now_ms().saturating_sub(*time_ms) as f64 / 1000.0;
+            let updates: Vec<Arc<Update>> = batch.drain(..).map(|(update, _)| update).collect();
+            self.sink.deliver(&updates);
+            metrics::gauge!(names::BUS_LAG_SECONDS).set(lag);
         }
     }
 
