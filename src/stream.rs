@@ -44,7 +44,7 @@ const REPLAY_BYTES: usize = 4 * MAX_CHUNK;
 const MAX_CHUNK: usize = 64 * 1024;
 
 /// Past this capacity an emptied `ready` list gives its buffer back (the mailbox's own
-/// threshold: a single delivery per wake-up keeps its buffer, a drained burst frees it).
+/// threshold: a few deliveries per wake-up keep their buffer, a drained burst frees it).
 const KEEP_READY: usize = crate::hub::mailbox::KEEP_BUFFER;
 
 /// Where the stream starts.

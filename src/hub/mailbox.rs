@@ -53,11 +53,12 @@ pub(crate) enum Pushed {
     Ignored,
 }
 
-/// Past this capacity an emptied queue gives its buffer back, so a burst does not pin memory.
-/// Four is what the first push allocates: a steady stream of one update per wake-up keeps its
-/// buffer, while a queue that grew in a burst (64 deliveries would pin 2 KB per subscriber,
-/// about half of an idle subscriber's whole cost) frees it once drained.
-pub(crate) const KEEP_BUFFER: usize = 4;
+/// Past this capacity an emptied queue gives its buffer back, so a burst does not pin memory
+/// (64 deliveries would pin 2 KB per subscriber, about half of an idle subscriber's whole cost).
+/// 16, not the 4 the first push allocates: a subscriber that regularly gets a handful of
+/// deliveries per wake-up keeps its buffer instead of freeing and growing it every time, and a
+/// drained queue pins at most 16 slots (512 B).
+pub(crate) const KEEP_BUFFER: usize = 16;
 
 /// A bounded queue with a waker.
 pub struct Mailbox {
@@ -376,6 +377,20 @@ mod tests {
                 first,
                 "reallocated on a steady stream"
             );
+        }
+        // A handful per wake-up: the grown buffer is kept, not freed and grown again each time.
+        let fill = |count: usize| {
+            for _ in 0..count {
+                assert_eq!(mailbox.push(&update()), Pushed::Queued);
+            }
+        };
+        fill(8);
+        assert_eq!(drain(&mailbox), (Poll::Ready(Status::Live), 8));
+        let grown = mailbox.buffer_capacity();
+        for _ in 0..10 {
+            fill(8);
+            assert_eq!(drain(&mailbox), (Poll::Ready(Status::Live), 8));
+            assert_eq!(mailbox.buffer_capacity(), grown, "churned on 8 per wake-up");
         }
     }
 }
