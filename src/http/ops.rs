@@ -1,4 +1,5 @@
-//! Operations endpoints: `/healthz` and `/metrics` (Prometheus text).
+//! Operations endpoints: `/healthz` and `/metrics` (Prometheus text), and the listener that
+//! serves `/metrics` alone for `--metrics-listen`.
 
 use http::{Response, StatusCode};
 
@@ -22,10 +23,12 @@ pub(crate) fn health(state: &AppState) -> Response<ResponseBody> {
 
 /// The Prometheus exposition.
 pub(crate) fn metrics(state: &AppState) -> Response<ResponseBody> {
-    ok(
-        "text/plain; version=0.0.4; charset=utf-8",
-        state.metrics.render(),
-    )
+    exposition(&state.metrics)
+}
+
+/// The Prometheus text of `handle`, as a 200.
+fn exposition(handle: &metrics_exporter_prometheus::PrometheusHandle) -> Response<ResponseBody> {
+    ok("text/plain; version=0.0.4; charset=utf-8", handle.render())
 }
 
 /// Serves `GET /metrics` (and nothing else: 404) on its own listener, for `--metrics-listen`,
@@ -75,7 +78,7 @@ impl super::h1::Handler for MetricsOnly {
         if request.uri().path() == "/metrics"
             && matches!(*request.method(), http::Method::GET | http::Method::HEAD)
         {
-            ok("text/plain; version=0.0.4; charset=utf-8", self.0.render())
+            exposition(&self.0)
         } else {
             super::problem::ApiError::NotFound(format!(
                 "this listener serves /metrics only, not {}",

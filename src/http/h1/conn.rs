@@ -188,10 +188,7 @@ async fn serve_requests<I: Socket, H: Handler>(
 
 /// Whether a handler's response says `connection: close`.
 fn asks_to_close(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .any(|value| value.as_bytes().eq_ignore_ascii_case(b"close"))
+    super::parse::connection_has(headers, b"close")
 }
 
 /// Reads until `input` starts with a complete request head (taken out of `input`).
@@ -367,9 +364,17 @@ async fn write_response<I: Socket>(
             let mut head = Some(head);
             let mut sent = 0u64;
             while let Some(chunk) = chunks.recv().await {
+                sent += chunk.len() as u64;
+                if sent > len {
+                    // Never past the announced length: the client would take a wrong body as
+                    // whole. Closing short of it tells the client it failed.
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a response body ran past its content-length",
+                    ));
+                }
                 let head = head.take().unwrap_or_default();
                 write_body_piece(io, &head, &chunk, false, timeout).await?;
-                sent += chunk.len() as u64;
             }
             if let Some(head) = head {
                 write_all(io, &mut [IoSlice::new(&head)], timeout).await?;

@@ -170,16 +170,19 @@ fn content_length(value: &[u8]) -> Result<u64, HeadError> {
     })
 }
 
+/// Whether a `Connection` header lists `token` (case-insensitive, in a comma-separated list).
+pub(super) fn connection_has(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&byte| byte == b',')
+            .any(|option| option.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
 /// HTTP/1.1 stays open unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
 fn keeps_alive(headers: &HeaderMap, version: Version) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(header::CONNECTION).iter().any(|value| {
-            value
-                .as_bytes()
-                .split(|&byte| byte == b',')
-                .any(|option| option.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
+    let has = |token: &[u8]| connection_has(headers, token);
     if has(b"close") {
         return false;
     }
