@@ -408,12 +408,7 @@ fn header_last_event_id(headers: &HeaderMap) -> Option<String> {
 /// every reconnection (its only way to send it), so it is fresher than an id written into the
 /// URL; then `lastEventID` (Mercure), then the legacy `Last-Event-ID` and `last-event-id`.
 fn last_event_id(headers: &HeaderMap, params: &[(String, String)]) -> Option<String> {
-    let from_header = headers
-        .get("last-event-id")
-        .and_then(|value| value.to_str().ok())
-        .filter(|value| !value.is_empty())
-        .map(str::to_owned);
-    from_header.or_else(|| {
+    header_last_event_id(headers).or_else(|| {
         [
             "lastEventId",
             "lastEventID",

@@ -334,7 +334,7 @@ impl Hub {
         self.registry.len()
     }
 
-    /// For each of `topics`, the live subscribers that select it through `*` or a URI template
+    /// For each of `topics`, the live subscribers that select it through `*`, a URI template or a URL pattern
     /// and not also exactly (add those from the exact selectors to get every subscriber). Each
     /// distinct template is matched once per topic, however many subscribers share it; the work
     /// runs on a blocking thread, one count at a time, and spends at most [`COUNTING_BUDGET`]

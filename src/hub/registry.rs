@@ -48,8 +48,8 @@ pub(crate) struct FanOut {
 /// Pattern subscribers per topic, as counted by [`Registry::pattern_counts`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct PatternCounts {
-    /// For each topic asked about: live subscribers that select it through `*` or a URI
-    /// template and not also exactly.
+    /// For each topic asked about: live subscribers that select it through `*`, a URI template
+    /// or a URL pattern, and not also exactly.
     pub counts: Vec<usize>,
     /// False when the work budget ran out: the counts are then lower bounds.
     pub complete: bool,
@@ -326,7 +326,7 @@ impl Registry {
         result
     }
 
-    /// For each of `topics`, the live subscribers that select it through `*` or a URI template
+    /// For each of `topics`, the live subscribers that select it through `*`, a URI template or a URL pattern
     /// and not also exactly (those are counted by their exact selector). Matches once per
     /// distinct template and topic, and counts subscribers that have no other selector by
     /// number; spends at most `budget` matcher steps (see

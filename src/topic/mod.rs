@@ -170,7 +170,7 @@ impl SelectorSet {
         self.selectors.iter().filter_map(Selector::as_exact)
     }
 
-    /// True when some selector is `*` or a template (those are scanned, not indexed).
+    /// True when some selector is `*`, a template or a URL pattern (those are scanned, not indexed).
     pub(crate) fn has_patterns(&self) -> bool {
         self.selectors
             .iter()

@@ -4,7 +4,13 @@ local wanted, after, maxage = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local lower = redis.call('HGET', meta, 'floor') or '0-0'
 if newer(after, lower) then lower = after end
 local cutoff = nil
-if maxage > 0 then cutoff = now_ms() - maxage end
+if maxage > 0 then
+  cutoff = now_ms() - maxage
+  -- Start the scan at the age limit too, so occurrences that aged out (but are not forgotten
+  -- until the next append) cannot fill the page below.
+  local aged = fmt(cutoff - 1, 65535)
+  if newer(aged, lower) then lower = aged end
+end
 local function fresh(entry)
   return newer(entry, lower) and ((not cutoff) or split(entry) >= cutoff)
 end
