@@ -325,3 +325,103 @@ async fn a_subscriber_after_a_get_on_its_connection_is_as_lean_as_a_fresh_one() 
     );
     assert!(reused < 8 * 1024, "{reused} B per subscriber");
 }
+
+/// HEAD gets the head GET gets, without a body, on every route that answers GET, over HTTP/1.1
+/// and over h2c; a HEAD of an event stream leaves no subscription behind and announces none.
+#[tokio::test]
+async fn head_answers_like_get_without_a_body_over_http1_and_h2c() {
+    let hub = Hub::start(&["--subscriptions", "--demo"]);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let h2c = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let h1 = crate::util::client();
+    // A subscriber of the subscription events: a HEAD must not show up there.
+    let mut watcher = hub
+        .subscribe(
+            "/.well-known/mercure?topic=%2F.well-known%2Fmercure%2Fsubscriptions%7B%2Fsubscription%7D%7B%2Fsubscriber%7D",
+            &[(
+                "authorization",
+                &format!("Bearer {}", token(&[], &["*"])),
+            )],
+        )
+        .await;
+    assert_eq!(watcher.status, 200);
+    let paths = [
+        "/.well-known/mercure?topic=a",
+        "/events?topic=a",
+        "/topics/a/events",
+        "/topics",
+        "/healthz",
+        "/herald.js",
+        "/metrics",
+        "/.well-known/mercure/subscriptions",
+        "/chat",
+        "/no-such-page",
+    ];
+    for (client, label) in [(&h1, "HTTP/1.1"), (&h2c, "h2c")] {
+        for path in paths {
+            let get = client.get(hub.url(path)).send().await.unwrap();
+            let head = tokio::time::timeout(SOON, client.head(hub.url(path)).send())
+                .await
+                .unwrap_or_else(|_| panic!("{label} HEAD {path} hung"))
+                .unwrap_or_else(|error| panic!("{label} HEAD {path}: {error}"));
+            assert_eq!(head.status(), get.status(), "{label} HEAD {path}");
+            assert_eq!(
+                head.headers().get("content-type"),
+                get.headers().get("content-type"),
+                "{label} HEAD {path}"
+            );
+            let body = tokio::time::timeout(SOON, head.bytes())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(body.is_empty(), "{label} HEAD {path} sent a body: {body:?}");
+        }
+        assert!(
+            hub.get_json("/healthz").await["subscriptions"].as_u64() <= Some(1),
+            "HEAD left subscriptions open"
+        );
+    }
+    hub.wait_subscriptions(1).await;
+    // The watcher saw itself arrive, then the GET subscribers come and go, but no HEAD: 4 GET
+    // streams (2 subscribe paths, 2 protocols), each announced active then inactive.
+    let mut announced = 0;
+    while watcher
+        .next_event_within(Duration::from_millis(500))
+        .await
+        .is_some()
+    {
+        announced += 1;
+    }
+    assert_eq!(
+        announced,
+        1 + 4 * 2,
+        "one active and one inactive event per GET stream"
+    );
+}
+
+/// A head that arrives a byte at a time is answered as a whole one is, and an over-long request
+/// line trickled in is refused with 414 once it passes the limit, without waiting for its end.
+#[tokio::test]
+async fn a_head_trickled_a_byte_at_a_time_is_answered() {
+    let hub = Hub::start(&[]);
+    let mut stream = TcpStream::connect(hub.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    for byte in b"GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n" {
+        stream.write_all(&[*byte]).await.unwrap();
+    }
+    let answer = read_until(&mut stream, "\"status\"").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+
+    let mut stream = TcpStream::connect(hub.addr).await.unwrap();
+    stream.write_all(b"GET /").await.unwrap();
+    let line = vec![b'a'; 8 * 1024];
+    for piece in line.chunks(512) {
+        stream.write_all(piece).await.unwrap();
+    }
+    let answer = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 414 "), "{answer}");
+}

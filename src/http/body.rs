@@ -44,6 +44,20 @@ pub enum ResponseBody {
     },
 }
 
+/// Makes `response` the answer to a HEAD request: GET's head without its body. A complete body
+/// keeps its length in `content-length`; a stream (its subscription) ends here. HTTP/2 needs
+/// this (hyper would send the body's DATA frames); the HTTP/1.1 layer writes heads alone itself.
+pub(crate) fn strip_for_head(response: &mut http::Response<ResponseBody>) {
+    if let ResponseBody::Full(Some(bytes)) = response.body() {
+        let length = http::HeaderValue::from(bytes.len());
+        response
+            .headers_mut()
+            .entry(http::header::CONTENT_LENGTH)
+            .or_insert(length);
+    }
+    *response.body_mut() = ResponseBody::Full(None);
+}
+
 impl ResponseBody {
     /// A complete body.
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {

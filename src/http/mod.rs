@@ -274,8 +274,12 @@ where
             // Boxed: hyper keeps a slot the size of this future for the connection's whole
             // life, and a request's future is large; the box lives only while it is handled.
             Box::pin(async move {
+                let head_only = request.method() == http::Method::HEAD;
                 let request = request.map(body::RequestBody::Hyper);
-                let response = router::route(&state, request, peer).await;
+                let mut response = router::route(&state, request, peer).await;
+                if head_only {
+                    body::strip_for_head(&mut response);
+                }
                 Ok::<_, Infallible>(response.map(|body| WatchedBody::new(body, open)))
             })
         })

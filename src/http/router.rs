@@ -55,6 +55,13 @@ async fn dispatch(
     method: &Method,
     path: &str,
 ) -> Result<Response<ResponseBody>, ApiError> {
+    // HEAD is routed as GET: every connection layer sends the head of the GET response without
+    // its body (RFC 9110 §9.3.2).
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
     match (path, method) {
         (MERCURE_PATH | "/events", &Method::GET) => subscribe::subscribe(state, &request).await,
         (MERCURE_PATH, m) if m.as_str() == "QUERY" => {
@@ -65,9 +72,11 @@ async fn dispatch(
         }
         (MERCURE_PATH | "/publish", &Method::POST) => publish::publish(state, request).await,
         (MERCURE_PATH, _) => Err(ApiError::MethodNotAllowed {
-            allowed: "GET, POST, QUERY",
+            allowed: "GET, HEAD, POST, QUERY",
         }),
-        ("/events", _) => Err(ApiError::MethodNotAllowed { allowed: "GET" }),
+        ("/events", _) => Err(ApiError::MethodNotAllowed {
+            allowed: "GET, HEAD",
+        }),
         ("/publish", _) => Err(ApiError::MethodNotAllowed { allowed: "POST" }),
         ("/chat/send", &Method::POST) => pages::chat_send(state, request, peer).await,
         ("/topics", &Method::GET) => topics::list(state, &request).await,

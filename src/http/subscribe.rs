@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, header};
 
 use super::AppState;
 use super::body::ResponseBody;
@@ -34,7 +34,8 @@ pub(crate) async fn subscribe<B>(
     state: &AppState,
     request: &Request<B>,
 ) -> Result<Response<ResponseBody>, ApiError> {
-    open(state, request.headers(), request.uri(), None).await
+    let head_only = request.method() == Method::HEAD;
+    open(state, request.headers(), request.uri(), None, head_only).await
 }
 
 /// `QUERY /.well-known/mercure` with a form body: subscribe with the body's parameters added
@@ -53,15 +54,18 @@ pub(crate) async fn subscribe_query(
         }
     }
     let body = super::publish::read_body(body, &parts.headers, state.config.max_body).await?;
-    open(state, &parts.headers, &parts.uri, Some(&body)).await
+    open(state, &parts.headers, &parts.uri, Some(&body), false).await
 }
 
-/// Subscribes with the parameters of the query and, for `QUERY`, of the body.
+/// Subscribes with the parameters of the query and, for `QUERY`, of the body. `head_only` (a
+/// HEAD request, whose response has no body): the subscription is checked and opened as for GET,
+/// so the head is GET's, but it has no identity, so no subscription event tells anyone of it.
 async fn open(
     state: &AppState,
     headers: &HeaderMap,
     uri: &Uri,
     body: Option<&[u8]>,
+    head_only: bool,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let SubscribeRequest {
         v1,
@@ -71,7 +75,7 @@ async fn open(
         topic_field,
     } = read_request(state, headers, uri, body)?;
 
-    let identity = state.hub.tracks_identities().then(|| Identity {
+    let identity = (state.hub.tracks_identities() && !head_only).then(|| Identity {
         urn: crate::update::new_event_id().into_boxed_str(),
         payload: access.payloads(&selectors),
         mercure1: v1,

@@ -199,8 +199,10 @@ async fn next_head<I: Socket>(
     shutdown: &mut Option<ShutdownSignal>,
 ) -> io::Result<Next> {
     let deadline = Instant::now() + timeout;
+    // Where the bytes not yet looked at start: what is already in `input` is looked at first.
+    let mut fresh = 0;
     loop {
-        if !input.is_empty() {
+        if !input.is_empty() && worth_parsing(input, fresh) {
             match parse_head(input) {
                 Ok(Some((head, length))) => {
                     input.drain(..length);
@@ -210,6 +212,7 @@ async fn next_head<I: Socket>(
                 Err(refusal) => return Ok(Next::Refused(refusal)),
             }
         }
+        fresh = input.len();
         input.reserve(READ_SIZE);
         let idle = input.is_empty();
         let read = async {
@@ -229,6 +232,18 @@ async fn next_head<I: Socket>(
             return Ok(Next::Closed);
         }
     }
+}
+
+/// Whether `input`, whose bytes from `fresh` on arrived since it was last parsed, may now parse
+/// differently: the first bytes (an early refusal of garbage), a completed line (the head may be
+/// complete), or a size limit just crossed. A head sent a byte at a time is thus parsed once per
+/// line, not once per byte: parsing it whole every time would cost the square of its size.
+fn worth_parsing(input: &[u8], fresh: usize) -> bool {
+    use super::parse::MAX_REQUEST_LINE;
+    fresh == 0
+        || input[fresh..].contains(&b'\n')
+        || (fresh <= MAX_REQUEST_LINE && input.len() > MAX_REQUEST_LINE)
+        || input.len() >= MAX_HEAD
 }
 
 /// Reads the request body: `Ok(Err(reason))` when its chunked framing is malformed.
@@ -450,5 +465,33 @@ async fn keep_input<I: AsyncRead + Unpin>(io: &mut I, input: &mut Vec<u8>) -> io
             ));
         }
         input.extend_from_slice(&scratch[..read]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parse::MAX_REQUEST_LINE;
+    use super::*;
+
+    #[test]
+    fn a_head_is_parsed_again_only_when_a_line_ends_or_a_limit_is_crossed() {
+        let partial = b"GET /healthz HTTP/1.1\r\nHost: h";
+        // The first bytes, and bytes left from a previous request, are parsed at once.
+        assert!(worth_parsing(partial, 0));
+        // A byte in the middle of a line: nothing can have changed.
+        assert!(!worth_parsing(partial, partial.len() - 1));
+        // The line (or the head) ends.
+        let ended = b"GET /healthz HTTP/1.1\r\nHost: h\r\n";
+        assert!(worth_parsing(ended, ended.len() - 1));
+        // The request line grows past its limit (414), once; the head reaches its limit (431).
+        let long = vec![b'a'; MAX_REQUEST_LINE + 1];
+        assert!(worth_parsing(&long, MAX_REQUEST_LINE));
+        assert!(!worth_parsing(
+            &long[..MAX_REQUEST_LINE],
+            MAX_REQUEST_LINE - 1
+        ));
+        let huge = vec![b'a'; MAX_HEAD];
+        assert!(worth_parsing(&huge, MAX_HEAD - 1));
+        assert!(!worth_parsing(&huge[..MAX_HEAD - 1], MAX_HEAD - 2));
     }
 }
