@@ -27,6 +27,22 @@ fn bad_values_name_the_flag() {
     })
     .unwrap_err();
     assert!(error.to_string().contains("--listen"), "{error}");
+    // A sibling flag is named itself, not the flag it defaults to.
+    let error = Config::from_args(ServeArgs {
+        subscriber_jwks_url: Some("ftp://keys".into()),
+        ..ServeArgs::default()
+    })
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("--subscriber-jwks-url"),
+        "{error}"
+    );
+    let error = Config::from_args(ServeArgs {
+        publish_origins: vec!["example.com".into()],
+        ..ServeArgs::default()
+    })
+    .unwrap_err();
+    assert!(error.to_string().contains("--publish-origin"), "{error}");
 }
 
 #[test]

@@ -247,17 +247,14 @@ fn auth(args: &ServeArgs) -> Result<Auth, ConfigError> {
 /// The JWKS URLs: (publishers, subscribers).
 fn jwks(args: &ServeArgs) -> Result<(Option<String>, Option<String>), ConfigError> {
     let urls = [
-        &args.jwks_url,
-        &args.publisher_jwks_url,
-        &args.subscriber_jwks_url,
+        ("jwks-url", &args.jwks_url),
+        ("publisher-jwks-url", &args.publisher_jwks_url),
+        ("subscriber-jwks-url", &args.subscriber_jwks_url),
     ];
-    for url in urls.into_iter().flatten() {
+    for (flag, url) in urls {
+        let Some(url) = url else { continue };
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(invalid(
-                "jwks-url",
-                url,
-                "expected an http:// or https:// URL",
-            ));
+            return Err(invalid(flag, url, "expected an http:// or https:// URL"));
         }
     }
     Ok((
@@ -445,10 +442,18 @@ fn max_connections(max: Option<usize>) -> Result<usize, ConfigError> {
 
 /// `--cors-origin` and `--publish-origin` (which defaults to the former).
 fn origins(args: &ServeArgs) -> Result<(OriginPolicy, OriginPolicy), ConfigError> {
-    for origin in args.cors_origins.iter().chain(&args.publish_origins) {
+    let cors = args
+        .cors_origins
+        .iter()
+        .map(|origin| ("cors-origin", origin));
+    let publish = args
+        .publish_origins
+        .iter()
+        .map(|origin| ("publish-origin", origin));
+    for (flag, origin) in cors.chain(publish) {
         if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
             return Err(invalid(
-                "cors-origin",
+                flag,
                 origin,
                 "an origin looks like `https://example.com` (scheme, host, optional port)",
             ));
