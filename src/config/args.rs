@@ -251,7 +251,7 @@ pub struct ServeArgs {
     pub max_id_length: Option<usize>,
 
     /// Serve `/metrics` on this separate address only (typically loopback, e.g.
-    /// `127.0.0.1:9090`); the main port then answers 404 for it. Without it, `/metrics` is on
+    /// `127.0.0.1:9090`, or `9090`: the forms of --listen); the main port then answers 404 for it. Without it, `/metrics` is on
     /// the main port, open to anyone who reaches it [default: none]
     #[arg(long, env = "HERALD_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,

@@ -11,6 +11,11 @@ use super::{
 /// `--listen`: `IP:PORT`, `[IPv6]:PORT`, `HOST:PORT` (resolved now, IPv4 first, e.g.
 /// `localhost:8088`), `:PORT` (every interface, as in Go and Caddy) or `PORT` (loopback).
 pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    parse_address("listen", text)
+}
+
+/// An address to listen on, in any of `--listen`'s forms; errors name `flag`.
+pub(super) fn parse_address(flag: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
     use std::net::{Ipv4Addr, ToSocketAddrs};
     let trimmed = text.trim();
     if let Ok(addr) = trimmed.parse::<SocketAddr>() {
@@ -19,7 +24,7 @@ pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
     let port = |digits: &str| {
         digits
             .parse::<u16>()
-            .map_err(|_| invalid("listen", text, "the port must be a number from 0 to 65535"))
+            .map_err(|_| invalid(flag, text, "the port must be a number from 0 to 65535"))
     };
     if let Some(digits) = trimmed.strip_prefix(':') {
         return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port(digits)?)));
@@ -29,7 +34,7 @@ pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
     }
     let Some((host, digits)) = trimmed.rsplit_once(':') else {
         return Err(invalid(
-            "listen",
+            flag,
             text,
             "expected HOST:PORT, IP:PORT, :PORT (every interface) or PORT (loopback)",
         ));
@@ -37,18 +42,18 @@ pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, ConfigError> {
     let port = port(digits)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(invalid("listen", text, "expected HOST:PORT"));
+        return Err(invalid(flag, text, "expected HOST:PORT"));
     }
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|error| invalid("listen", text, format!("cannot resolve {host}: {error}")))?
+        .map_err(|error| invalid(flag, text, format!("cannot resolve {host}: {error}")))?
         .collect();
     addrs
         .iter()
         .find(|addr| addr.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
-        .ok_or_else(|| invalid("listen", text, format!("{host} has no address")))
+        .ok_or_else(|| invalid(flag, text, format!("{host} has no address")))
 }
 
 pub(super) fn parse_duration(flag: &'static str, text: &str) -> Result<Duration, ConfigError> {

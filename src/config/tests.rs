@@ -65,6 +65,17 @@ fn listen_takes_the_forms_people_type() {
         let error = listen(bad).unwrap_err().to_string();
         assert!(error.contains("--listen"), "{bad}: {error}");
     }
+    let metrics = |text: &str| {
+        Config::from_args(ServeArgs {
+            metrics_listen: Some(text.into()),
+            ..ServeArgs::default()
+        })
+        .map(|config| config.metrics_listen.map(|addr| addr.to_string()))
+    };
+    assert_eq!(metrics("9090").unwrap().as_deref(), Some("127.0.0.1:9090"));
+    assert_eq!(metrics(":9090").unwrap().as_deref(), Some("0.0.0.0:9090"));
+    let error = metrics("nowhere").unwrap_err();
+    assert!(error.to_string().contains("--metrics-listen"), "{error}");
 }
 
 #[test]

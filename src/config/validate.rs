@@ -73,10 +73,7 @@ fn network(args: &ServeArgs) -> Result<Network, ConfigError> {
     let metrics_listen = args
         .metrics_listen
         .as_deref()
-        .map(|text| {
-            text.parse::<SocketAddr>()
-                .map_err(|e| invalid("metrics-listen", text, e))
-        })
+        .map(|text| super::parse::parse_address("metrics-listen", text))
         .transpose()?;
     if metrics_listen == Some(listen) {
         return Err(invalid(
