@@ -75,6 +75,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use ::redb::{
     Builder, Database, Durability, Key, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -129,6 +130,10 @@ const META_TRIMMED: &str = "trimmed";
 const META_PROTECT_N: &str = "protect_n";
 /// `last_seq` when `topic_seqs` / `unprotected` were last written.
 const META_PROTECT_SEQ: &str = "protect_seq";
+
+/// How long the group-commit writer may hold a batch open for concurrent publishers
+/// ([`Store::commit_linger`]); tokio's timer counts in milliseconds.
+const COMMIT_LINGER: Duration = Duration::from_millis(1);
 
 /// redb's page cache. An upper bound, filled only as pages are read.
 const CACHE_BYTES: usize = 256 * 1024 * 1024;
@@ -1211,6 +1216,12 @@ impl Store for RedbStore {
         Ok(self
             .blocking(move |db, _| snapshot_blocking(db, &path))
             .await?)
+    }
+
+    /// One fsync'd commit costs far more than the updates in it: a batch may wait this long for
+    /// concurrent publishers.
+    fn commit_linger(&self) -> Duration {
+        COMMIT_LINGER
     }
 
     async fn topics(&self) -> Result<Vec<TopicHistory>, StoreError> {
