@@ -16,33 +16,34 @@
 //! - `duplicate_ids`: `(event id, seq) -> ()` for each kept occurrence of an id appended more
 //!   than once (written from the second occurrence on, removed with each trimmed occurrence), so
 //!   Mercure 1.0's "a duplicated id resolves to its earliest occurrence" is one range lookup.
-//!   Derived like `topics_public`: a file without it (from an earlier herald) is still schema 1;
-//!   occurrences an earlier herald appended are not in it, and resolve as before, to the newest.
-//! - `topics`: `topic (str) -> (events kept u64, newest event id str)`, for `GET /topics`.
-//! - `topics_public`: the same tally over public (non-private) updates only, so `GET /topics`
-//!   can show a caller only what it may see. Maintained in the same transactions as `topics`.
+//!   Added within schema 1: occurrences an earlier herald appended are not in it, and resolve as
+//!   before, to the newest.
 //! - `meta`: `str -> u64`: `schema` (this file layout, [`SCHEMA_VERSION`]; another version is
-//!   refused, never converted), `last_seq` (the newest seq ever assigned, so sequences keep
-//!   increasing even when retention has removed everything), and `public_tally_seq` /
-//!   `public_tally_front`: the newest seq and the oldest seq in `log` (0: empty) when
-//!   `topics_public` was last written.
+//!   refused, never converted, except schema 1, below), and `last_seq` (the newest seq ever
+//!   assigned, so sequences keep increasing even when retention has removed everything).
 //!
-//! # The public tally and older heralds
-//! `topics_public` is derived from `log`, so it is no schema change: schema 1 stays schema 1,
-//! and an earlier herald (which knows neither the table nor the two `meta` keys) still opens
-//! the file, ignores the table and appends without maintaining it. Every open therefore checks
-//! that the table exists and that `log` has not changed since it was written (`last_seq` and the
-//! oldest seq still equal the two `meta` keys: appends only add after `last_seq`, retention only
-//! removes from the front); if not, it rebuilds the table from `log` in one write transaction
-//! and logs it. So a file from an earlier herald gets its public tally on first open, and a
-//! downgrade then upgrade again is exact. A `topics_public` of another key or value type is a
-//! foreign file, refused like the rest.
+//! The per-topic tallies of `GET /topics` (every update kept, and the public ones alone) are not
+//! in the file: [`tally`] counts them from `log` on every open (the open already reads the whole
+//! file to verify its checksums) and each committed append moves them. Written to the file, they
+//! cost each append a random page of each tally table per distinct topic it touched (and as many
+//! for the updates its retention removed): with many topics, most of the pages a commit wrote.
+//!
+//! # Schema 1 (earlier heralds)
+//! Schema 1 also had `topics` and `topics_public` (`topic -> (events, newest id)`) and two `meta`
+//! keys marking when `topics_public` was last counted. Opening a schema 1 file upgrades it in one
+//! commit: both tables and both keys are deleted and `schema` becomes 2 (logged at info). The log
+//! and the ids are untouched, so nothing a subscriber can ask for changes. The upgrade is one
+//! way: an earlier herald refuses a schema 2 file ("schema version 2 is not supported"), so going
+//! back means restoring a backup taken before. A schema 1 tally table of another type is a
+//! foreign file, refused and left untouched.
 //!
 //! # Durability
 //! One [`Store::append`] is one redb write transaction committed with
 //! [`Durability::Immediate`]: when it returns, the whole batch (and the retention it applied) is
 //! on disk (fsync); after a crash either all of it is there or none of it. The group-commit
-//! writer makes that one commit per batch of concurrent publishes. Every call runs on tokio's
+//! writer makes that one commit per batch of concurrent publishes, and, since an fsync'd commit
+//! costs far more than the updates in it, this store asks it to linger up to 1 ms for more
+//! publishes after a batch of several ([`Store::commit_linger`]). Every call runs on tokio's
 //! blocking pool, so fsync never stalls the async runtime. Reads use read transactions and never
 //! wait for a commit.
 //!
@@ -65,8 +66,9 @@
 //! file beside the store (`herald.redb.backup-<pid>-<n>`), commits it with fsync, opens it and
 //! unlinks it at once: the caller streams the open file, and nothing stays on disk. Appends go
 //! on meanwhile (a read transaction never blocks a commit); the copy is the store exactly as of
-//! one commit, so it opens like any store file, tallies included. [`inspect`] reads such a file
-//! without writing to it (`herald backup` checks what it received).
+//! one commit, so it opens like any store file (its tallies counted from its log). [`inspect`]
+//! reads such a file, or a schema 1 one, without writing to it (`herald backup` checks what it
+//! received).
 //!
 //! This module knows nothing of HTTP, subscribers or the writer; it must not touch any file in
 //! the directory other than `herald.redb` and its own short-lived snapshot files.
