@@ -212,4 +212,11 @@ pub trait Store: Send + Sync + 'static {
     async fn snapshot(&self) -> Result<Snapshot, SnapshotError> {
         Err(SnapshotError::Unsupported)
     }
+
+    /// How long the group-commit writer may hold a batch open for more publishes when the
+    /// previous batch showed concurrent publishers ([`writer`]): worth it where each commit
+    /// has a high fixed cost (an fsync). Zero (the default): commit at once.
+    fn commit_linger(&self) -> Duration {
+        Duration::ZERO
+    }
 }

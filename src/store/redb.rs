@@ -16,33 +16,34 @@
 //! - `duplicate_ids`: `(event id, seq) -> ()` for each kept occurrence of an id appended more
 //!   than once (written from the second occurrence on, removed with each trimmed occurrence), so
 //!   Mercure 1.0's "a duplicated id resolves to its earliest occurrence" is one range lookup.
-//!   Derived like `topics_public`: a file without it (from an earlier herald) is still schema 1;
-//!   occurrences an earlier herald appended are not in it, and resolve as before, to the newest.
-//! - `topics`: `topic (str) -> (events kept u64, newest event id str)`, for `GET /topics`.
-//! - `topics_public`: the same tally over public (non-private) updates only, so `GET /topics`
-//!   can show a caller only what it may see. Maintained in the same transactions as `topics`.
+//!   Added within schema 1: occurrences an earlier herald appended are not in it, and resolve as
+//!   before, to the newest.
 //! - `meta`: `str -> u64`: `schema` (this file layout, [`SCHEMA_VERSION`]; another version is
-//!   refused, never converted), `last_seq` (the newest seq ever assigned, so sequences keep
-//!   increasing even when retention has removed everything), and `public_tally_seq` /
-//!   `public_tally_front`: the newest seq and the oldest seq in `log` (0: empty) when
-//!   `topics_public` was last written.
+//!   refused, never converted, except schema 1, below), and `last_seq` (the newest seq ever
+//!   assigned, so sequences keep increasing even when retention has removed everything).
 //!
-//! # The public tally and older heralds
-//! `topics_public` is derived from `log`, so it is no schema change: schema 1 stays schema 1,
-//! and an earlier herald (which knows neither the table nor the two `meta` keys) still opens
-//! the file, ignores the table and appends without maintaining it. Every open therefore checks
-//! that the table exists and that `log` has not changed since it was written (`last_seq` and the
-//! oldest seq still equal the two `meta` keys: appends only add after `last_seq`, retention only
-//! removes from the front); if not, it rebuilds the table from `log` in one write transaction
-//! and logs it. So a file from an earlier herald gets its public tally on first open, and a
-//! downgrade then upgrade again is exact. A `topics_public` of another key or value type is a
-//! foreign file, refused like the rest.
+//! The per-topic tallies of `GET /topics` (every update kept, and the public ones alone) are not
+//! in the file: [`tally`] counts them from `log` on every open (the open already reads the whole
+//! file to verify its checksums) and each committed append moves them. Written to the file, they
+//! cost each append a random page of each tally table per distinct topic it touched (and as many
+//! for the updates its retention removed): with many topics, most of the pages a commit wrote.
+//!
+//! # Schema 1 (earlier heralds)
+//! Schema 1 also had `topics` and `topics_public` (`topic -> (events, newest id)`) and two `meta`
+//! keys marking when `topics_public` was last counted. Opening a schema 1 file upgrades it in one
+//! commit: both tables and both keys are deleted and `schema` becomes 2 (logged at info). The log
+//! and the ids are untouched, so nothing a subscriber can ask for changes. The upgrade is one
+//! way: an earlier herald refuses a schema 2 file ("schema version 2 is not supported"), so going
+//! back means restoring a backup taken before. A schema 1 tally table of another type is a
+//! foreign file, refused and left untouched.
 //!
 //! # Durability
 //! One [`Store::append`] is one redb write transaction committed with
 //! [`Durability::Immediate`]: when it returns, the whole batch (and the retention it applied) is
 //! on disk (fsync); after a crash either all of it is there or none of it. The group-commit
-//! writer makes that one commit per batch of concurrent publishes. Every call runs on tokio's
+//! writer makes that one commit per batch of concurrent publishes, and, since an fsync'd commit
+//! costs far more than the updates in it, this store asks it to linger up to 1 ms for more
+//! publishes after a batch of several ([`Store::commit_linger`]). Every call runs on tokio's
 //! blocking pool, so fsync never stalls the async runtime. Reads use read transactions and never
 //! wait for a commit.
 //!
@@ -65,8 +66,9 @@
 //! file beside the store (`herald.redb.backup-<pid>-<n>`), commits it with fsync, opens it and
 //! unlinks it at once: the caller streams the open file, and nothing stays on disk. Appends go
 //! on meanwhile (a read transaction never blocks a commit); the copy is the store exactly as of
-//! one commit, so it opens like any store file, tallies included. [`inspect`] reads such a file
-//! without writing to it (`herald backup` checks what it received).
+//! one commit, so it opens like any store file (its tallies counted from its log). [`inspect`]
+//! reads such a file, or a schema 1 one, without writing to it (`herald backup` checks what it
+//! received).
 //!
 //! This module knows nothing of HTTP, subscribers or the writer; it must not touch any file in
 //! the directory other than `herald.redb` and its own short-lived snapshot files.
@@ -75,6 +77,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use ::redb::{
     Builder, Database, Durability, Key, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -82,6 +85,7 @@ use ::redb::{
     WriteTransaction,
 };
 use async_trait::async_trait;
+use parking_lot::Mutex;
 
 use super::record::{Record, encode, parse, published_at};
 use super::{
@@ -89,18 +93,25 @@ use super::{
 };
 use crate::update::{Update, now_ms};
 
+mod tally;
+use tally::TopicTallies;
+
 /// The file inside the store directory.
 pub(crate) const FILE_NAME: &str = "herald.redb";
 
 /// The table layout this build reads and writes.
-pub(crate) const SCHEMA_VERSION: u64 = 1;
+pub(crate) const SCHEMA_VERSION: u64 = 2;
+/// The layout of earlier heralds, which this build upgrades on open (module doc, "Schema 1").
+const SCHEMA_WITH_TALLY_TABLES: u64 = 1;
 
 const LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("log");
 const IDS: TableDefinition<'static, &str, u64> = TableDefinition::new("ids");
 /// `(event id, seq)` of every kept occurrence of an id appended more than once.
 const DUPLICATE_IDS: TableDefinition<'static, (&str, u64), ()> =
     TableDefinition::new("duplicate_ids");
+/// Schema 1 only: the per-topic tally of every kept update (now in memory, [`tally`]).
 const TOPICS: TableDefinition<'static, &str, (u64, &str)> = TableDefinition::new("topics");
+/// Schema 1 only: the per-topic tally of the public updates.
 const TOPICS_PUBLIC: TableDefinition<'static, &str, (u64, &str)> =
     TableDefinition::new("topics_public");
 const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
@@ -111,9 +122,9 @@ const UNPROTECTED: TableDefinition<'static, u64, ()> = TableDefinition::new("unp
 
 const META_SCHEMA: &str = "schema";
 const META_LAST_SEQ: &str = "last_seq";
-/// `last_seq` when `topics_public` was last written.
+/// Schema 1 only: `last_seq` when `topics_public` was last written.
 const META_PUBLIC_SEQ: &str = "public_tally_seq";
-/// The oldest seq in `log` (0: none) when `topics_public` was last written.
+/// Schema 1 only: the oldest seq in `log` (0: none) when `topics_public` was last written.
 const META_PUBLIC_FRONT: &str = "public_tally_front";
 /// The highest seq retention removed (absent: none, or only removals from the front).
 const META_TRIMMED: &str = "trimmed";
@@ -121,6 +132,10 @@ const META_TRIMMED: &str = "trimmed";
 const META_PROTECT_N: &str = "protect_n";
 /// `last_seq` when `topic_seqs` / `unprotected` were last written.
 const META_PROTECT_SEQ: &str = "protect_seq";
+
+/// How long the group-commit writer may hold a batch open for concurrent publishers
+/// ([`Store::commit_linger`]); tokio's timer counts in milliseconds.
+const COMMIT_LINGER: Duration = Duration::from_millis(1);
 
 /// redb's page cache. An upper bound, filled only as pages are read.
 const CACHE_BYTES: usize = 256 * 1024 * 1024;
@@ -163,6 +178,10 @@ pub struct RedbStore {
     retention: Retention,
     path: PathBuf,
     commits: Arc<AtomicU64>,
+    /// The per-topic tallies of what `log` holds. An append holds the lock from before its
+    /// commit until its changes are counted, and `topics` opens its read transaction under it,
+    /// so the two always agree.
+    tallies: Arc<Mutex<TopicTallies>>,
 }
 
 impl RedbStore {
@@ -175,16 +194,16 @@ impl RedbStore {
         let path = dir.join(FILE_NAME);
         precheck(&path)?;
         // redb may panic on a file altered behind its back; a refusal is the answer, not a crash.
-        let opened = std::panic::catch_unwind(|| -> Result<Database, OpenError> {
+        let opened = std::panic::catch_unwind(|| -> Result<_, OpenError> {
             let db = Builder::new()
                 .set_cache_size(CACHE_BYTES)
                 .set_check_integrity_on_open(true)
                 .create(&path)
                 .map_err(|error| classify(&path, error.into()))?;
-            prepare(&db, &path, retention.per_topic)?;
-            Ok(db)
+            let tallies = prepare(&db, &path, retention.per_topic)?;
+            Ok((db, tallies))
         });
-        let db = match opened {
+        let (db, tallies) = match opened {
             Ok(result) => result?,
             Err(panic) => {
                 let reason = panic
@@ -201,6 +220,7 @@ impl RedbStore {
             retention,
             path,
             commits: Arc::new(AtomicU64::new(0)),
+            tallies: Arc::new(Mutex::new(tallies)),
         })
     }
 
@@ -237,6 +257,8 @@ enum Layout {
     Complete,
     /// Herald's schema, some table not created yet.
     Incomplete,
+    /// An earlier herald's schema 1, to be upgraded (module doc, "Schema 1").
+    Schema1,
 }
 
 /// Reads which tables the file has and refuses anything that is not herald's current schema.
@@ -263,6 +285,16 @@ fn layout(read: &ReadTransaction, path: &Path) -> Result<Layout, OpenError> {
     let meta = read.open_table(META).map_err(|e| fail(e.into()))?;
     match meta.get(META_SCHEMA).map_err(|e| fail(e.into()))? {
         Some(version) if version.value() == SCHEMA_VERSION => {}
+        Some(version) if version.value() == SCHEMA_WITH_TALLY_TABLES => {
+            // The upgrade deletes the tally tables: only herald's own, of herald's types.
+            for table in [TOPICS, TOPICS_PUBLIC] {
+                match read.open_table(table) {
+                    Ok(_) | Err(TableError::TableDoesNotExist(_)) => {}
+                    Err(error) => return Err(fail(error.into())),
+                }
+            }
+            return Ok(Layout::Schema1);
+        }
         Some(version) => {
             return Err(OpenError::UnknownSchema {
                 path: path.to_path_buf(),
@@ -276,7 +308,7 @@ fn layout(read: &ReadTransaction, path: &Path) -> Result<Layout, OpenError> {
             });
         }
     }
-    let complete = [LOG.name(), IDS.name(), TOPICS.name()]
+    let complete = [LOG.name(), IDS.name()]
         .iter()
         .all(|wanted| tables.iter().any(|name| name == wanted));
     Ok(if complete {
@@ -322,9 +354,9 @@ fn precheck(path: &Path) -> Result<(), OpenError> {
     }
 }
 
-/// Checks the tables of the opened file, creating them in a new one, and brings the public
-/// tally up to date with the log.
-fn prepare(db: &Database, path: &Path, per_topic: usize) -> Result<(), OpenError> {
+/// Checks the tables of the opened file, creating them in a new one and upgrading a schema 1
+/// file, and counts the topic tallies from the log.
+fn prepare(db: &Database, path: &Path, per_topic: usize) -> Result<TopicTallies, OpenError> {
     let fail = |error: ::redb::Error| classify(path, error);
     let read = db.begin_read().map_err(|e| fail(e.into()))?;
     let found = layout(&read, path)?;
@@ -337,35 +369,35 @@ fn prepare(db: &Database, path: &Path, per_topic: usize) -> Result<(), OpenError
         {
             write.open_table(LOG).map_err(|e| fail(e.into()))?;
             write.open_table(IDS).map_err(|e| fail(e.into()))?;
-            write.open_table(TOPICS).map_err(|e| fail(e.into()))?;
             let mut meta = write.open_table(META).map_err(|e| fail(e.into()))?;
-            if found == Layout::Fresh {
-                write
-                    .open_table(TOPICS_PUBLIC)
-                    .map_err(|e| fail(e.into()))?;
-                meta.insert(META_SCHEMA, SCHEMA_VERSION)
-                    .map_err(|e| fail(e.into()))?;
-                meta.insert(META_LAST_SEQ, 0).map_err(|e| fail(e.into()))?;
-                meta.insert(META_PUBLIC_SEQ, 0)
-                    .map_err(|e| fail(e.into()))?;
-                meta.insert(META_PUBLIC_FRONT, 0)
-                    .map_err(|e| fail(e.into()))?;
+            match found {
+                Layout::Fresh => {
+                    meta.insert(META_LAST_SEQ, 0).map_err(|e| fail(e.into()))?;
+                }
+                Layout::Schema1 => {
+                    meta.remove(META_PUBLIC_SEQ).map_err(|e| fail(e.into()))?;
+                    meta.remove(META_PUBLIC_FRONT).map_err(|e| fail(e.into()))?;
+                }
+                Layout::Complete | Layout::Incomplete => {}
             }
+            meta.insert(META_SCHEMA, SCHEMA_VERSION)
+                .map_err(|e| fail(e.into()))?;
+        }
+        if found == Layout::Schema1 {
+            write.delete_table(TOPICS).map_err(|e| fail(e.into()))?;
+            write
+                .delete_table(TOPICS_PUBLIC)
+                .map_err(|e| fail(e.into()))?;
         }
         write.commit().map_err(|e| fail(e.into()))?;
+        if found == Layout::Schema1 {
+            tracing::info!(
+                path = %path.display(),
+                "store: upgraded the file from schema 1 to schema {SCHEMA_VERSION} (topic tallies are now counted in memory); an earlier herald refuses it from now on"
+            );
+        }
     }
-    let read = db.begin_read().map_err(|e| fail(e.into()))?;
-    let current = public_tally_current(&read).map_err(fail)?;
-    drop(read);
-    if !current {
-        let (records, topics) = rebuild_public_tally(db, path)?;
-        tracing::info!(
-            path = %path.display(),
-            records,
-            topics,
-            "store: built the public topic tally from the log (a file last written by an earlier herald)"
-        );
-    }
+    let tallies = count_tallies(db, path)?;
     if per_topic > 0 {
         let read = db.begin_read().map_err(|e| fail(e.into()))?;
         let current = protection_current(&read, per_topic).map_err(fail)?;
@@ -380,7 +412,26 @@ fn prepare(db: &Database, path: &Path, per_topic: usize) -> Result<(), OpenError
             );
         }
     }
-    Ok(())
+    Ok(tallies)
+}
+
+/// The topic tallies of everything in `log` (aged out or not: the next append removes that,
+/// and `topics` hides it meanwhile). A record that cannot be decoded means a damaged file.
+fn count_tallies(db: &Database, path: &Path) -> Result<TopicTallies, OpenError> {
+    let fail = |error: ::redb::Error| classify(path, error);
+    let read = db.begin_read().map_err(|e| fail(e.into()))?;
+    let log = read.open_table(LOG).map_err(|e| fail(e.into()))?;
+    let mut tallies = TopicTallies::default();
+    for entry in log.iter().map_err(|e| fail(e.into()))? {
+        let (key, value) = entry.map_err(|e| fail(e.into()))?;
+        let seq = key.value();
+        let record = parse(value.value()).ok_or_else(|| OpenError::Damaged {
+            path: path.to_path_buf(),
+            reason: format!("undecodable record at seq {seq}"),
+        })?;
+        tallies.add(record.id, &record.topics, record.private);
+    }
+    Ok(tallies)
 }
 
 /// Do `topic_seqs` and `unprotected` exist and match the log and `per_topic` (nothing appended
@@ -468,92 +519,6 @@ fn rebuild_protection(db: &Database, path: &Path, per_topic: usize) -> Result<u6
     Ok(records)
 }
 
-/// Does `topics_public` exist and match the log as it is (nothing appended or trimmed since it
-/// was written)? A `topics_public` of another type is an error (a foreign file).
-fn public_tally_current(read: &ReadTransaction) -> Result<bool, ::redb::Error> {
-    match read.open_table(TOPICS_PUBLIC) {
-        Ok(_) => {}
-        Err(TableError::TableDoesNotExist(_)) => return Ok(false),
-        Err(error) => return Err(error.into()),
-    }
-    let meta = read.open_table(META)?;
-    let value = |key: &str| -> Result<Option<u64>, ::redb::Error> {
-        Ok(meta.get(key)?.map(|guard| guard.value()))
-    };
-    let last_seq = value(META_LAST_SEQ)?.unwrap_or(0);
-    let (Some(tallied_seq), Some(tallied_front)) =
-        (value(META_PUBLIC_SEQ)?, value(META_PUBLIC_FRONT)?)
-    else {
-        return Ok(false);
-    };
-    let log = read.open_table(LOG)?;
-    let front = log.first()?.map_or(0, |(key, _)| key.value());
-    Ok(tallied_seq == last_seq && tallied_front == front)
-}
-
-/// Replaces `topics_public` by a count of the log, in one write transaction. Returns the records
-/// read and the topics tallied. A record that cannot be decoded means a damaged file.
-fn rebuild_public_tally(db: &Database, path: &Path) -> Result<(u64, usize), OpenError> {
-    let fail = |error: ::redb::Error| classify(path, error);
-    let mut write = db.begin_write().map_err(|e| fail(e.into()))?;
-    write
-        .set_durability(Durability::Immediate)
-        .map_err(|e| fail(e.into()))?;
-    write
-        .delete_table(TOPICS_PUBLIC)
-        .map_err(|e| fail(e.into()))?;
-    let mut records = 0;
-    let mut tallies: HashMap<String, (u64, String)> = HashMap::new();
-    {
-        let log = write.open_table(LOG).map_err(|e| fail(e.into()))?;
-        for entry in log.iter().map_err(|e| fail(e.into()))? {
-            let (key, value) = entry.map_err(|e| fail(e.into()))?;
-            let seq = key.value();
-            let record = parse(value.value()).ok_or_else(|| OpenError::Damaged {
-                path: path.to_path_buf(),
-                reason: format!("undecodable record at seq {seq}"),
-            })?;
-            records += 1;
-            if record.private {
-                continue;
-            }
-            for topic in unique(&record.topics) {
-                let tally = tallies.entry((*topic).to_owned()).or_default();
-                tally.0 += 1;
-                tally.1 = record.id.to_owned();
-            }
-        }
-    }
-    let topics = tallies.len();
-    {
-        let mut table = write
-            .open_table(TOPICS_PUBLIC)
-            .map_err(|e| fail(e.into()))?;
-        for (topic, (events, last)) in &tallies {
-            table
-                .insert(topic.as_str(), (*events, last.as_str()))
-                .map_err(|e| fail(e.into()))?;
-        }
-    }
-    mark_public_tally(&write).map_err(fail)?;
-    write.commit().map_err(|e| fail(e.into()))?;
-    Ok((records, topics))
-}
-
-/// Records in `meta` that `topics_public` matches the log as `txn` leaves it (its tables must
-/// not be open).
-fn mark_public_tally(txn: &WriteTransaction) -> Result<(), ::redb::Error> {
-    let front = txn
-        .open_table(LOG)?
-        .first()?
-        .map_or(0, |(key, _)| key.value());
-    let mut meta = txn.open_table(META)?;
-    let last_seq = meta.get(META_LAST_SEQ)?.map_or(0, |guard| guard.value());
-    meta.insert(META_PUBLIC_SEQ, last_seq)?;
-    meta.insert(META_PUBLIC_FRONT, front)?;
-    Ok(())
-}
-
 /// Says what is wrong with the file in terms a person can act on.
 fn classify(path: &Path, error: ::redb::Error) -> OpenError {
     let path = path.to_path_buf();
@@ -631,118 +596,23 @@ fn expired(seq: u64, bytes: &[u8], cutoff: Option<u64>) -> Result<bool, StoreErr
 // ---------------------------------------------------------------------------------------------
 // Appends
 
-struct Tally {
-    events: u64,
-    last_event_id: String,
+/// What one append changed in the log, for the topic tallies: the updates it appended, and the
+/// topics and privacy of each update its retention removed.
+struct Appended {
+    stored: Vec<Arc<Update>>,
+    removed: Vec<(Vec<String>, bool)>,
 }
 
-/// The topic tallies of one table touched by one transaction, read once and written once.
-#[derive(Default)]
-struct Tallies {
-    touched: HashMap<String, Tally>,
-}
-
-/// The `topics` and `topics_public` tables.
-type TallyTables<'a, 't> = (&'a TallyTable<'t>, &'a TallyTable<'t>);
-type TallyTable<'t> = Table<'t, &'static str, (u64, &'static str)>;
-
-/// Both tallies touched by one transaction: every update (`topics`) and the public ones
-/// (`topics_public`).
-#[derive(Default)]
-struct Counts {
-    all: Tallies,
-    public: Tallies,
-}
-
-impl Counts {
-    /// Counts an update in, once per distinct topic.
-    fn add<T: AsRef<str> + PartialEq>(
-        &mut self,
-        tables: TallyTables<'_, '_>,
-        id: &str,
-        topics: &[T],
-        private: bool,
-    ) -> Result<(), StoreError> {
-        for topic in unique(topics) {
-            let tally = self.all.get(tables.0, topic.as_ref())?;
-            tally.events += 1;
-            tally.last_event_id.replace_range(.., id);
-            if !private {
-                let tally = self.public.get(tables.1, topic.as_ref())?;
-                tally.events += 1;
-                tally.last_event_id.replace_range(.., id);
-            }
+impl Appended {
+    /// Counts the appended updates in, then the removed ones out (a batch may remove some of
+    /// its own updates).
+    fn count(&self, tallies: &mut TopicTallies) {
+        for update in &self.stored {
+            tallies.add(&update.id, &update.topics, update.private);
         }
-        Ok(())
-    }
-
-    /// Counts a trimmed update out. Its topics' newest ids stay: retention removes the oldest
-    /// first, so a tally's newest update goes only with its last one, and then the entry goes.
-    fn remove<T: AsRef<str> + PartialEq>(
-        &mut self,
-        tables: TallyTables<'_, '_>,
-        topics: &[T],
-        private: bool,
-    ) -> Result<(), StoreError> {
-        for topic in unique(topics) {
-            let tally = self.all.get(tables.0, topic.as_ref())?;
-            tally.events = tally.events.saturating_sub(1);
-            if !private {
-                let tally = self.public.get(tables.1, topic.as_ref())?;
-                tally.events = tally.events.saturating_sub(1);
-            }
+        for (topics, private) in &self.removed {
+            tallies.remove(topics, *private);
         }
-        Ok(())
-    }
-
-    fn write(
-        self,
-        all: &mut Table<'_, &str, (u64, &str)>,
-        public: &mut Table<'_, &str, (u64, &str)>,
-    ) -> Result<(), StoreError> {
-        self.all.write(all)?;
-        self.public.write(public)
-    }
-}
-
-impl Tallies {
-    fn get(
-        &mut self,
-        table: &Table<'_, &str, (u64, &str)>,
-        topic: &str,
-    ) -> Result<&mut Tally, StoreError> {
-        if !self.touched.contains_key(topic) {
-            let tally = match table.get(topic).map_err(backend)? {
-                Some(stored) => {
-                    let (events, last) = stored.value();
-                    Tally {
-                        events,
-                        last_event_id: last.to_owned(),
-                    }
-                }
-                None => Tally {
-                    events: 0,
-                    last_event_id: String::new(),
-                },
-            };
-            self.touched.insert(topic.to_owned(), tally);
-        }
-        self.touched
-            .get_mut(topic)
-            .ok_or_else(|| StoreError::Backend("topic tally vanished".into()))
-    }
-
-    fn write(self, table: &mut Table<'_, &str, (u64, &str)>) -> Result<(), StoreError> {
-        for (topic, tally) in self.touched {
-            if tally.events == 0 {
-                table.remove(topic.as_str()).map_err(backend)?;
-            } else {
-                table
-                    .insert(topic.as_str(), (tally.events, tally.last_event_id.as_str()))
-                    .map_err(backend)?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -750,23 +620,21 @@ fn append_blocking(
     db: &Database,
     retention: Retention,
     batch: Vec<Update>,
-) -> Result<Vec<Arc<Update>>, StoreError> {
+) -> Result<Appended, StoreError> {
     let mut txn = db.begin_write().map_err(backend)?;
     txn.set_durability(Durability::Immediate).map_err(backend)?;
-    let stored = {
+    let appended = {
         let mut log = txn.open_table(LOG).map_err(backend)?;
         let mut ids = IdIndex {
             newest: txn.open_table(IDS).map_err(backend)?,
             duplicates: txn.open_table(DUPLICATE_IDS).map_err(backend)?,
         };
-        let mut topics = txn.open_table(TOPICS).map_err(backend)?;
-        let mut public_topics = txn.open_table(TOPICS_PUBLIC).map_err(backend)?;
         let mut meta = txn.open_table(META).map_err(backend)?;
         let mut last_seq = meta
             .get(META_LAST_SEQ)
             .map_err(backend)?
             .map_or(0, |guard| guard.value());
-        let mut counts = Counts::default();
+        let mut removed = Vec::new();
         let mut protection = match retention.per_topic {
             0 => None,
             per_topic => Some(Protection {
@@ -791,12 +659,6 @@ fn append_blocking(
             encode(&update, &mut record)?;
             log.insert(last_seq, record.as_slice()).map_err(backend)?;
             ids.add(&update.id, last_seq)?;
-            counts.add(
-                (&topics, &public_topics),
-                &update.id,
-                &update.topics,
-                update.private,
-            )?;
             if let Some(protection) = &mut protection {
                 protection.push(&log, last_seq, &update.topics)?;
             }
@@ -805,13 +667,11 @@ fn append_blocking(
         trim(
             &mut log,
             &mut ids,
-            (&topics, &public_topics),
-            &mut counts,
+            &mut removed,
             retention,
             protection.as_mut(),
             (last_seq, &mut trimmed),
         )?;
-        counts.write(&mut topics, &mut public_topics)?;
         meta.insert(META_LAST_SEQ, last_seq).map_err(backend)?;
         if trimmed != trimmed_before {
             meta.insert(META_TRIMMED, trimmed).map_err(backend)?;
@@ -824,11 +684,10 @@ fn append_blocking(
             .map_err(backend)?;
             meta.insert(META_PROTECT_SEQ, last_seq).map_err(backend)?;
         }
-        stored
+        Appended { stored, removed }
     };
-    mark_public_tally(&txn).map_err(backend)?;
     txn.commit().map_err(backend)?;
-    Ok(stored)
+    Ok(appended)
 }
 
 /// The event-id tables of one append transaction: `ids` (the newest occurrence) and
@@ -953,13 +812,12 @@ impl Protection<'_> {
 
 /// Removes what retention no longer allows ([`Retention`]): what aged out (from the front), then
 /// what is older than the newest `max_events` and no topic protects, then, past `2 ×
-/// max_events`, the oldest. `seqs`: the newest seq assigned, and the highest trimmed (raised
-/// here).
+/// max_events`, the oldest. Adds the topics and privacy of each removed update to `removed`.
+/// `seqs`: the newest seq assigned, and the highest trimmed (raised here).
 fn trim(
     log: &mut Table<'_, u64, &[u8]>,
     ids: &mut IdIndex<'_>,
-    tables: TallyTables<'_, '_>,
-    counts: &mut Counts,
+    removed: &mut Vec<(Vec<String>, bool)>,
     retention: Retention,
     mut protection: Option<&mut Protection<'_>>,
     seqs: (u64, &mut u64),
@@ -1001,10 +859,10 @@ fn trim(
         let (id, private) = (record.id.to_owned(), record.private);
         drop(value);
         ids.remove(&id, victim)?;
-        counts.remove(tables, &topics, private)?;
         if let Some(protection) = protection.as_deref_mut() {
             protection.remove(victim, &topics)?;
         }
+        removed.push((topics, private));
         *trimmed = (*trimmed).max(victim);
     }
     Ok(())
@@ -1083,8 +941,6 @@ fn snapshot_blocking(db: &Database, store_file: &Path) -> Result<Snapshot, Store
             Ok(_) | Err(::redb::Error::TableDoesNotExist(_)) => {}
             Err(error) => return Err(backend(error)),
         }
-        copy_table(&read, &write, TOPICS).map_err(backend)?;
-        copy_table(&read, &write, TOPICS_PUBLIC).map_err(backend)?;
         copy_table(&read, &write, META).map_err(backend)?;
         write.commit().map_err(backend)?;
         drop(copy);
@@ -1116,7 +972,7 @@ pub(crate) fn inspect(path: &Path) -> Result<Summary, OpenError> {
             .open_read_only(path)
             .map_err(|error| classify(path, error.into()))?;
         let read = db.begin_read().map_err(|e| classify(path, e.into()))?;
-        if layout(&read, path)? != Layout::Complete {
+        if !matches!(layout(&read, path)?, Layout::Complete | Layout::Schema1) {
             return Err(OpenError::Foreign {
                 path: path.to_path_buf(),
                 reason: "herald's tables are missing".into(),
@@ -1289,10 +1145,16 @@ fn bounds_blocking(db: &Database, retention: Retention) -> Result<Bounds, StoreE
     })
 }
 
-fn topics_blocking(db: &Database, retention: Retention) -> Result<Vec<TopicHistory>, StoreError> {
+fn topics_blocking(
+    db: &Database,
+    retention: Retention,
+    tallies: &Mutex<TopicTallies>,
+) -> Result<Vec<TopicHistory>, StoreError> {
+    // Under the lock, the read transaction sees exactly the log the tallies count.
+    let tallies = tallies.lock();
     let txn = db.begin_read().map_err(backend)?;
-    // What has aged out since the last append is still counted in the tables: subtract it
-    // (every update, public ones).
+    // What has aged out since the last append is still counted: subtract it (every update,
+    // public ones).
     let mut aged_out: HashMap<String, (u64, u64)> = HashMap::new();
     if let Some(cutoff) = age_cutoff(retention) {
         let log = txn.open_table(LOG).map_err(backend)?;
@@ -1312,45 +1174,20 @@ fn topics_blocking(db: &Database, retention: Retention) -> Result<Vec<TopicHisto
             }
         }
     }
-    let table = txn.open_table(TOPICS).map_err(backend)?;
-    let public = txn.open_table(TOPICS_PUBLIC).map_err(backend)?;
-    let mut summaries = Vec::new();
-    for entry in table.iter().map_err(backend)? {
-        let (key, value) = entry.map_err(backend)?;
-        let topic = key.value();
-        let (events, last_event_id) = value.value();
-        let (aged_events, aged_public) = aged_out.get(topic).copied().unwrap_or((0, 0));
-        let events = events.saturating_sub(aged_events);
-        if events == 0 {
-            continue;
-        }
-        let (public_events, last_public_event_id) = match public.get(topic).map_err(backend)? {
-            Some(stored) => {
-                let (count, last) = stored.value();
-                let count = count.saturating_sub(aged_public);
-                (count, (count > 0).then(|| last.to_owned()))
-            }
-            None => (0, None),
-        };
-        summaries.push(TopicHistory {
-            topic: topic.to_owned(),
-            events,
-            last_event_id: last_event_id.to_owned(),
-            public_events,
-            last_public_event_id,
-        });
-    }
-    Ok(summaries)
+    Ok(tallies.summaries(&aged_out))
 }
 
 #[async_trait]
 impl Store for RedbStore {
     async fn append(&self, batch: Vec<Update>) -> Result<Vec<Arc<Update>>, StoreError> {
         let commits = Arc::clone(&self.commits);
+        let tallies = Arc::clone(&self.tallies);
         self.blocking(move |db, retention| {
-            let stored = append_blocking(db, retention, batch)?;
+            let mut tallies = tallies.lock();
+            let appended = append_blocking(db, retention, batch)?;
+            appended.count(&mut tallies);
             commits.fetch_add(1, Ordering::Relaxed);
-            Ok(stored)
+            Ok(appended.stored)
         })
         .await
     }
@@ -1383,8 +1220,16 @@ impl Store for RedbStore {
             .await?)
     }
 
+    /// One fsync'd commit costs far more than the updates in it: a batch may wait this long for
+    /// concurrent publishers.
+    fn commit_linger(&self) -> Duration {
+        COMMIT_LINGER
+    }
+
     async fn topics(&self) -> Result<Vec<TopicHistory>, StoreError> {
-        self.blocking(topics_blocking).await
+        let tallies = Arc::clone(&self.tallies);
+        self.blocking(move |db, retention| topics_blocking(db, retention, &tallies))
+            .await
     }
 
     /// Scans the log from `after` and keeps the updates that carry `topic`: cost grows with the

@@ -5,7 +5,11 @@
 //! the committed batch to `on_commit` (the hub's fan-out) in sequence order, and only then
 //! acknowledges each publisher. So a subscriber never sees an update that could vanish in a
 //! crash, every subscriber sees updates in the same order, and the store's speed is set by
-//! commits per second, not events per second.
+//! commits per second, not events per second. A store whose commit has a high fixed cost (redb's
+//! fsync) asks for a short linger ([`Store::commit_linger`]): when the previous batch held
+//! several publishes, the writer waits up to that long for more before it commits, so the
+//! publishers that commit just acknowledged join the next commit instead of forming one of
+//! their own.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -114,6 +118,8 @@ async fn run(
 ) {
     let mut waiting = Vec::with_capacity(max_batch);
     let mut stopping = false;
+    let linger = store.commit_linger();
+    let mut previous_batch = 0;
     loop {
         let received = tokio::select! {
             biased;
@@ -136,6 +142,21 @@ async fn run(
                 Err(_) => break,
             }
         }
+        // Concurrent publishers acknowledged by the previous commit are on their way back:
+        // where a commit costs an fsync, let them join this one rather than wait for the next.
+        if !linger.is_zero() && previous_batch > 1 && waiting.len() < max_batch && !stopping {
+            let deadline = tokio::time::Instant::now() + linger;
+            while waiting.len() < max_batch {
+                let room = max_batch - waiting.len();
+                match tokio::time::timeout_at(deadline, receiver.recv_many(&mut waiting, room))
+                    .await
+                {
+                    Ok(received) if received > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+        previous_batch = waiting.len();
         let (updates, acks): (Vec<Update>, Vec<_>) =
             waiting.drain(..).map(|p| (p.update, p.ack)).unzip();
         let started = Instant::now();
@@ -213,6 +234,99 @@ mod tests {
         task.await.unwrap();
         let seen = seen.lock();
         assert_eq!(*seen, (1..=200).collect::<Vec<u64>>());
+    }
+
+    /// A memory store that asks for a linger and records the size of each batch.
+    struct Lingering {
+        inner: MemoryStore,
+        batches: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Lingering {
+        async fn append(&self, batch: Vec<Update>) -> Result<Vec<Arc<Update>>, StoreError> {
+            self.batches.lock().push(batch.len());
+            self.inner.append(batch).await
+        }
+        async fn read_after(
+            &self,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<Arc<Update>>, StoreError> {
+            self.inner.read_after(after, limit).await
+        }
+        async fn resolve(&self, id: &str) -> Result<crate::store::ReplayFrom, StoreError> {
+            self.inner.resolve(id).await
+        }
+        async fn resolve_earliest(
+            &self,
+            id: &str,
+            after: u64,
+        ) -> Result<crate::store::ReplayFrom, StoreError> {
+            self.inner.resolve_earliest(id, after).await
+        }
+        async fn bounds(&self) -> Result<crate::store::Bounds, StoreError> {
+            self.inner.bounds().await
+        }
+        async fn topics(&self) -> Result<Vec<crate::store::TopicHistory>, StoreError> {
+            self.inner.topics().await
+        }
+        async fn topic_events(
+            &self,
+            topic: &str,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<Arc<Update>>, StoreError> {
+            self.inner.topic_events(topic, after, limit).await
+        }
+        fn commit_linger(&self) -> std::time::Duration {
+            std::time::Duration::from_millis(100)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_concurrent_batch_the_writer_lingers_for_more_and_alone_it_does_not() {
+        let store = Arc::new(Lingering {
+            inner: MemoryStore::new(Retention {
+                max_events: 1000,
+                max_age: None,
+                per_topic: 0,
+            }),
+            batches: Mutex::new(Vec::new()),
+        });
+        let (writer, task) = Writer::spawn(
+            store.clone(),
+            Arc::new(|_: &[Arc<Update>]| {}),
+            CommitMetrics::none(),
+            64,
+        );
+        let draft = |n: usize| {
+            Update::from_draft(Draft {
+                topics: vec!["t".into()],
+                data: n.to_string(),
+                ..Draft::default()
+            })
+            .unwrap()
+        };
+        // One publisher at a time: each commit at once, however long the linger.
+        let started = tokio::time::Instant::now();
+        writer.submit(draft(0)).await.unwrap();
+        writer.submit(draft(1)).await.unwrap();
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO);
+        // Two at once: one batch, then the next publish waits for a later one to join it.
+        let (a, b) = tokio::join!(writer.submit(draft(2)), writer.submit(draft(3)));
+        assert!(a.is_ok() && b.is_ok());
+        let early = tokio::spawn({
+            let writer = writer.clone();
+            let update = draft(4);
+            async move { writer.submit(update).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        writer.submit(draft(5)).await.unwrap();
+        assert!(early.await.unwrap().is_ok());
+        assert_eq!(*store.batches.lock(), [1, 1, 2, 2]);
+        drop(writer);
+        task.await.unwrap();
     }
 
     #[tokio::test]

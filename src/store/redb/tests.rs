@@ -195,52 +195,24 @@ async fn tallies_follow_retention_by_age() {
     scenario::age_retention(&store).await;
 }
 
-// --- The public tally and files of an earlier herald ----------------------------------------
+// --- Schema 1: files of an earlier herald ---------------------------------------------------
 
-/// The public tally's rows and its two `meta` marks, read from the file.
-type PublicTally = (Vec<(String, u64, String)>, Option<u64>, Option<u64>);
-
-fn read_public_tally(dir: &TempDir) -> PublicTally {
-    let db = Database::open(dir.file()).unwrap();
-    let read = db.begin_read().unwrap();
-    let table = read.open_table(TOPICS_PUBLIC).unwrap();
-    let rows = table
-        .iter()
-        .unwrap()
-        .map(|entry| {
-            let (key, value) = entry.unwrap();
-            let (events, last) = value.value();
-            (key.value().to_owned(), events, last.to_owned())
-        })
-        .collect();
-    let meta = read.open_table(META).unwrap();
-    let mark = |key: &str| meta.get(key).unwrap().map(|guard| guard.value());
-    (rows, mark(META_PUBLIC_SEQ), mark(META_PUBLIC_FRONT))
-}
-
-/// Writes the public tally and its marks as given (`None`: no table, no marks), leaving
-/// every other table alone: what an earlier herald leaves behind.
-fn write_public_tally(dir: &TempDir, tally: Option<&PublicTally>) {
+/// Turns a store file into what an earlier herald (schema 1) leaves: the same log and ids, the
+/// two tally tables (with rows that do not match the log: they must be ignored) and the two
+/// `meta` marks of the public tally.
+fn make_schema_1(dir: &TempDir) {
     let db = Database::open(dir.file()).unwrap();
     let txn = db.begin_write().unwrap();
-    txn.delete_table(TOPICS_PUBLIC).unwrap();
     {
         let mut meta = txn.open_table(META).unwrap();
-        meta.remove(META_PUBLIC_SEQ).unwrap();
-        meta.remove(META_PUBLIC_FRONT).unwrap();
-        if let Some((rows, seq, front)) = tally {
-            let mut table = txn.open_table(TOPICS_PUBLIC).unwrap();
-            for (topic, events, last) in rows {
-                table
-                    .insert(topic.as_str(), (*events, last.as_str()))
-                    .unwrap();
-            }
-            if let Some(seq) = seq {
-                meta.insert(META_PUBLIC_SEQ, *seq).unwrap();
-            }
-            if let Some(front) = front {
-                meta.insert(META_PUBLIC_FRONT, *front).unwrap();
-            }
+        meta.insert(META_SCHEMA, SCHEMA_WITH_TALLY_TABLES).unwrap();
+        meta.insert(META_PUBLIC_SEQ, 1).unwrap();
+        meta.insert(META_PUBLIC_FRONT, 1).unwrap();
+        for table in [TOPICS, TOPICS_PUBLIC] {
+            txn.open_table(table)
+                .unwrap()
+                .insert("stale", (99, "x"))
+                .unwrap();
         }
     }
     txn.commit().unwrap();
@@ -254,27 +226,37 @@ fn has_table(dir: &TempDir, name: &str) -> bool {
         .any(|table| table.name() == name)
 }
 
+fn meta_value(dir: &TempDir, key: &str) -> Option<u64> {
+    let db = Database::open(dir.file()).unwrap();
+    let read = db.begin_read().unwrap();
+    let meta = read.open_table(META).unwrap();
+    meta.get(key).unwrap().map(|guard| guard.value())
+}
+
 #[tokio::test]
-async fn a_file_without_the_public_tally_gets_it_built_from_the_log() {
-    let dir = TempDir::new("tally-legacy");
+async fn a_schema_1_file_is_upgraded_and_its_tallies_are_counted_from_the_log() {
+    let dir = TempDir::new("schema-1");
     let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
     scenario::count_retention(&store).await;
     let before = scenario::tallies(&store).await;
+    let replay = store.read_after(0, 10).await.unwrap();
     drop(store);
-    let written = read_public_tally(&dir);
-    // As an earlier herald left it: the log, ids, the full tally and meta, nothing more.
-    write_public_tally(&dir, None);
-    assert!(!has_table(&dir, TOPICS_PUBLIC.name()));
+    make_schema_1(&dir);
+    assert_eq!(meta_value(&dir, META_SCHEMA), Some(1));
+    // `inspect` (what `herald backup` checks) takes a schema 1 file as it is.
+    assert_eq!(inspect(&dir.file()).unwrap().records, 3);
+    assert_eq!(meta_value(&dir, META_SCHEMA), Some(1));
 
     let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
     assert_eq!(scenario::tallies(&store).await, before);
+    assert_eq!(store.read_after(0, 10).await.unwrap(), replay);
     drop(store);
-    let mut rebuilt = read_public_tally(&dir);
-    rebuilt.0.sort();
-    let mut expected = written;
-    expected.0.sort();
-    assert_eq!(rebuilt, expected, "the same table, and the same marks");
-    // And it is kept from there on: the private 5 goes, a public 8 comes.
+    assert_eq!(meta_value(&dir, META_SCHEMA), Some(SCHEMA_VERSION));
+    assert!(!has_table(&dir, TOPICS.name()));
+    assert!(!has_table(&dir, TOPICS_PUBLIC.name()));
+    assert_eq!(meta_value(&dir, META_PUBLIC_SEQ), None);
+    assert_eq!(meta_value(&dir, META_PUBLIC_FRONT), None);
+    // And counted from there on: the private 5 goes, a public 8 comes.
     let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
     store
         .append(vec![scenario::update(&["c"], "8", false)])
@@ -290,52 +272,11 @@ async fn a_file_without_the_public_tally_gets_it_built_from_the_log() {
     );
 }
 
-#[tokio::test]
-async fn appends_by_an_earlier_herald_are_counted_on_the_next_open() {
-    let dir = TempDir::new("tally-downgrade");
-    let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
-    store
-        .append(vec![
-            scenario::update(&["a"], "1", false),
-            scenario::update(&["a", "b"], "2", false),
-        ])
-        .await
-        .unwrap();
-    drop(store);
-    let before_downgrade = read_public_tally(&dir);
-    // An earlier herald appends (and trims 1 and 2): log, ids, the full tally and last_seq
-    // change; the public tally and its marks stay as they were. Simulated exactly by an
-    // append of this herald whose public tally is then put back.
-    let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
-    store
-        .append(vec![
-            scenario::update(&["b"], "3", true),
-            scenario::update(&["a"], "4", false),
-            scenario::update(&["c"], "5", false),
-        ])
-        .await
-        .unwrap();
-    let truth = scenario::tallies(&store).await;
-    drop(store);
-    write_public_tally(&dir, Some(&before_downgrade));
-    assert_eq!(read_public_tally(&dir), before_downgrade);
-
-    let store = RedbStore::open(dir.path(), scenario::BY_COUNT).unwrap();
-    assert_eq!(scenario::tallies(&store).await, truth);
-    assert_eq!(
-        truth,
-        [
-            scenario::row("a", 1, "4", 1, Some("4")),
-            scenario::row("b", 1, "3", 0, None),
-            scenario::row("c", 1, "5", 1, Some("5")),
-        ]
-    );
-}
-
 #[test]
-fn a_public_tally_of_another_type_is_refused_and_left_untouched() {
-    let dir = TempDir::new("tally-foreign");
+fn a_schema_1_tally_of_another_type_is_refused_and_left_untouched() {
+    let dir = TempDir::new("schema-1-foreign");
     drop(open(&dir, 10));
+    make_schema_1(&dir);
     let other: TableDefinition<'_, u64, u64> = TableDefinition::new("topics_public");
     {
         let db = Database::open(dir.file()).unwrap();
@@ -350,6 +291,7 @@ fn a_public_tally_of_another_type_is_refused_and_left_untouched() {
         message.contains(&dir.file().display().to_string()),
         "{message}"
     );
+    assert_eq!(meta_value(&dir, META_SCHEMA), Some(1));
     let db = Database::open(dir.file()).unwrap();
     let read = db.begin_read().unwrap();
     assert_eq!(
@@ -364,7 +306,7 @@ fn a_public_tally_of_another_type_is_refused_and_left_untouched() {
 }
 
 #[tokio::test]
-async fn an_undecodable_record_found_while_building_the_tally_is_damage() {
+async fn an_undecodable_record_found_while_counting_the_tallies_is_damage() {
     let dir = TempDir::new("tally-damaged");
     let store = open(&dir, 10);
     store.append(vec![update("a", "1")]).await.unwrap();
@@ -378,11 +320,9 @@ async fn an_undecodable_record_found_while_building_the_tally_is_damage() {
             .unwrap();
         txn.commit().unwrap();
     }
-    write_public_tally(&dir, None);
     let message = open_error(dir.path());
     assert!(message.contains("damaged"), "{message}");
     assert!(message.contains("undecodable record at seq 2"), "{message}");
-    assert!(!has_table(&dir, TOPICS_PUBLIC.name()));
     let db = Database::open(dir.file()).unwrap();
     let read = db.begin_read().unwrap();
     let log = read.open_table(LOG).unwrap();
