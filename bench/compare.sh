@@ -25,11 +25,11 @@
 #           (scenarios fanout-<rate>)
 #   fanout-h2c
 #           the same at H2C_RATE over h2c (fanout-h2c-<rate>)
-#   Every h2c run (idle-h2c, fanout-h2c) publishes over HTTP/1.1 to both servers
+#   Every h2c run (idle-h2c, idle-h2c-1, fanout-h2c) publishes over HTTP/1.1 to both servers
 #   (`herald bench --publish-hub`): Herald takes it on the same port, nginx on a second,
-#   HTTP/1.1 listener of the same server block. Only the subscriptions use h2c. (Publishing
-#   over nginx 1.22's h2c listener stalled: see docs/benchmarks.md; H2C_PUBLISH=h2c publishes
-#   over h2c again, to both servers.)
+#   HTTP/1.1 listener of the same server block. Only the subscriptions use h2c. (Over h2c every
+#   publish shared one connection, so one nginx worker took them all, and nchan's fan-out
+#   stalled them: see docs/benchmarks.md. H2C_PUBLISH=h2c publishes over h2c again, to both.)
 #   topics  TOPICS_N topics x 1 subscriber at TOPICS_RATE for DURATION, TOPICS_CONCURRENCY
 #           publishes in flight: Herald with --store memory: (topics-memory) and with a redb
 #           data directory (topics-redb); nchan keeps memory only and runs topics-memory once
