@@ -15,12 +15,21 @@
 #   idle-h1, idle-h1-reuse, idle-h2c, idle-h2-tls
 #           IDLE_N subscribers held HOLD, then memory per connection, over each --mode (h2c:
 #           nginx `listen ... http2` on cleartext; h2-tls: `listen ... ssl http2`, a
-#           self-signed certificate made with openssl, trusted with --ca)
+#           self-signed certificate made with openssl, trusted with --ca); HTTP/2 carries 100
+#           streams per connection
+#   idle-h2c-1, idle-h2-tls-1
+#           the same with ONE stream per connection (`--streams-per-connection 1`: a browser
+#           tab with a single EventSource), so the per-connection cost shows
 #   sweep   1 topic x FANOUT_N subscribers (HTTP/1.1) at each rate of RATES for DURATION, after
 #           a 2 s hold: p99, CPU and write calls per delivery, and memory once drained
 #           (scenarios fanout-<rate>)
 #   fanout-h2c
 #           the same at H2C_RATE over h2c (fanout-h2c-<rate>)
+#   Every h2c run (idle-h2c, idle-h2c-1, fanout-h2c) publishes over HTTP/1.1 to both servers
+#   (`herald bench --publish-hub`): Herald takes it on the same port, nginx on a second,
+#   HTTP/1.1 listener of the same server block. Only the subscriptions use h2c. (Over h2c every
+#   publish shared one connection, so one nginx worker took them all, and nchan's fan-out
+#   stalled them: see docs/benchmarks.md. H2C_PUBLISH=h2c publishes over h2c again, to both.)
 #   topics  TOPICS_N topics x 1 subscriber at TOPICS_RATE for DURATION, TOPICS_CONCURRENCY
 #           publishes in flight: Herald with --store memory: (topics-memory) and with a redb
 #           data directory (topics-redb); nchan keeps memory only and runs topics-memory once
@@ -31,17 +40,18 @@
 # bench/chart.py). Prints summary.md.
 #
 # Usage: bench/compare.sh
-#   env: RUNS=3 SCENARIOS="idle-h1 idle-h1-reuse idle-h2c idle-h2-tls sweep fanout-h2c topics"
+#   env: RUNS=3 SCENARIOS="idle-h1 idle-h1-reuse idle-h2c idle-h2-tls idle-h2c-1 idle-h2-tls-1
+#        sweep fanout-h2c topics"
 #        SERVERS="herald nchan" CPUS=0-<nproc-1> DURATION=10s HOLD=10s IDLE_N=3000
 #        FANOUT_N=1000 RATES="50 100 200 400 1000" H2C_RATE=1000 TOPICS_N=10000
 #        TOPICS_RATE=5000 TOPICS_CONCURRENCY=16 MAX_N=19000 MAX_HOLD=5s
-#        OUT=target/compare/<time>
+#        H2C_PUBLISH=http1 OUT=target/compare/<time>
 #   a smoke run: RUNS=1 DURATION=2s HOLD=2s IDLE_N=300 FANOUT_N=100 RATES="50 400" \
 #                TOPICS_N=300 TOPICS_RATE=300 bench/compare.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 RUNS=${RUNS:-3}
-SCENARIOS=${SCENARIOS:-idle-h1 idle-h1-reuse idle-h2c idle-h2-tls sweep fanout-h2c topics}
+SCENARIOS=${SCENARIOS:-idle-h1 idle-h1-reuse idle-h2c idle-h2-tls idle-h2c-1 idle-h2-tls-1 sweep fanout-h2c topics}
 SERVERS=${SERVERS:-herald nchan}
 CPUS=${CPUS:-0-$(($(nproc) - 1))}
 DURATION=${DURATION:-10s}
@@ -52,6 +62,7 @@ MAX_HOLD=${MAX_HOLD:-5s}
 FANOUT_N=${FANOUT_N:-1000}
 RATES=${RATES:-50 100 200 400 1000}
 H2C_RATE=${H2C_RATE:-1000}
+H2C_PUBLISH=${H2C_PUBLISH:-http1}
 TOPICS_N=${TOPICS_N:-10000}
 TOPICS_RATE=${TOPICS_RATE:-5000}
 TOPICS_CONCURRENCY=${TOPICS_CONCURRENCY:-16}
@@ -123,17 +134,22 @@ install_missing() {
 }
 
 
-# nginx_conf PORT DIR MODE: one worker per CPU of CPUS, as many connections as the open-file
-# limit allows, every path inside DIR, nchan's publisher and subscriber locations; the listener
-# speaks what MODE needs (HTTP/1.1; `http2` on cleartext for h2c, which then takes HTTP/2 with
-# prior knowledge only, publishes included; `ssl http2` for h2-tls). worker_connections is above
+# nginx_conf PORT DIR MODE [PUBLISH_PORT]: one worker per CPU of CPUS, as many connections as
+# the open-file limit allows, every path inside DIR, nchan's publisher and subscriber locations;
+# the listener speaks what MODE needs (HTTP/1.1; `http2` on cleartext for h2c, which then takes
+# HTTP/2 with prior knowledge only; `ssl http2` for h2-tls). With PUBLISH_PORT (h2c), a second
+# listener there speaks HTTP/1.1, for the publisher. worker_connections is above
 # the 20,000 descriptors on purpose: once fewer than 1/16 of them are free, nginx closes the
 # connections still waiting for their request ("worker_connections are not enough, reusing
 # connections"), which at 20,000 caps it at 18,750; at 22,000 the descriptors run out first.
 nginx_conf() {
-    local port=$1 dir=$2 mode=$3 listen
+    local port=$1 dir=$2 mode=$3 publish_port=${4:-} listen
     case $mode in
-        h2c) listen="listen 127.0.0.1:$port http2;" ;;
+        h2c)
+            listen="listen 127.0.0.1:$port http2;"
+            [ -n "$publish_port" ] && listen+="
+        listen 127.0.0.1:$publish_port;"
+            ;;
         h2-tls)
             listen="listen 127.0.0.1:$port ssl http2;
         ssl_certificate $WORKDIR/cert.pem;
@@ -192,12 +208,13 @@ healthy() {
     esac
 }
 
-# start_nchan PORT MODE: starts nginx+nchan on CPUS in the foreground of a background job, sets
-# NGINX_PID and NCHAN_PIDS (master,worker,...), waits for every worker and /healthz.
+# start_nchan PORT MODE [PUBLISH_PORT]: starts nginx+nchan on CPUS in the foreground of a
+# background job, sets NGINX_PID and NCHAN_PIDS (master,worker,...), waits for every worker and
+# /healthz.
 start_nchan() {
-    local port=$1 mode=$2 dir="$WORKDIR/nginx-$port" i workers
+    local port=$1 mode=$2 publish_port=${3:-} dir="$WORKDIR/nginx-$port" i workers
     mkdir -p "$dir"
-    nginx_conf "$port" "$dir" "$mode" >"$dir/nginx.conf"
+    nginx_conf "$port" "$dir" "$mode" "$publish_port" >"$dir/nginx.conf"
     taskset -c "$CPUS" nginx -c "$dir/nginx.conf" -p "$dir" -g 'daemon off;' \
         >"$dir/stderr.log" 2>&1 &
     NGINX_PID=$!
@@ -257,7 +274,7 @@ FAILED=0
 # bench_run NAME SERVER RUN MODE STORE BENCH_ARGS...: a fresh server, one `herald bench --mode
 # MODE` against it, its JSON into raw/NAME-SERVER-RUN.json.
 bench_run() {
-    local scenario=$1 server=$2 run=$3 mode=$4 store=$5 port pids rc=0
+    local scenario=$1 server=$2 run=$3 mode=$4 store=$5 port publish_port="" pids rc=0
     shift 5
     local name="$scenario-$server-$run" extra=()
     port=$(free_port)
@@ -266,9 +283,12 @@ bench_run() {
             start_herald "$port" "$mode" "$store"
             pids=$HUB_PID
             extra=(--key bench)
+            # h2c and HTTP/1.1 share Herald's port.
+            [ "$mode$H2C_PUBLISH" = h2chttp1 ] && publish_port=$port
             ;;
         nchan)
-            start_nchan "$port" "$mode"
+            [ "$mode$H2C_PUBLISH" = h2chttp1 ] && publish_port=$(free_port)
+            start_nchan "$port" "$mode" "$publish_port"
             pids=$NCHAN_PIDS
             ;;
         *)
@@ -277,6 +297,7 @@ bench_run() {
             ;;
     esac
     [ "$mode" = h2-tls ] && extra+=(--ca "$WORKDIR/cert.pem")
+    [ -n "$publish_port" ] && extra+=(--publish-hub "http://127.0.0.1:$publish_port")
     sleep 1
     say "$name: herald bench --server $server --mode $mode --pid $pids $*"
     "$HERALD" bench --server "$server" --mode "$mode" --hub "$(url "$port" "$mode")" \
@@ -317,6 +338,12 @@ for run in $(seq 1 "$RUNS"); do
                     bench_run "$scenario" "$server" "$run" "${scenario#idle-}" memory: \
                         --subscribers "$IDLE_N" --hold "$HOLD" --rate 1 --duration 1s
                     ;;
+                idle-h2c-1 | idle-h2-tls-1)
+                    mode=${scenario#idle-}
+                    bench_run "$scenario" "$server" "$run" "${mode%-1}" memory: \
+                        --subscribers "$IDLE_N" --hold "$HOLD" --rate 1 --duration 1s \
+                        --streams-per-connection 1
+                    ;;
                 max)
                     bench_run max "$server" "$run" h1 memory: --subscribers "$MAX_N" \
                         --hold "$MAX_HOLD" --rate 1 --duration 1s
@@ -347,7 +374,8 @@ for run in $(seq 1 "$RUNS"); do
                     ;;
                 *)
                     say "unknown scenario $scenario (SCENARIOS takes idle-h1 idle-h1-reuse" \
-                        "idle-h2c idle-h2-tls sweep fanout-h2c topics max)"
+                        "idle-h2c idle-h2-tls idle-h2c-1 idle-h2-tls-1 sweep fanout-h2c topics" \
+                        "max)"
                     exit 64
                     ;;
             esac
@@ -357,6 +385,7 @@ done
 
 settings="RUNS=$RUNS SCENARIOS=\"$SCENARIOS\" CPUS=$CPUS DURATION=$DURATION HOLD=$HOLD"
 settings+=" IDLE_N=$IDLE_N FANOUT_N=$FANOUT_N RATES=\"$RATES\" H2C_RATE=$H2C_RATE"
+settings+=" H2C_PUBLISH=$H2C_PUBLISH"
 settings+=" TOPICS_N=$TOPICS_N TOPICS_RATE=$TOPICS_RATE TOPICS_CONCURRENCY=$TOPICS_CONCURRENCY"
 workers="Herald: one process on CPUs $CPUS; nginx+nchan: $WORKERS worker(s) on CPUs $CPUS"
 versions="herald $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown);"

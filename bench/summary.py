@@ -105,6 +105,8 @@ def scenario_order(name):
 def describe(scenario, row):
     if scenario.startswith("idle"):
         mode = scenario.partition("-")[2] or "h1"
+        if mode.startswith("h2") and mode.endswith("-1"):
+            return f"idle over {mode[:-2]}, 1 stream per connection: {row['subscribers']:,} subscribers"
         return f"idle over {mode}: {row['subscribers']:,} subscribers"
     if scenario == "max":
         return f"max: {row['subscribers']:,} subscribers"

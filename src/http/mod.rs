@@ -71,6 +71,28 @@ const TCP_KEEPALIVE_RETRIES: u32 = 4;
 
 type ConnectionBuilder = http2::Builder<TokioExecutor>;
 
+/// HTTP/2: response bytes one stream may queue inside hyper's h2 (written by its body, not yet
+/// on the socket). hyper's default is 400 KiB, on top of the subscriber's `--queue-bytes`
+/// mailbox: a stalled stream could hold both. 64 KiB is still hundreds of events per stream;
+/// the h2c fan-out throughput did not change with it (docs/ARCHITECTURE.md, "HTTP/2").
+const H2_STREAM_SEND_BUFFER: usize = 64 * 1024;
+/// HTTP/2: streams open at once on one connection: hyper's default, named so that it cannot
+/// change under us. Each idle stream costs about 4 KiB, so one connection holds at most about
+/// 1 MiB of stream state; `--max-connections-per-ip` bounds the connections.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
+
+/// The HTTP/2 settings of every connection. The receive windows, frame size and header table
+/// keep hyper's defaults: they bound what a client may send, and allocate nothing until it does;
+/// an idle connection's cost is h2's own buffers (docs/ARCHITECTURE.md, "HTTP/2").
+fn h2_builder() -> ConnectionBuilder {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_send_buf_size(H2_STREAM_SEND_BUFFER)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+    builder
+}
+
 /// The hub's routes, for one HTTP/1.1 connection.
 struct HubRoutes {
     state: Arc<AppState>,
@@ -115,9 +137,7 @@ pub(crate) async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder.timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let builder = Arc::new(h2_builder());
     let graceful = Shutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
 
@@ -223,7 +243,8 @@ async fn serve_tls(
     builder: &ConnectionBuilder,
     watcher: ShutdownSignal,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+    let handshake = tls.accept_with(stream, tls::limit_buffers);
+    let mut stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => return Err(error.into()),
         Err(_) => return Err("the TLS handshake timed out".into()),

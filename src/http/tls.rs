@@ -1,13 +1,24 @@
 //! TLS for the listener: loads the PEM certificate chain and key, offers HTTP/2 and HTTP/1.1 by
-//! ALPN. Cleartext connections keep working on a listener without TLS (HTTP/1.1 and h2c).
+//! ALPN, and bounds what rustls buffers per connection. Cleartext connections keep working on a
+//! listener without TLS (HTTP/1.1 and h2c).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, ServerConnection};
 use tokio_rustls::TlsAcceptor;
+
+/// Bytes of outgoing TLS one connection may hold before writes wait for the socket (rustls's
+/// default is 64 KiB): two of h2's 16 KiB write batches, so a connection whose peer stopped
+/// reading holds a quarter as much; `--write-timeout` closes it in the end.
+pub(crate) const BUFFER_LIMIT: usize = 32 * 1024;
+
+/// Applied to every accepted connection before its handshake.
+pub(crate) fn limit_buffers(connection: &mut ServerConnection) {
+    connection.set_buffer_limit(Some(BUFFER_LIMIT));
+}
 
 /// Why TLS could not be set up; one line naming the file.
 #[derive(Debug, thiserror::Error)]

@@ -150,6 +150,11 @@ pub struct BenchArgs {
     /// nginx, 200 for hyper)
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub streams_per_connection: usize,
+    /// Publish to this base URL (the same kind as --hub) over HTTP/1.1, whatever --mode the
+    /// subscriptions use [default: --hub, in the protocol of --mode]. E.g. h2c subscriptions
+    /// on nginx's prior-knowledge `http2` listener with publishes on its HTTP/1.1 one
+    #[arg(long, value_name = "URL")]
+    pub publish_hub: Option<String>,
     /// h2-tls: trust this PEM certificate (or CA) for the server, e.g. a self-signed one
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
@@ -208,6 +213,8 @@ struct Plan {
     server: Server,
     /// Where the lead publishes (see [`Server::publish_base`]).
     publish_base: String,
+    /// Publishes go over HTTP/1.1 (`--publish-hub`), not in the protocol of `mode`.
+    publish_http1: bool,
     addr: SocketAddr,
     /// Bind each connection to one of 127.0.0.2..=251 first.
     spread_sources: bool,
@@ -292,6 +299,15 @@ impl Plan {
             Server::Herald => args.auth.tokens(mint)?,
             Server::Nchan => auth::Tokens::default(),
         };
+        let publish_base = match &args.publish_hub {
+            Some(hub) => {
+                let endpoint = server
+                    .endpoint(hub)
+                    .map_err(|error| format!("--publish-hub: {error}"))?;
+                server.publish_base(hub, &endpoint)
+            }
+            None => server.publish_base(&args.hub, &url),
+        };
         let authority = match url.port() {
             Some(port) => format!("{host}:{port}"),
             None => host.clone(),
@@ -314,7 +330,8 @@ impl Plan {
         Ok(Plan {
             hub: args.hub.clone(),
             server,
-            publish_base: server.publish_base(&args.hub, &url),
+            publish_base,
+            publish_http1: args.publish_hub.is_some(),
             addr,
             spread_sources: matches!(addr.ip(), IpAddr::V4(ip) if ip.is_loopback()),
             mode,
@@ -497,7 +514,9 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
     let mut client = herald_client::reqwest::Client::builder()
         .pool_max_idle_per_host(plan.concurrency)
         .timeout(PUBLISH_TIMEOUT);
-    if plan.mode == Mode::H2c {
+    if plan.publish_http1 {
+        client = client.http1_only();
+    } else if plan.mode == Mode::H2c {
         // Publishes go over HTTP/2 too: nginx's cleartext `http2` listener speaks nothing else.
         client = client.http2_prior_knowledge();
     }
@@ -754,6 +773,27 @@ mod tests {
         assert!(plan_error(&["--server", "nginx"]).contains("nginx"));
         assert!(plan_error(&["--hold", "forever"]).contains("--hold"));
         assert_eq!(plan_of(&["--hold", "20s"]).unwrap().hold.as_secs(), 20);
+    }
+
+    #[test]
+    fn publishes_go_to_the_publish_hub_over_http1_when_given() {
+        let base = [
+            "--server",
+            "nchan",
+            "--mode",
+            "h2c",
+            "--hub",
+            "http://127.0.0.1:9",
+        ];
+        let plan = plan_of(&base).unwrap();
+        assert_eq!(plan.publish_base, "http://127.0.0.1:9/pub/");
+        assert!(!plan.publish_http1);
+        let plan =
+            plan_of(&[&base[..], &["--publish-hub", "http://127.0.0.1:8"]].concat()).unwrap();
+        assert_eq!(plan.publish_base, "http://127.0.0.1:8/pub/");
+        assert!(plan.publish_http1);
+        let error = plan_error(&[&base[..], &["--publish-hub", "not a url"]].concat());
+        assert!(error.contains("--publish-hub"), "{error}");
     }
 
     fn plan_error(args: &[&str]) -> String {
