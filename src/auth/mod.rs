@@ -406,10 +406,23 @@ impl Authorizer {
                     return known;
                 }
                 let claims = self.verify(Some(key), token)?;
-                cache.insert(token, &claims, now);
+                // A Mercure 1.0 access token is never kept, so a kept token is a 0.x one
+                // ([`Authorizer::known_publisher`]).
+                if !is_access_token(token) {
+                    cache.insert(token, &claims, now);
+                }
                 Ok(claims)
             }
         }
+    }
+
+    /// The claims of a Mercure 0.x publisher token that [`Authorizer::verify_publisher`]
+    /// verified before and kept (never an access token), or `Expired` once its `exp` passed;
+    /// `None` when it is not kept. Lets the publish path skip telling token kinds apart.
+    pub(crate) fn known_publisher(&self, token: &str) -> Option<Result<Claims, AuthError>> {
+        self.inner.publisher.as_ref()?;
+        let now = crate::update::now_ms() / 1000;
+        self.inner.verified_publishers.get(token.trim(), now)
     }
 
     /// Verify a subscriber token, as [`Authorizer::verify_publisher`] but with

@@ -435,3 +435,22 @@ fn the_publisher_token_cache_stays_bounded() {
     }
     assert_eq!(auth.inner.verified_publishers.len(), verified::CAPACITY);
 }
+
+#[test]
+fn an_access_token_is_never_kept_as_a_publisher_token() {
+    let auth = hmac_authorizer();
+    let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some("at+jwt".to_owned());
+    let access = encode(
+        &header,
+        &json!({"mercure": {"publish": ["*"]}}),
+        &EncodingKey::from_secret(PUB_SECRET.as_bytes()),
+    )
+    .unwrap();
+    auth.verify_publisher(&access).unwrap();
+    assert!(auth.known_publisher(&access).is_none());
+    let plain = hs256(PUB_SECRET, &json!({"mercure": {"publish": ["*"]}}));
+    assert!(auth.known_publisher(&plain).is_none(), "not verified yet");
+    auth.verify_publisher(&plain).unwrap();
+    assert!(matches!(auth.known_publisher(&plain), Some(Ok(_))));
+}
