@@ -19,7 +19,6 @@ use super::body::{RequestBody, ResponseBody};
 use super::limits;
 use super::mercure1;
 use super::problem::{ApiError, BearerError};
-use super::query;
 use super::router::ok;
 use crate::auth::{AuthError, Claims, KeyRole, TokenSource, extract_token_with, is_access_token};
 use crate::serde_util::OneOrMany;
