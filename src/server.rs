@@ -167,8 +167,13 @@ impl Server {
         }
         let metrics = telemetry::prometheus();
         // A shared store comes with the cluster feed that follows its log.
+        let mut memory_store = None;
         let (store, feed): (Arc<dyn Store>, Option<Feed>) = match &config.store {
-            StoreSpec::Memory => (Arc::new(MemoryStore::new(config.retention)), None),
+            StoreSpec::Memory => {
+                let store = Arc::new(MemoryStore::new(config.retention));
+                memory_store = Some(Arc::clone(&store));
+                (store, None)
+            }
             StoreSpec::Path(dir) => (Arc::new(RedbStore::open(dir, config.retention)?), None),
             StoreSpec::Redis { url, prefix } => {
                 let store = RedisStore::connect(url, prefix, config.retention).await?;
@@ -210,13 +215,17 @@ impl Server {
             commit_seconds: metrics::histogram!(names::STORE_COMMIT_SECONDS),
             publishes: metrics::counter!(names::PUBLISHES_TOTAL),
         };
-        let writer = Writer::spawn_in(
-            &tasks,
-            Arc::clone(&store),
-            on_commit,
-            commit_metrics,
-            MAX_BATCH,
-        );
+        // The memory store has nothing to make durable: no group commit, no writer task.
+        let writer = match memory_store {
+            Some(memory) => Writer::inline_in(&tasks, memory, on_commit, commit_metrics),
+            None => Writer::spawn_in(
+                &tasks,
+                Arc::clone(&store),
+                on_commit,
+                commit_metrics,
+                MAX_BATCH,
+            ),
+        };
         if config.subscriptions {
             let (hook, events_task) = crate::subscriptions::lifecycle_publisher(writer.clone());
             hub.set_lifecycle(hook);

@@ -17,6 +17,7 @@ pub(crate) mod jwks;
 mod mint;
 #[cfg(test)]
 mod test_keys;
+mod verified;
 
 use std::fmt;
 use std::str::FromStr;
@@ -261,6 +262,8 @@ struct Inner {
     issuers: Vec<String>,
     /// Issuers verified with their own key and algorithm only (TOML `issuer-keys`).
     issuer_keys: std::collections::HashMap<String, (Algorithm, DecodingKey)>,
+    /// Publisher tokens verified with `publisher` (the static key), until their `exp`.
+    verified_publishers: verified::VerifiedTokens,
 }
 
 impl Authorizer {
@@ -290,6 +293,7 @@ impl Authorizer {
                 validation,
                 issuers: Vec::new(),
                 issuer_keys: std::collections::HashMap::new(),
+                verified_publishers: verified::VerifiedTokens::default(),
             }),
         })
     }
@@ -311,6 +315,7 @@ impl Authorizer {
                 validation: inner.validation.clone(),
                 issuers: inner.issuers.clone(),
                 issuer_keys: inner.issuer_keys.clone(),
+                verified_publishers: verified::VerifiedTokens::default(),
             }),
         }
     }
@@ -328,6 +333,7 @@ impl Authorizer {
                 validation: inner.validation.clone(),
                 issuers,
                 issuer_keys: inner.issuer_keys.clone(),
+                verified_publishers: verified::VerifiedTokens::default(),
             }),
         }
     }
@@ -358,6 +364,7 @@ impl Authorizer {
                 validation: inner.validation.clone(),
                 issuers,
                 issuer_keys,
+                verified_publishers: verified::VerifiedTokens::default(),
             }),
         })
     }
@@ -383,11 +390,39 @@ impl Authorizer {
     /// Verify a publisher token: signature with the publisher key and the
     /// configured algorithm only, `exp`/`nbf` when present (no leeway), no
     /// `aud`/`iss` checks.
+    ///
+    /// With a static key, a token that verified is kept ([`verified`]) and answered from memory
+    /// until its `exp`: a publisher that sends the same token on every publish pays for one
+    /// verification. Refused tokens, and tokens verified with a JWKS, are verified every time.
     pub fn verify_publisher(&self, token: &str) -> Result<Claims, AuthError> {
         match (&self.inner.publisher, &self.inner.publisher_jwks) {
             (None, Some(set)) => self.verify_with_set(set, token),
-            (key, _) => self.verify(key.as_ref(), token),
+            (None, None) => Err(AuthError::NoKey),
+            (Some(key), _) => {
+                let token = token.trim();
+                let cache = &self.inner.verified_publishers;
+                let now = crate::update::now_ms() / 1000;
+                if let Some(known) = cache.get(token, now) {
+                    return known;
+                }
+                let claims = self.verify(Some(key), token)?;
+                // A Mercure 1.0 access token is never kept, so a kept token is a 0.x one
+                // ([`Authorizer::known_publisher`]).
+                if !is_access_token(token) {
+                    cache.insert(token, &claims, now);
+                }
+                Ok(claims)
+            }
         }
+    }
+
+    /// The claims of a Mercure 0.x publisher token that [`Authorizer::verify_publisher`]
+    /// verified before and kept (never an access token), or `Expired` once its `exp` passed;
+    /// `None` when it is not kept. Lets the publish path skip telling token kinds apart.
+    pub(crate) fn known_publisher(&self, token: &str) -> Option<Result<Claims, AuthError>> {
+        self.inner.publisher.as_ref()?;
+        let now = crate::update::now_ms() / 1000;
+        self.inner.verified_publishers.get(token.trim(), now)
     }
 
     /// Verify a subscriber token, as [`Authorizer::verify_publisher`] but with

@@ -372,3 +372,85 @@ fn debug_output_redacts_keys() {
     let dbg = format!("{:?}", Authorizer::new(&cfg).unwrap());
     assert!(!dbg.contains(PUB_SECRET), "{dbg}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cached_publisher_token_is_refused_once_its_exp_passes() {
+    let auth = hmac_authorizer();
+    let exp = crate::update::now_ms() / 1000 + 2;
+    let token = hs256(
+        PUB_SECRET,
+        &json!({"exp": exp, "mercure": {"publish": ["*"]}}),
+    );
+    assert_eq!(
+        auth.verify_publisher(&token).unwrap().publish,
+        Some(vec!["*".to_owned()])
+    );
+    assert_eq!(
+        auth.inner.verified_publishers.len(),
+        1,
+        "kept after one use"
+    );
+    assert!(
+        auth.verify_publisher(&token).is_ok(),
+        "served from the cache"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        auth.verify_publisher(&token).unwrap_err(),
+        AuthError::Expired
+    );
+    assert_eq!(auth.inner.verified_publishers.len(), 0);
+}
+
+#[test]
+fn a_cached_publisher_token_is_not_honoured_by_another_key_or_role() {
+    let auth = hmac_authorizer();
+    let token = hs256(PUB_SECRET, &json!({"mercure": {"publish": ["*"]}}));
+    auth.verify_publisher(&token).unwrap();
+    auth.verify_publisher(&token).unwrap();
+    // The subscriber key never saw it, cache or not.
+    assert_invalid(auth.verify_subscriber(&token));
+    // A hub with another publisher key (a key change) starts with an empty cache.
+    let rotated = Authorizer::new(&KeyConfig {
+        publisher_key: Some("another-publisher-secret-another".to_owned()),
+        subscriber_key: None,
+        algorithm: Algorithm::HS256,
+    })
+    .unwrap();
+    assert_invalid(rotated.verify_publisher(&token));
+    // Refusals and a tampered copy are never kept.
+    assert_invalid(auth.verify_publisher(&format!("{token}AAAA")));
+    assert_eq!(auth.inner.verified_publishers.len(), 1);
+}
+
+#[test]
+fn the_publisher_token_cache_stays_bounded() {
+    let auth = hmac_authorizer();
+    for n in 0..verified::CAPACITY + 50 {
+        let token = hs256(
+            PUB_SECRET,
+            &json!({"sub": n, "mercure": {"publish": ["*"]}}),
+        );
+        auth.verify_publisher(&token).unwrap();
+    }
+    assert_eq!(auth.inner.verified_publishers.len(), verified::CAPACITY);
+}
+
+#[test]
+fn an_access_token_is_never_kept_as_a_publisher_token() {
+    let auth = hmac_authorizer();
+    let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some("at+jwt".to_owned());
+    let access = encode(
+        &header,
+        &json!({"mercure": {"publish": ["*"]}}),
+        &EncodingKey::from_secret(PUB_SECRET.as_bytes()),
+    )
+    .unwrap();
+    auth.verify_publisher(&access).unwrap();
+    assert!(auth.known_publisher(&access).is_none());
+    let plain = hs256(PUB_SECRET, &json!({"mercure": {"publish": ["*"]}}));
+    assert!(auth.known_publisher(&plain).is_none(), "not verified yet");
+    auth.verify_publisher(&plain).unwrap();
+    assert!(matches!(auth.known_publisher(&plain), Some(Ok(_))));
+}

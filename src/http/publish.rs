@@ -19,7 +19,6 @@ use super::body::{RequestBody, ResponseBody};
 use super::limits;
 use super::mercure1;
 use super::problem::{ApiError, BearerError};
-use super::query;
 use super::router::ok;
 use crate::auth::{AuthError, Claims, KeyRole, TokenSource, extract_token_with, is_access_token};
 use crate::serde_util::OneOrMany;
@@ -130,7 +129,12 @@ fn check_draft(state: &AppState, publisher: &Publisher, draft: &Draft) -> Result
 fn publisher(state: &AppState, parts: &request::Parts) -> Result<Publisher, ApiError> {
     let (claims, token, v1) = publisher_claims(state, &parts.headers, &parts.uri)?;
     Ok(Publisher {
-        rate_key: rate_key(&claims, &token),
+        // Without a publish rate limit nothing reads the bucket's name.
+        rate_key: if state.limits.publish_rate.is_some() {
+            rate_key(&claims, &token)
+        } else {
+            String::new()
+        },
         claims,
         v1,
     })
@@ -173,6 +177,10 @@ fn publisher_claims(
                 ));
             }
         }
+    }
+    // A token verified before as a 0.x publisher token: no header to decode again.
+    if let Some(known) = state.auth.known_publisher(&token) {
+        return Ok((known?, token, None));
     }
     if is_access_token(&token) {
         let hub = mercure1::hub_url(state, headers, uri)?;
@@ -261,16 +269,27 @@ pub(super) fn body_format(content_type: Option<&str>) -> Result<BodyFormat, ApiE
 
 /// The Mercure form: `topic` (repeatable), `data`, `id`, `type`, `retry`, `private` (present
 /// means private, whatever its value).
+///
+/// One pass over the body, keeping only these fields (each the first of its name, `topic`
+/// every one), and copying a value only when it is kept.
 fn parse_form(body: &[u8]) -> Result<Draft, ApiError> {
-    let pairs = query::pairs(body);
-    Ok(Draft {
-        topics: query::all(&pairs, "topic").map(str::to_owned).collect(),
-        data: query::first(&pairs, "data").unwrap_or("").to_owned(),
-        id: query::first(&pairs, "id").map(str::to_owned),
-        event_type: query::first(&pairs, "type").map(str::to_owned),
-        retry: query::first(&pairs, "retry").map(parse_retry).transpose()?,
-        private: query::first(&pairs, "private").is_some(),
-    })
+    let mut draft = Draft::default();
+    let mut data = None;
+    let mut retry = None;
+    for (name, value) in form_urlencoded::parse(body) {
+        match &*name {
+            "topic" => draft.topics.push(value.into_owned()),
+            "data" if data.is_none() => data = Some(value.into_owned()),
+            "id" if draft.id.is_none() => draft.id = Some(value.into_owned()),
+            "type" if draft.event_type.is_none() => draft.event_type = Some(value.into_owned()),
+            "retry" if retry.is_none() => retry = Some(value),
+            "private" => draft.private = true,
+            _ => {}
+        }
+    }
+    draft.data = data.unwrap_or_default();
+    draft.retry = retry.as_deref().map(parse_retry).transpose()?;
+    Ok(draft)
 }
 
 fn parse_retry(text: &str) -> Result<u64, ApiError> {
@@ -345,6 +364,19 @@ mod tests {
         assert_eq!(draft.data, "x\ny");
         assert_eq!(draft.retry, Some(5));
         assert!(draft.private);
+        // The first of each field wins, `topic` is every one, `private` needs no value.
+        let draft =
+            parse_form(b"data=1&topic=a&id=x&data=2&id=y&type=&retry=7&retry=z&private").unwrap();
+        assert_eq!(draft.topics, ["a"]);
+        assert_eq!(draft.data, "1");
+        assert_eq!(draft.id.as_deref(), Some("x"));
+        assert_eq!(draft.event_type.as_deref(), Some(""));
+        assert_eq!(draft.retry, Some(7));
+        assert!(draft.private);
+        let draft = parse_form(b"topic=a+b%2Fc").unwrap();
+        assert_eq!(draft.topics, ["a b/c"]);
+        assert_eq!(draft.data, "");
+        assert_eq!((draft.id, draft.retry, draft.private), (None, None, false));
         assert!(parse_form(b"topic=a&retry=soon").is_err());
         assert!(parse_form(b"topic=a&retry=-1").is_err());
     }

@@ -1,8 +1,9 @@
 //! The live subscriber registry and the fan-out.
 //!
-//! Subscribers are spread over shards by id, so registering and removing touch one shard's lock
-//! while a fan-out holds every shard only for reading. Inside a shard, subscribers with exact
-//! topics are found through a hash index. Pattern subscribers are filed once for the whole hub:
+//! Subscribers are spread over shards by id, and their exact topics over shards of a hash index
+//! by the topic's hash, so registering and removing touch one id shard and one topic shard per
+//! exact topic, while a fan-out reads only the one topic shard of each of the update's topics
+//! (not every shard: a per-user topic costs one lookup). Pattern subscribers are filed once for the whole hub:
 //! `*` subscribers in a list, URI-template subscribers by distinct template (subscribers of the
 //! same template text share one compiled matcher and one slot), and the templates in a
 //! [`PrefixIndex`] by their literal prefix. A topic therefore runs the matcher of each distinct
@@ -16,6 +17,7 @@
 //! per-fan-out allocation.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -55,11 +57,11 @@ pub(crate) struct PatternCounts {
     pub complete: bool,
 }
 
-#[derive(Default)]
-struct Shard {
-    by_id: HashMap<u64, Arc<Subscriber>>,
-    by_topic: HashMap<Arc<str>, Vec<Arc<Subscriber>>>,
-}
+/// Subscribers by id (one shard of them).
+type IdShard = HashMap<u64, Arc<Subscriber>>;
+
+/// Subscribers by exact topic (one shard of the index: the topics whose hash falls in it).
+type TopicShard = HashMap<Arc<str>, Vec<Arc<Subscriber>>>;
 
 /// The subscribers of one distinct template.
 struct TemplateSlot {
@@ -97,7 +99,10 @@ struct Patterns {
 
 /// Every live subscriber, indexed for fan-out.
 pub(crate) struct Registry {
-    shards: Box<[RwLock<Shard>]>,
+    shards: Box<[RwLock<IdShard>]>,
+    topic_shards: Box<[RwLock<TopicShard>]>,
+    /// Picks a topic's shard.
+    topic_hasher: RandomState,
     patterns: RwLock<Patterns>,
     /// Held for a whole fan-out; the number of the last one.
     fanning: Mutex<u64>,
@@ -106,7 +111,13 @@ pub(crate) struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(IdShard::default()))
+                .collect(),
+            topic_shards: (0..SHARDS)
+                .map(|_| RwLock::new(TopicShard::default()))
+                .collect(),
+            topic_hasher: RandomState::new(),
             patterns: RwLock::default(),
             fanning: Mutex::new(0),
         }
@@ -125,8 +136,13 @@ fn remove_from(list: &mut Vec<Arc<Subscriber>>, id: u64) {
 }
 
 impl Registry {
-    fn shard(&self, id: u64) -> &RwLock<Shard> {
+    fn shard(&self, id: u64) -> &RwLock<IdShard> {
         &self.shards[(id as usize) % self.shards.len()]
+    }
+
+    fn topic_shard(&self, topic: &str) -> &RwLock<TopicShard> {
+        let hash = self.topic_hasher.hash_one(topic);
+        &self.topic_shards[(hash as usize) % self.topic_shards.len()]
     }
 
     /// Adds a subscriber to the indexes.
@@ -192,32 +208,30 @@ impl Registry {
                 list.push(Arc::clone(&subscriber));
             }
         }
-        let mut shard = self.shard(subscriber.id).write();
+        self.shard(subscriber.id)
+            .write()
+            .insert(subscriber.id, Arc::clone(&subscriber));
         for topic in subscriber.selectors.exact_topics() {
-            shard
-                .by_topic
+            self.topic_shard(topic)
+                .write()
                 .entry(Arc::clone(topic))
                 .or_default()
                 .push(Arc::clone(&subscriber));
         }
-        shard.by_id.insert(subscriber.id, subscriber);
     }
 
     /// Removes a subscriber; returns it if it was registered.
     pub(crate) fn remove(&self, id: u64) -> Option<Arc<Subscriber>> {
-        let subscriber = {
-            let mut shard = self.shard(id).write();
-            let subscriber = shard.by_id.remove(&id)?;
-            for topic in subscriber.selectors.exact_topics() {
-                if let Some(list) = shard.by_topic.get_mut(topic) {
-                    list.retain(|other| other.id != id);
-                    if list.is_empty() {
-                        shard.by_topic.remove(topic);
-                    }
+        let subscriber = self.shard(id).write().remove(&id)?;
+        for topic in subscriber.selectors.exact_topics() {
+            let mut shard = self.topic_shard(topic).write();
+            if let Some(list) = shard.get_mut(topic) {
+                list.retain(|other| other.id != id);
+                if list.is_empty() {
+                    shard.remove(topic);
                 }
             }
-            subscriber
-        };
+        }
         if subscriber.selectors.has_patterns() {
             let mut patterns = self.patterns.write();
             for selector in subscriber.selectors.iter() {
@@ -285,12 +299,9 @@ impl Registry {
                 Pushed::Ignored => {}
             }
         };
-        for shard in self.shards.iter() {
-            let shard = shard.read();
-            for topic in &update.topics {
-                if let Some(list) = shard.by_topic.get(topic.as_str()) {
-                    list.iter().for_each(|subscriber| deliver(subscriber));
-                }
+        for topic in &update.topics {
+            if let Some(list) = self.topic_shard(topic).read().get(topic.as_str()) {
+                list.iter().for_each(|subscriber| deliver(subscriber));
             }
         }
         let patterns = self.patterns.read();
@@ -408,16 +419,13 @@ impl Registry {
     /// Calls `visit` for every live subscriber (heartbeats, shutdown, counting).
     pub(crate) fn for_each(&self, mut visit: impl FnMut(&Arc<Subscriber>)) {
         for shard in self.shards.iter() {
-            shard.read().by_id.values().for_each(&mut visit);
+            shard.read().values().for_each(&mut visit);
         }
     }
 
     /// Number of live subscribers.
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| shard.read().by_id.len())
-            .sum()
+        self.shards.iter().map(|shard| shard.read().len()).sum()
     }
 
     /// True when nobody is subscribed.

@@ -63,6 +63,15 @@ impl MemoryStore {
             }),
         }
     }
+
+    /// Appends one update at once, on the caller's thread: what [`Store::append`] does for a
+    /// batch of one, without a future (the inline writer, [`super::inline`]).
+    pub(crate) fn append_now(&self, update: Update) -> Arc<Update> {
+        let mut ring = self.state.lock();
+        let stored = ring.push(update);
+        ring.trim();
+        stored
+    }
 }
 
 impl Ring {

@@ -13,6 +13,7 @@
 #[doc(hidden)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod conformance;
+pub(crate) mod inline;
 pub(crate) mod memory;
 pub mod nats;
 pub(crate) mod record;

@@ -10,6 +10,10 @@
 //! several publishes, the writer waits up to that long for more before it commits, so the
 //! publishers that commit just acknowledged join the next commit instead of forming one of
 //! their own.
+//!
+//! For the memory store, whose append is synchronous and has nothing to make durable, the same
+//! handle appends and fans out on the submitter's task instead ([`Writer::inline_in`],
+//! [`super::inline`]), with the same ordering guarantees and no task hop.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::inline::InlineWriter;
+use super::memory::MemoryStore;
 use super::{Store, StoreError};
 use crate::shutdown::Tasks;
 use crate::update::Update;
@@ -56,7 +62,16 @@ struct Pending {
 /// what is queued and stops.
 #[derive(Clone)]
 pub struct Writer {
-    queue: mpsc::Sender<Pending>,
+    path: Path,
+}
+
+/// Where a submit goes.
+#[derive(Clone)]
+enum Path {
+    /// To the group-commit task.
+    Queued(mpsc::Sender<Pending>),
+    /// Nowhere: appended and fanned out on the submitter's task ([`super::inline`]).
+    Inline(Arc<InlineWriter>),
 }
 
 impl Writer {
@@ -78,7 +93,12 @@ impl Writer {
             max_batch.max(1),
             never,
         ));
-        (Writer { queue }, task)
+        (
+            Writer {
+                path: Path::Queued(queue),
+            },
+            task,
+        )
     }
 
     /// Starts the writer task among `tasks`: when shutdown begins it refuses new submits
@@ -94,13 +114,33 @@ impl Writer {
         tasks.spawn_graceful(|stop| {
             run(store, on_commit, metrics, receiver, max_batch.max(1), stop)
         });
-        Writer { queue }
+        Writer {
+            path: Path::Queued(queue),
+        }
+    }
+
+    /// A writer without a task, for the memory store ([`super::inline`]): each submit appends
+    /// and fans out on its own task, in sequence order. When shutdown begins among `tasks` it
+    /// refuses new submits ([`StoreError::Closed`]).
+    pub(crate) fn inline_in(
+        tasks: &Tasks,
+        store: Arc<MemoryStore>,
+        on_commit: OnCommit,
+        metrics: CommitMetrics,
+    ) -> Writer {
+        Writer {
+            path: Path::Inline(InlineWriter::start_in(tasks, store, on_commit, metrics)),
+        }
     }
 
     /// Appends one update and waits until it is committed and fanned out.
     pub async fn submit(&self, update: Update) -> Result<Arc<Update>, StoreError> {
+        let queue = match &self.path {
+            Path::Queued(queue) => queue,
+            Path::Inline(inline) => return inline.submit(update).await,
+        };
         let (ack, answer) = oneshot::channel();
-        self.queue
+        queue
             .send(Pending { update, ack })
             .await
             .map_err(|_| StoreError::Closed)?;
