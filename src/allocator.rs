@@ -14,8 +14,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// How long jemalloc keeps freed ("dirty") pages before its background threads give them back,
 /// in milliseconds. jemalloc's own default, 10 s, left most of a burst's memory resident when
-/// the drained figure was read a second later; 0 would give back each page as it is freed, at
-/// the cost of a system call on many frees.
+/// the drained figure was read a second later; 0 gives back each page as it is freed, which
+/// left the least memory but cost about 25% more CPU per delivery (docs/benchmarks.md).
 #[cfg(feature = "jemalloc")]
 const DIRTY_DECAY_MS: isize = 1_000;
 
