@@ -415,6 +415,14 @@ fn prepare(db: &Database, path: &Path, per_topic: usize) -> Result<TopicTallies,
     Ok(tallies)
 }
 
+/// The file is damaged: the log record at `seq` does not decode (found while opening).
+fn undecodable_at_open(path: &Path, seq: u64) -> OpenError {
+    OpenError::Damaged {
+        path: path.to_path_buf(),
+        reason: format!("undecodable record at seq {seq}"),
+    }
+}
+
 /// The topic tallies of everything in `log` (aged out or not: the next append removes that,
 /// and `topics` hides it meanwhile). A record that cannot be decoded means a damaged file.
 fn count_tallies(db: &Database, path: &Path) -> Result<TopicTallies, OpenError> {
@@ -425,10 +433,7 @@ fn count_tallies(db: &Database, path: &Path) -> Result<TopicTallies, OpenError> 
     for entry in log.iter().map_err(|e| fail(e.into()))? {
         let (key, value) = entry.map_err(|e| fail(e.into()))?;
         let seq = key.value();
-        let record = parse(value.value()).ok_or_else(|| OpenError::Damaged {
-            path: path.to_path_buf(),
-            reason: format!("undecodable record at seq {seq}"),
-        })?;
+        let record = parse(value.value()).ok_or_else(|| undecodable_at_open(path, seq))?;
         tallies.add(record.id, &record.topics, record.private);
     }
     Ok(tallies)
@@ -489,10 +494,7 @@ fn rebuild_protection(db: &Database, path: &Path, per_topic: usize) -> Result<u6
         for entry in log.iter().map_err(|e| fail(e.into()))?.rev() {
             let (key, value) = entry.map_err(|e| fail(e.into()))?;
             let seq = key.value();
-            let record = parse(value.value()).ok_or_else(|| OpenError::Damaged {
-                path: path.to_path_buf(),
-                reason: format!("undecodable record at seq {seq}"),
-            })?;
+            let record = parse(value.value()).ok_or_else(|| undecodable_at_open(path, seq))?;
             records += 1;
             let mut protected = false;
             for topic in unique(&record.topics) {

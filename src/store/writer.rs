@@ -234,6 +234,16 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use crate::update::Draft;
 
+    /// An update to topic `t` whose data is `n`.
+    fn draft(n: usize) -> Update {
+        Update::from_draft(Draft {
+            topics: vec!["t".into()],
+            data: n.to_string(),
+            ..Draft::default()
+        })
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn concurrent_submits_are_committed_in_one_order_and_fanned_out_before_the_ack() {
         let store = Arc::new(MemoryStore::new(Retention {
@@ -256,13 +266,7 @@ mod tests {
             let writer = writer.clone();
             let seen = Arc::clone(&seen);
             handles.push(tokio::spawn(async move {
-                let update = Update::from_draft(Draft {
-                    topics: vec!["t".into()],
-                    data: n.to_string(),
-                    ..Draft::default()
-                })
-                .unwrap();
-                let stored = writer.submit(update).await.unwrap();
+                let stored = writer.submit(draft(n)).await.unwrap();
                 (stored.seq, seen)
             }));
         }
@@ -340,14 +344,6 @@ mod tests {
             CommitMetrics::none(),
             64,
         );
-        let draft = |n: usize| {
-            Update::from_draft(Draft {
-                topics: vec!["t".into()],
-                data: n.to_string(),
-                ..Draft::default()
-            })
-            .unwrap()
-        };
         // One publisher at a time: each commit at once, however long the linger.
         let started = tokio::time::Instant::now();
         writer.submit(draft(0)).await.unwrap();
@@ -384,14 +380,6 @@ mod tests {
             CommitMetrics::none(),
             8,
         );
-        let draft = |n: usize| {
-            Update::from_draft(Draft {
-                topics: vec!["t".into()],
-                data: n.to_string(),
-                ..Draft::default()
-            })
-            .unwrap()
-        };
         let submits: Vec<_> = (0..100)
             .map(|n| {
                 let writer = writer.clone();
