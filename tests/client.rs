@@ -590,6 +590,54 @@ async fn bench_modes_deliver_everything() {
     bench(https, "h2-tls", vec!["--insecure".into()]);
 }
 
+/// A publish endpoint that stopped answering does not hold `herald bench` for a publish timeout
+/// per publish: past `--duration` + 10 s it sends no more, and counts what it did not send as
+/// publish errors, with the reason.
+#[tokio::test]
+async fn bench_stops_publishing_to_a_server_that_stopped_answering() {
+    let hub = Hub::start(&[]);
+    // Connections complete in the backlog, and no request is ever read or answered.
+    let black_hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let publish_hub = format!("http://{}", black_hole.local_addr().unwrap());
+    let started = Instant::now();
+    let (code, out, stderr) = tokio::task::spawn_blocking(move || {
+        run_cli(
+            &[
+                "bench",
+                "--hub",
+                &hub.url(""),
+                "--publish-hub",
+                &publish_hub,
+                "--subscribers",
+                "2",
+                "--rate",
+                "20",
+                "--duration",
+                "1s",
+                "--concurrency",
+                "1",
+                "--json",
+            ],
+            &[("HERALD_KEY", KEY)],
+        )
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    drop(black_hole);
+    assert_eq!(code, 0, "{stderr}");
+    let report = json(out.trim());
+    assert_eq!(report["published"], 0, "{report}");
+    assert_eq!(report["publish_errors"], 20, "{report}");
+    let error = report["first_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("timed out") || error.contains("fell behind"),
+        "{report}"
+    );
+    // Two publish timeouts (the second one sent just before the limit), not twenty.
+    assert!(took < Duration::from_secs(45), "the run took {took:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The library against hubs that restart, end, refuse, or break.
 

@@ -69,6 +69,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the last deliveries once publishing stops.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// Past `--duration` by this much, no more publishes are sent: a server that stopped answering
+/// would otherwise hold the run for one publish timeout per permit, round after round. What was
+/// not sent counts as publish errors.
+const PUBLISH_OVERTIME: Duration = Duration::from_secs(10);
 /// Deliveries idle this long after publishing stops mean nothing more is coming.
 const DRAIN_QUIET: Duration = Duration::from_secs(2);
 /// How long the connections stay open and quiet after the drain before the server's memory is
@@ -549,10 +553,14 @@ async fn lead(plan: Plan, args: &BenchArgs) -> Result<ExitCode, String> {
     let mut last_delivered = 0u64;
     let mut seq = 0u64;
     let topics = plan.topics.len() as u64;
-    while seq < total {
+    'publishing: while seq < total {
         let elapsed = publish_start.elapsed();
         let due = ((elapsed.as_secs_f64() * plan.rate) as u64 + 1).min(total);
         while seq < due {
+            if publish_start.elapsed() > plan.duration + PUBLISH_OVERTIME {
+                give_up_publishing(&published, total - seq);
+                break 'publishing;
+            }
             let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
                 break;
             };
@@ -717,6 +725,24 @@ fn payload(n: u64, sent: u64, size: usize) -> String {
         data.extend(std::iter::repeat_n('x', size - data.len()));
     }
     data
+}
+
+/// Counts `unsent` publishes as failed: the server fell too far behind to send them in time.
+fn give_up_publishing(published: &Published, unsent: u64) {
+    published.errors.fetch_add(unsent, Relaxed);
+    let mut first = published
+        .first_error
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if first.is_none() {
+        *first = Some((
+            None,
+            format!(
+                "the server fell behind: {unsent} publishes not sent within --duration + {} s",
+                PUBLISH_OVERTIME.as_secs()
+            ),
+        ));
+    }
 }
 
 #[cfg(test)]
