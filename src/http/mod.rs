@@ -129,8 +129,8 @@ fn tune_socket(stream: &TcpStream) {
 
 /// Accepts connections until `shutdown` completes, then ends every stream and waits for
 /// connections to close, at most nine tenths of `--shutdown-timeout` (the caller exits the
-/// process at the full timeout whatever is still running). With `tls` every connection is TLS (ALPN `h2` or `http/1.1`);
-/// without it HTTP/1.1 and h2c (prior knowledge) share the port.
+/// process at the full timeout whatever is still running). With `tls` every connection is TLS
+/// (ALPN `h2` or `http/1.1`); without it HTTP/1.1 and h2c (prior knowledge) share the port.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -269,9 +269,11 @@ async fn serve_tls(
     serve_h2(stream, started, peer, state, builder, watcher).await
 }
 
-/// Serves an HTTP/2 connection with hyper until it closes: shut down gracefully (GOAWAY) when the hub shuts down or when no request has been open for
-/// `--header-timeout`; dropped when a response has waited `--write-timeout` for the client to
-/// read, or a write to the socket has not gone through for that long (see [`watch`]).
+/// Serves an HTTP/2 connection with hyper until it closes: shut down gracefully (GOAWAY) when
+/// the hub shuts down or when no request has been open for `--header-timeout`; dropped when a
+/// response has waited `--write-timeout` for the client to read, or a write to the socket has
+/// not gone through for that long (see [`watch`]). A HEAD request gets its GET response's head
+/// only ([`body::strip_for_head`]).
 async fn serve_h2<I>(
     io: I,
     started: limits::RequestStarted,

@@ -3,9 +3,10 @@
 //! Subscribers are spread over shards by id, and their exact topics over shards of a hash index
 //! by the topic's hash, so registering and removing touch one id shard and one topic shard per
 //! exact topic, while a fan-out reads only the one topic shard of each of the update's topics
-//! (not every shard: a per-user topic costs one lookup). Pattern subscribers are filed once for the whole hub:
-//! `*` subscribers in a list, URI-template subscribers by distinct template (subscribers of the
-//! same template text share one compiled matcher and one slot), and the templates in a
+//! (not every shard: a per-user topic costs one lookup). Pattern subscribers are filed once for
+//! the whole hub: `*` subscribers in a list, URI-template subscribers by distinct template
+//! (subscribers of the same template text share one compiled matcher and one slot), and the
+//! templates in a
 //! [`PrefixIndex`] by their literal prefix. A topic therefore runs the matcher of each distinct
 //! template whose prefix it starts with, once, however many subscribers share that template.
 //! Mercure 1.0 URL-pattern subscribers are filed the same way, by distinct pattern (pattern and

@@ -6,10 +6,11 @@
 //! One rule decides whether the connection stays open after a response: it does when the client
 //! allows it (HTTP/1.1 without `Connection: close`, HTTP/1.0 with `Connection: keep-alive`), the
 //! request body was read in full, the response was delimited (a length, or chunks) and written in
-//! full, the handler did not answer `connection: close`, and the hub is not shutting down. Anything the parser refuses (a malformed or oversized
-//! head, ambiguous body framing, a bad chunk) is answered with its status and
-//! `connection: close`, then the connection is closed: the next request cannot be framed. A
-//! refusal by a handler (4xx) is an ordinary response and keeps the connection.
+//! full, the handler did not answer `connection: close`, and the hub is not shutting down.
+//! Anything the parser refuses (a malformed or oversized head, ambiguous body framing, a bad
+//! chunk) is answered with its status and `connection: close`, then the connection is closed:
+//! the next request cannot be framed. A refusal by a handler (4xx) is an ordinary response and
+//! keeps the connection.
 //!
 //! Deadlines: a request head (and each read of its body) must arrive within `--header-timeout`
 //! of the last response (or of the connection's start): that is also how long an idle keep-alive
