@@ -95,7 +95,7 @@ impl Update {
         if draft.topics.iter().any(String::is_empty) {
             return Err(InvalidUpdate::EmptyTopic);
         }
-        let id = match draft.id {
+        let mut id = match draft.id {
             Some(id) if id.is_empty() || !is_valid_field(&id) => return Err(InvalidUpdate::BadId),
             Some(id) => id,
             None => new_event_id(),
@@ -107,13 +107,24 @@ impl Update {
         {
             return Err(InvalidUpdate::BadType);
         }
-        let event_type = draft.event_type.filter(|kind| !kind.is_empty());
+        let mut event_type = draft.event_type.filter(|kind| !kind.is_empty());
         let frame = encode_frame(&id, event_type.as_deref(), &draft.data, draft.retry);
+        // An update may be kept in history for long: it keeps no spare capacity of the
+        // buffers it was decoded into (a topic list grown by pushes holds 4 slots for 1 topic).
+        let mut topics = draft.topics;
+        let mut data = draft.data;
+        id.shrink_to_fit();
+        topics.shrink_to_fit();
+        topics.iter_mut().for_each(String::shrink_to_fit);
+        data.shrink_to_fit();
+        if let Some(kind) = event_type.as_mut() {
+            kind.shrink_to_fit();
+        }
         Ok(Update {
             seq: 0,
             id,
-            topics: draft.topics,
-            data: draft.data,
+            topics,
+            data,
             event_type,
             retry: draft.retry,
             private: draft.private,
@@ -267,6 +278,28 @@ mod tests {
                 .frame_with_topic()
                 .starts_with(b"topic: a\ntopic: b\ntopic: c\ntopic: d\nid: ")
         );
+    }
+
+    #[test]
+    fn a_built_update_keeps_no_spare_capacity() {
+        let mut topics = Vec::with_capacity(8);
+        topics.push(String::with_capacity(64) + "t");
+        let update = Update::from_draft(Draft {
+            topics,
+            data: String::with_capacity(1024) + "data",
+            id: Some(String::with_capacity(256) + "a1"),
+            event_type: Some(String::with_capacity(64) + "note"),
+            ..Draft::default()
+        })
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(update.topics.capacity(), 1);
+        assert_eq!(update.topics[0].capacity(), 1);
+        assert_eq!(update.data.capacity(), 4);
+        assert_eq!(update.id.capacity(), 2);
+        assert_eq!(update.event_type.as_ref().map(String::capacity), Some(4));
+        assert_eq!(&update.frame[..], b"id: a1\nevent: note\ndata: data\n\n");
+        let generated = Update::from_draft(draft("t", "x")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(generated.id.capacity(), generated.id.len());
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! `--history-per-topic`, retention may leave holes), an id is found through a hash index. With
 //! `per_topic` on, each topic's kept sequences are indexed too, with the set of kept updates that
 //! no topic protects, so retention finds what to trim without a scan (see [`Retention`]).
+//! The indexes hold no copy of an update's id: history may keep many updates.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,7 +26,7 @@ struct Ring {
     retention: Retention,
     updates: BTreeMap<u64, Arc<Update>>,
     /// Each kept id's newest occurrence.
-    seq_by_id: HashMap<String, u64>,
+    newest_by_id: HashSet<ById>,
     /// The kept occurrences of ids appended more than once (an id's entry stays while one of
     /// them is kept, even if its newest went first, as `--history-per-topic` may trim).
     duplicates: HashMap<String, BTreeSet<u64>>,
@@ -53,7 +56,7 @@ impl MemoryStore {
             state: Mutex::new(Ring {
                 retention,
                 updates: BTreeMap::new(),
-                seq_by_id: HashMap::new(),
+                newest_by_id: HashSet::new(),
                 duplicates: HashMap::new(),
                 topics: HashMap::new(),
                 last_seq: 0,
@@ -79,9 +82,11 @@ impl Ring {
         self.last_seq += 1;
         update.seq = self.last_seq;
         let update = Arc::new(update);
-        if let Some(previous) = self.seq_by_id.insert(update.id.clone(), update.seq) {
+        // `replace`, not `insert`: the newest occurrence becomes the key, so the index never
+        // keeps an older one alive once retention drops it.
+        if let Some(ById(previous)) = self.newest_by_id.replace(ById(Arc::clone(&update))) {
             let seqs = self.duplicates.entry(update.id.clone()).or_default();
-            seqs.insert(previous);
+            seqs.insert(previous.seq);
             seqs.insert(update.seq);
         }
         for topic in unique_topics(&update) {
@@ -125,6 +130,11 @@ impl Ring {
             }
         }
         update
+    }
+
+    /// The sequence of `id`'s newest kept occurrence.
+    fn newest_seq(&self, id: &str) -> Option<u64> {
+        self.newest_by_id.get(id).map(|kept| kept.0.seq)
     }
 
     /// Is the kept update at `seq` among the newest `per_topic` kept of one of its topics?
@@ -185,8 +195,8 @@ impl Ring {
             return;
         };
         self.trimmed_through = self.trimmed_through.max(seq);
-        if self.seq_by_id.get(&dropped.id) == Some(&dropped.seq) {
-            self.seq_by_id.remove(&dropped.id);
+        if self.newest_seq(&dropped.id) == Some(dropped.seq) {
+            self.newest_by_id.remove(dropped.id.as_str());
         }
         if let Some(seqs) = self.duplicates.get_mut(&dropped.id) {
             seqs.remove(&seq);
@@ -232,6 +242,31 @@ impl Ring {
     }
 }
 
+/// A kept update in the index of ids: equal, hashed and looked up (`&str`) by its id alone, so
+/// the index shares the update instead of holding a copy of its id.
+struct ById(Arc<Update>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &ById) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that `Borrow<str>` lookups find it.
+        self.0.id.as_str().hash(state);
+    }
+}
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
 /// The topics of an update, each once.
 fn unique_topics(update: &Update) -> impl Iterator<Item = &String> {
     update
@@ -266,8 +301,8 @@ impl Store for MemoryStore {
     async fn resolve(&self, id: &str) -> Result<ReplayFrom, StoreError> {
         let mut ring = self.state.lock();
         ring.trim();
-        Ok(match ring.seq_by_id.get(id) {
-            Some(&seq) => ReplayFrom::After(seq),
+        Ok(match ring.newest_seq(id) {
+            Some(seq) => ReplayFrom::After(seq),
             None => ReplayFrom::Unknown,
         })
     }
@@ -280,7 +315,7 @@ impl Store for MemoryStore {
             .duplicates
             .get(id)
             .and_then(|seqs| seqs.range(above..).next().copied());
-        let newest = ring.seq_by_id.get(id).copied().filter(|&seq| seq >= above);
+        let newest = ring.newest_seq(id).filter(|&seq| seq >= above);
         Ok(match duplicate.into_iter().chain(newest).min() {
             Some(seq) => ReplayFrom::After(seq),
             None => ReplayFrom::Unknown,
@@ -375,6 +410,32 @@ mod tests {
             on_a.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(),
             ["1", "3"]
         );
+    }
+
+    #[tokio::test]
+    async fn the_id_index_holds_only_kept_updates() {
+        let store = store(2);
+        let stored = |updates: Vec<Arc<Update>>| Arc::downgrade(&updates[0]);
+        let first = stored(store.append(vec![update("t", "a")]).await.unwrap());
+        let again = stored(store.append(vec![update("t", "a")]).await.unwrap());
+        // Both occurrences kept: the id resolves to its newest, the earliest is still found.
+        assert_eq!(store.resolve("a").await.unwrap(), ReplayFrom::After(2));
+        assert_eq!(
+            store.resolve_earliest("a", 0).await.unwrap(),
+            ReplayFrom::After(1)
+        );
+        store.append(vec![update("t", "b")]).await.unwrap();
+        // The first occurrence went: nothing keeps it alive, not even the index of ids.
+        assert!(first.upgrade().is_none());
+        assert_eq!(store.resolve("a").await.unwrap(), ReplayFrom::After(2));
+        assert_eq!(
+            store.resolve_earliest("a", 0).await.unwrap(),
+            ReplayFrom::After(2)
+        );
+        store.append(vec![update("t", "c")]).await.unwrap();
+        assert!(again.upgrade().is_none());
+        assert_eq!(store.resolve("a").await.unwrap(), ReplayFrom::Unknown);
+        assert_eq!(store.resolve("c").await.unwrap(), ReplayFrom::After(4));
     }
 
     #[tokio::test]
