@@ -236,6 +236,7 @@ impl Server {
             tasks.spawn(crate::demo::run_clock(writer.clone()));
         }
         tasks.spawn(hub.expiry_ticks());
+        tasks.spawn(hub.buffer_sweeps());
         let limits = crate::http::limits::Limits::new(&config);
         let state = Arc::new(AppState {
             limits,

@@ -13,6 +13,11 @@
 //!
 //! One mutex per mailbox, held for a few instructions; the waker is stored inside it so a push
 //! and a drain never miss each other.
+//!
+//! A burst grows two buffers per subscriber: the queue, and the list the consumer drains into.
+//! A busy mailbox keeps both (no free and regrow per wake-up); a quiet one gives them back: the
+//! consumer parks its emptied list here when it waits, and the hub's sweep
+//! ([`Mailbox::release_if_quiet`]) frees both once nothing was pushed for a sweep period.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -74,6 +79,10 @@ struct State {
     bytes: usize,
     waker: Option<Waker>,
     status: Status,
+    /// The consumer's emptied drain list, parked while it waits (reused by its next drain).
+    spare: Vec<Delivery>,
+    /// Whether an update was pushed since the last [`Mailbox::release_if_quiet`].
+    pushed: bool,
 }
 
 impl Delivery {
@@ -111,6 +120,8 @@ impl Mailbox {
                 bytes: 0,
                 waker: None,
                 status: Status::Live,
+                spare: Vec::new(),
+                pushed: false,
             }),
         }
     }
@@ -126,6 +137,7 @@ impl Mailbox {
                 Status::Live if fits => {
                     state.queue.push_back(Delivery::Update(Arc::clone(update)));
                     state.bytes += size;
+                    state.pushed = true;
                     (Pushed::Queued, state.waker.take())
                 }
                 Status::Live => {
@@ -185,7 +197,9 @@ impl Mailbox {
     /// Moves queued deliveries into `out` until about `max_bytes` were moved (at least one).
     /// While some remain queued the status reported is `Live`: `Lagging` and `Closed` are only
     /// reported once the queue is empty, so the consumer acts on them after writing everything.
-    /// Pending (with the waker registered) when nothing is queued and the mailbox is live.
+    /// Pending (with the waker registered) when nothing is queued and the mailbox is live; an
+    /// empty `out` then leaves its buffer here, and a later drain into an `out` with no buffer
+    /// gets it back.
     pub(crate) fn poll_drain_up_to(
         &self,
         cx: &mut Context<'_>,
@@ -195,6 +209,9 @@ impl Mailbox {
         let mut state = self.state.lock();
         if state.queue.is_empty() {
             if state.status == Status::Live {
+                if out.is_empty() && out.capacity() > 0 {
+                    state.spare = std::mem::take(out);
+                }
                 match &state.waker {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
                     _ => state.waker = Some(cx.waker().clone()),
@@ -202,6 +219,9 @@ impl Mailbox {
                 return Poll::Pending;
             }
             return Poll::Ready(state.status);
+        }
+        if out.capacity() == 0 {
+            *out = std::mem::take(&mut state.spare);
         }
         let mut moved = 0usize;
         while moved < max_bytes {
@@ -222,6 +242,21 @@ impl Mailbox {
         Poll::Ready(state.status)
     }
 
+    /// Frees the queue's buffer and the parked drain list when nothing is queued and nothing was
+    /// pushed since the previous call: the hub's sweep calls it every period, so what a burst
+    /// grew is given back one to two periods after the burst, while a mailbox that keeps
+    /// receiving keeps its buffers. Returns whether it freed anything.
+    pub(crate) fn release_if_quiet(&self) -> bool {
+        let mut state = self.state.lock();
+        if std::mem::take(&mut state.pushed) || !state.queue.is_empty() {
+            return false;
+        }
+        let held = state.queue.capacity() > 0 || state.spare.capacity() > 0;
+        state.queue = VecDeque::new();
+        state.spare = Vec::new();
+        held
+    }
+
     /// Number of deliveries waiting.
     pub fn len(&self) -> usize {
         self.state.lock().queue.len()
@@ -236,6 +271,12 @@ impl Mailbox {
     #[cfg(test)]
     pub(crate) fn buffer_capacity(&self) -> usize {
         self.state.lock().queue.capacity()
+    }
+
+    /// Deliveries the parked drain list holds room for.
+    #[cfg(test)]
+    pub(crate) fn spare_capacity(&self) -> usize {
+        self.state.lock().spare.capacity()
     }
 }
 
@@ -392,5 +433,59 @@ mod tests {
             assert_eq!(drain(&mailbox), (Poll::Ready(Status::Live), 8));
             assert_eq!(mailbox.buffer_capacity(), grown, "churned on 8 per wake-up");
         }
+    }
+
+    #[test]
+    fn a_quiet_mailbox_gives_back_both_buffers_and_a_busy_one_keeps_them() {
+        let mailbox = Mailbox::new(1024);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        for _ in 0..12 {
+            assert_eq!(mailbox.push(&update()), Pushed::Queued);
+        }
+        let poll = mailbox.poll_drain_up_to(&mut cx, &mut out, usize::MAX);
+        assert_eq!((poll, out.len()), (Poll::Ready(Status::Live), 12));
+        let grown = out.capacity();
+        assert!(grown >= 12);
+        out.clear();
+        // The consumer waits: its emptied list is parked in the mailbox.
+        let poll = mailbox.poll_drain_up_to(&mut cx, &mut out, usize::MAX);
+        assert_eq!(poll, Poll::Pending);
+        assert_eq!(out.capacity(), 0);
+        assert_eq!(mailbox.spare_capacity(), grown);
+        // Pushed since the last sweep: busy, kept. The next drain gets the parked list back.
+        assert!(!mailbox.release_if_quiet());
+        assert_eq!(mailbox.push(&update()), Pushed::Queued);
+        assert!(!mailbox.release_if_quiet());
+        let poll = mailbox.poll_drain_up_to(&mut cx, &mut out, usize::MAX);
+        assert_eq!((poll, out.len()), (Poll::Ready(Status::Live), 1));
+        assert_eq!(out.capacity(), grown, "the parked list was not reused");
+        out.clear();
+        assert_eq!(
+            mailbox.poll_drain_up_to(&mut cx, &mut out, usize::MAX),
+            Poll::Pending
+        );
+        assert!(mailbox.buffer_capacity() > 0 && mailbox.spare_capacity() > 0);
+        // A whole sweep period with no push: both buffers go.
+        assert!(mailbox.release_if_quiet());
+        assert_eq!(mailbox.buffer_capacity(), 0);
+        assert_eq!(mailbox.spare_capacity(), 0);
+        assert!(!mailbox.release_if_quiet());
+        // And the mailbox works as before.
+        assert_eq!(mailbox.push(&update()), Pushed::Queued);
+        assert_eq!(drain(&mailbox), (Poll::Ready(Status::Live), 1));
+    }
+
+    #[test]
+    fn a_sweep_never_frees_what_is_still_queued() {
+        let mailbox = Mailbox::new(16);
+        assert_eq!(mailbox.push(&update()), Pushed::Queued);
+        assert!(!mailbox.release_if_quiet());
+        assert!(
+            !mailbox.release_if_quiet(),
+            "freed a queue holding an update"
+        );
+        assert_eq!(mailbox.len(), 1);
+        assert_eq!(drain(&mailbox), (Poll::Ready(Status::Live), 1));
     }
 }

@@ -147,6 +147,12 @@ pub(crate) const COUNTING_TIME: Duration = Duration::from_millis(200);
 /// How often the expiry ticker looks for streams whose token expired.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
 
+/// How often the hub looks for quiet mailboxes to free their buffers
+/// ([`Mailbox::release_if_quiet`](mailbox::Mailbox::release_if_quiet)): what a burst grew is given
+/// back 0.5–1 s after the burst. One lock per subscriber per sweep (20,000 subscribers: about a
+/// millisecond every half second).
+pub(crate) const BUFFER_SWEEP: Duration = Duration::from_millis(500);
+
 /// The heartbeat frame: an empty comment line alone (`:\n`), no blank line, so clients that
 /// dispatch on every blank line (`@microsoft/fetch-event-source`) see no empty message.
 const HEARTBEAT: Bytes = Bytes::from_static(herald_sse::EMPTY_COMMENT);
@@ -305,6 +311,35 @@ impl Hub {
                         if closed > 0 {
                             tracing::debug!(closed, "closed streams whose token expired");
                         }
+                    }
+                    _ => return,
+                }
+            }
+        }
+    }
+
+    /// Frees the queue buffers of every mailbox that received nothing since the previous call;
+    /// returns how many gave something back.
+    pub(crate) fn release_quiet_buffers(&self) -> usize {
+        let mut released = 0;
+        self.registry.for_each(|subscriber| {
+            released += usize::from(subscriber.mailbox.release_if_quiet());
+        });
+        released
+    }
+
+    /// The one hub-wide ticker that gives back the buffers a burst grew once it is over
+    /// ([`BUFFER_SWEEP`]), to run as a background task: ends when the hub closes or is dropped.
+    pub(crate) fn buffer_sweeps(self: &Arc<Self>) -> impl Future<Output = ()> + use<> {
+        let hub = Arc::downgrade(self);
+        async move {
+            let mut ticker = tokio::time::interval(BUFFER_SWEEP);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                match hub.upgrade() {
+                    Some(hub) if !hub.is_closing() => {
+                        hub.release_quiet_buffers();
                     }
                     _ => return,
                 }

@@ -376,3 +376,26 @@ fn one_update_reaches_ten_thousand_queues() {
     // Every queue holds the same allocation: one reference per subscriber.
     assert_eq!(Arc::strong_count(&update), 1 + subscriptions.len());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_buffer_sweep_frees_what_a_burst_grew_once_it_is_over_and_stops_with_the_hub() {
+    let hub = Hub::new(1024);
+    let quiet = hub.subscribe(SelectorSet::parse(["a"]), None).unwrap();
+    let busy = hub.subscribe(SelectorSet::parse(["b"]), None).unwrap();
+    let burst: Vec<_> = (0..12).map(|_| update(&["a"], false)).collect();
+    hub.fan_out(&burst);
+    assert_eq!(received(&quiet).len(), 12);
+    assert!(quiet.subscriber().mailbox.buffer_capacity() >= 12);
+    let ticker = tokio::spawn(hub.buffer_sweeps());
+    for _ in 0..4 {
+        // `b` receives an update every half sweep period: it keeps its buffer.
+        hub.fan_out(&[update(&["b"], false)]);
+        tokio::time::sleep(BUFFER_SWEEP / 2).await;
+        assert_eq!(received(&busy).len(), 1);
+    }
+    assert_eq!(quiet.subscriber().mailbox.buffer_capacity(), 0);
+    assert!(busy.subscriber().mailbox.buffer_capacity() > 0);
+    hub.close();
+    tokio::time::sleep(BUFFER_SWEEP * 2).await;
+    assert!(ticker.is_finished(), "the sweep outlived the hub");
+}
