@@ -22,7 +22,11 @@
 #           tab with a single EventSource), so the per-connection cost shows
 #   sweep   1 topic x FANOUT_N subscribers (HTTP/1.1) at each rate of RATES for DURATION, after
 #           a 2 s hold: p99, CPU and write calls per delivery, and memory once drained
-#           (scenarios fanout-<rate>)
+#           (scenarios fanout-<rate>). With DRAINED_HISTORY=N, Herald also runs the 1,000/s
+#           fan-out with --history-size N (fanout-1000-history<N>): its drained memory like
+#           for like with nchan, which keeps 10 messages per channel (nchan_message_buffer_length)
+#           where Herald keeps 10,000 by default. Off by default: the default run measures what
+#           it always did.
 #   fanout-h2c
 #           the same at H2C_RATE over h2c (fanout-h2c-<rate>)
 #   Every h2c run (idle-h2c, idle-h2c-1, fanout-h2c) publishes over HTTP/1.1 to both servers
@@ -45,7 +49,7 @@
 #        SERVERS="herald nchan" CPUS=0-<nproc-1> DURATION=10s HOLD=10s IDLE_N=3000
 #        FANOUT_N=1000 RATES="50 100 200 400 1000" H2C_RATE=1000 TOPICS_N=10000
 #        TOPICS_RATE=5000 TOPICS_CONCURRENCY=16 MAX_N=19000 MAX_HOLD=5s
-#        H2C_PUBLISH=http1 OUT=target/compare/<time>
+#        H2C_PUBLISH=http1 DRAINED_HISTORY= OUT=target/compare/<time>
 #   a smoke run: RUNS=1 DURATION=2s HOLD=2s IDLE_N=300 FANOUT_N=100 RATES="50 400" \
 #                TOPICS_N=300 TOPICS_RATE=300 bench/compare.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -66,7 +70,10 @@ H2C_PUBLISH=${H2C_PUBLISH:-http1}
 TOPICS_N=${TOPICS_N:-10000}
 TOPICS_RATE=${TOPICS_RATE:-5000}
 TOPICS_CONCURRENCY=${TOPICS_CONCURRENCY:-16}
+DRAINED_HISTORY=${DRAINED_HISTORY:-}
 OUT=${OUT:-$ROOT/target/compare/$(date -u +%Y%m%dT%H%M%SZ)}
+# Extra `herald serve` arguments for the next start_herald (one scenario's).
+HERALD_SERVE_ARGS=()
 
 # cpu_count LIST: how many CPUs a taskset list (0-1, 0,2, 3) names.
 cpu_count() {
@@ -240,7 +247,8 @@ start_herald() {
     [ "$mode" = h2-tls ] && tls=(--tls-cert "$WORKDIR/cert.pem" --tls-key "$WORKDIR/key.pem")
     [ "$store" = redb ] && store="$WORKDIR/data-$port"
     taskset -c "$CPUS" "$HERALD" serve --listen "127.0.0.1:$port" --store "$store" \
-        --anonymous --jwt-key bench "${tls[@]}" >"$WORKDIR/hub-$port.log" 2>&1 &
+        --anonymous --jwt-key bench "${tls[@]}" "${HERALD_SERVE_ARGS[@]}" \
+        >"$WORKDIR/hub-$port.log" 2>&1 &
     HUB_PID=$!
     for i in $(seq 1 100); do
         healthy "$port" "$mode" && return 0
@@ -354,6 +362,13 @@ for run in $(seq 1 "$RUNS"); do
                             --subscribers "$FANOUT_N" --hold 2s --rate "$rate" \
                             --duration "$DURATION"
                     done
+                    if [ -n "$DRAINED_HISTORY" ] && [ "$server" = herald ]; then
+                        HERALD_SERVE_ARGS=(--history-size "$DRAINED_HISTORY")
+                        bench_run "fanout-1000-history$DRAINED_HISTORY" "$server" "$run" h1 \
+                            memory: --subscribers "$FANOUT_N" --hold 2s --rate 1000 \
+                            --duration "$DURATION"
+                        HERALD_SERVE_ARGS=()
+                    fi
                     ;;
                 fanout-h2c)
                     bench_run "fanout-h2c-$H2C_RATE" "$server" "$run" h2c memory: \

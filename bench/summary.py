@@ -95,6 +95,14 @@ def sweep_rate(name):
     return float(rate) if kind == "fanout" and rate.replace(".", "").isdigit() else None
 
 
+def drained_history(name):
+    """N of Herald's fan-out with a small history (fanout-1000-history<N>, DRAINED_HISTORY),
+    else None."""
+    prefix = "fanout-1000-history"
+    rest = name[len(prefix):] if name.startswith(prefix) else ""
+    return int(rest) if rest.isdigit() else None
+
+
 def scenario_order(name):
     kind = name.split("-")[0]
     order = {"idle": 0, "max": 1, "fanout": 2, "topics": 3}
@@ -112,7 +120,9 @@ def describe(scenario, row):
         return f"max: {row['subscribers']:,} subscribers"
     if scenario.startswith("fanout"):
         over = " over h2c" if scenario.startswith("fanout-h2c") else ""
-        return f"fan-out{over}: 1 topic × {row['subscribers']:,} at {row['rate']:,.0f}/s"
+        history = drained_history(scenario)
+        kept = f", --history-size {history}" if history is not None else ""
+        return f"fan-out{over}: 1 topic × {row['subscribers']:,} at {row['rate']:,.0f}/s{kept}"
     if scenario.startswith("topics"):
         store = scenario.partition("-")[2] or "memory"
         return f"many topics ({store}): {row['topics']:,} × 1 at {row['rate']:,.0f}/s"
@@ -175,6 +185,18 @@ def target_rows(table):
         rows.append(("after the 1,000/s fan-out drained: memory per subscriber ≤ 1.5× idle",
                      f"{after:.2f} KB ({ratio:.2f}× {idle:.2f})", nchan_text,
                      f"{ratio:.2f} (Herald drained/idle)", "yes" if ratio <= 1.5 else "**no**"))
+    # The same with a history as small as nchan's (DRAINED_HISTORY): Herald against itself.
+    for name in sorted(name for name in table if drained_history(name) is not None):
+        idle = figure(name, "rss_per_conn_kb", "herald")
+        after = figure(name, "drained_per_conn_kb", "herald")
+        title = (f"the same, Herald with --history-size {drained_history(name)} "
+                 "(nchan keeps 10 per channel)")
+        if not idle or after is None:
+            rows.append((title, "n/a", "", "n/a", "not run"))
+        else:
+            ratio = after / idle
+            rows.append((title, f"{after:.2f} KB ({ratio:.2f}× {idle:.2f})", "",
+                         f"{ratio:.2f} (Herald drained/idle)", "yes" if ratio <= 1.5 else "**no**"))
     # Zero loss: every run of every scenario, not a median.
     totals = {
         server: (
