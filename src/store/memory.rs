@@ -4,15 +4,28 @@
 //! `--history-per-topic`, retention may leave holes), an id is found through a hash index. With
 //! `per_topic` on, each topic's kept sequences are indexed too, with the set of kept updates that
 //! no topic protects, so retention finds what to trim without a scan (see [`Retention`]).
+//!
+//! Every publish hashes its id and topics a few times here (index, tally, and the same when
+//! retention trims the oldest), so the maps use foldhash, seeded per map from the process's
+//! random state, instead of SipHash, which
+//! cost several times as much on these short keys. The keys are publishers' ids and
+//! topics, which need a token to send, the maps are bounded by the history size, and nothing
+//! shows their order (`/topics` sorts): foldhash's "minimal" DoS resistance (a random seed, no
+//! claim against an attacker who can observe hashes) is enough for that.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+
+use foldhash::quality::RandomState;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{Bounds, ReplayFrom, Retention, Store, StoreError, TopicHistory};
 use crate::update::{Update, now_ms};
+
+/// A hash map with foldhash's seeded hasher (see the module's documentation).
+type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
 
 /// The in-memory store.
 pub(crate) struct MemoryStore {
@@ -46,6 +59,18 @@ struct TopicTally {
     last_public_event_id: Option<String>,
 }
 
+impl TopicTally {
+    /// A topic with nothing tallied yet.
+    fn empty() -> TopicTally {
+        TopicTally {
+            events: 0,
+            last_event_id: String::new(),
+            public_events: 0,
+            last_public_event_id: None,
+        }
+    }
+}
+
 impl MemoryStore {
     /// An empty store with these retention limits.
     pub(crate) fn new(retention: Retention) -> MemoryStore {
@@ -53,12 +78,12 @@ impl MemoryStore {
             state: Mutex::new(Ring {
                 retention,
                 updates: BTreeMap::new(),
-                seq_by_id: HashMap::new(),
-                duplicates: HashMap::new(),
-                topics: HashMap::new(),
+                seq_by_id: HashMap::default(),
+                duplicates: HashMap::default(),
+                topics: HashMap::default(),
                 last_seq: 0,
                 trimmed_through: 0,
-                by_topic: HashMap::new(),
+                by_topic: HashMap::default(),
                 unprotected: BTreeSet::new(),
             }),
         }
@@ -85,20 +110,23 @@ impl Ring {
             seqs.insert(update.seq);
         }
         for topic in unique_topics(&update) {
-            let tally = self
-                .topics
-                .entry(topic.clone())
-                .or_insert_with(|| TopicTally {
-                    events: 0,
-                    last_event_id: String::new(),
-                    public_events: 0,
-                    last_public_event_id: None,
-                });
+            // A topic already tallied (the common case) costs no copy of its name.
+            let tally = match self.topics.get_mut(topic.as_str()) {
+                Some(tally) => tally,
+                None => self
+                    .topics
+                    .entry(topic.clone())
+                    .or_insert_with(TopicTally::empty),
+            };
             tally.events += 1;
+            // `clone_from`: the id is copied into the tally's own buffers, reused when they fit.
             tally.last_event_id.clone_from(&update.id);
             if !update.private {
                 tally.public_events += 1;
-                tally.last_public_event_id = Some(update.id.clone());
+                match &mut tally.last_public_event_id {
+                    Some(last) => last.clone_from(&update.id),
+                    none => *none = Some(update.id.clone()),
+                }
             }
         }
         self.updates.insert(update.seq, Arc::clone(&update));
@@ -188,7 +216,10 @@ impl Ring {
         if self.seq_by_id.get(&dropped.id) == Some(&dropped.seq) {
             self.seq_by_id.remove(&dropped.id);
         }
-        if let Some(seqs) = self.duplicates.get_mut(&dropped.id) {
+        // Ids are nearly always unique: an empty map needs no hash to say so.
+        if !self.duplicates.is_empty()
+            && let Some(seqs) = self.duplicates.get_mut(&dropped.id)
+        {
             seqs.remove(&seq);
             if seqs.is_empty() {
                 self.duplicates.remove(&dropped.id);
