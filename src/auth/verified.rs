@@ -111,6 +111,16 @@ mod tests {
     }
 
     #[test]
+    fn hits_share_the_kept_claims_instead_of_copying_them() {
+        let cache = VerifiedTokens::default();
+        cache.insert("a.b.c", &claims(None), 0);
+        let first = cache.get("a.b.c", 1).unwrap().unwrap();
+        let second = cache.get("a.b.c", 2).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(first.publish, Some(vec!["t".to_owned()]));
+    }
+
+    #[test]
     fn expired_and_oversized_tokens_are_not_kept() {
         let cache = VerifiedTokens::default();
         cache.insert("old", &claims(Some(10)), 10);
