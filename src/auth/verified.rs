@@ -3,12 +3,13 @@
 //!
 //! It owns only the memo: keyed by the token's exact text, it holds the [`Claims`] that
 //! verification produced, shared ([`Arc`]): a hit costs a reference count, not a copy of the
-//! claims (their selector lists, payload and subject). Only successes are kept, so only a holder of the key can put anything
-//! in it, and each [`super::Authorizer`] has its own (a new key means a new, empty cache; a key
-//! set fetched from a JWKS is never cached). It is bounded twice: at most [`CAPACITY`] entries,
-//! and tokens longer than [`MAX_TOKEN_LEN`] are not kept, so an attacker holding valid tokens
-//! cannot grow it beyond about `CAPACITY × 3 × MAX_TOKEN_LEN` bytes (claims come from the token).
-//! When it is full, expired entries go first, then an arbitrary one.
+//! claims (their selector lists, payload and subject). Only successes are kept, so only a holder
+//! of the key can put anything in it, and each [`super::Authorizer`] has its own (a new key
+//! means a new, empty cache; a key set fetched from a JWKS is never cached). It is bounded
+//! twice: at most [`CAPACITY`] entries, and tokens longer than [`MAX_TOKEN_LEN`] are not kept,
+//! so an attacker holding valid tokens cannot grow it beyond about
+//! `CAPACITY × 3 × MAX_TOKEN_LEN` bytes (claims come from the token). When it is full, expired
+//! entries go first, then an arbitrary one.
 //!
 //! An entry never outlives its token: a lookup at or after `exp` drops the entry and answers
 //! [`AuthError::Expired`], as verification itself would.
