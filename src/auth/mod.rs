@@ -403,7 +403,7 @@ impl Authorizer {
                 let cache = &self.inner.verified_publishers;
                 let now = crate::update::now_ms() / 1000;
                 if let Some(known) = cache.get(token, now) {
-                    return known;
+                    return known.map(|claims| Claims::clone(&claims));
                 }
                 let claims = self.verify(Some(key), token)?;
                 // A Mercure 1.0 access token is never kept, so a kept token is a 0.x one
@@ -419,7 +419,7 @@ impl Authorizer {
     /// The claims of a Mercure 0.x publisher token that [`Authorizer::verify_publisher`]
     /// verified before and kept (never an access token), or `Expired` once its `exp` passed;
     /// `None` when it is not kept. Lets the publish path skip telling token kinds apart.
-    pub(crate) fn known_publisher(&self, token: &str) -> Option<Result<Claims, AuthError>> {
+    pub(crate) fn known_publisher(&self, token: &str) -> Option<Result<Arc<Claims>, AuthError>> {
         self.inner.publisher.as_ref()?;
         let now = crate::update::now_ms() / 1000;
         self.inner.verified_publishers.get(token.trim(), now)

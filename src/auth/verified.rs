@@ -2,18 +2,21 @@
 //! again (signature, base64, JSON) on every publish, until its `exp`.
 //!
 //! It owns only the memo: keyed by the token's exact text, it holds the [`Claims`] that
-//! verification produced. Only successes are kept, so only a holder of the key can put anything
-//! in it, and each [`super::Authorizer`] has its own (a new key means a new, empty cache; a key
-//! set fetched from a JWKS is never cached). It is bounded twice: at most [`CAPACITY`] entries,
-//! and tokens longer than [`MAX_TOKEN_LEN`] are not kept, so an attacker holding valid tokens
-//! cannot grow it beyond about `CAPACITY × 3 × MAX_TOKEN_LEN` bytes (claims come from the token).
-//! When it is full, expired entries go first, then an arbitrary one.
+//! verification produced, shared ([`Arc`]): a hit costs a reference count, not a copy of the
+//! claims (their selector lists, payload and subject). Only successes are kept, so only a holder
+//! of the key can put anything in it, and each [`super::Authorizer`] has its own (a new key
+//! means a new, empty cache; a key set fetched from a JWKS is never cached). It is bounded
+//! twice: at most [`CAPACITY`] entries, and tokens longer than [`MAX_TOKEN_LEN`] are not kept,
+//! so an attacker holding valid tokens cannot grow it beyond about
+//! `CAPACITY × 3 × MAX_TOKEN_LEN` bytes (claims come from the token). When it is full, expired
+//! entries go first, then an arbitrary one.
 //!
 //! An entry never outlives its token: a lookup at or after `exp` drops the entry and answers
 //! [`AuthError::Expired`], as verification itself would.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -27,7 +30,7 @@ pub(crate) const MAX_TOKEN_LEN: usize = 4096;
 /// Verified tokens and their claims, until their `exp`.
 #[derive(Default)]
 pub(crate) struct VerifiedTokens {
-    entries: Mutex<HashMap<Box<str>, Claims>>,
+    entries: Mutex<HashMap<Box<str>, Arc<Claims>>>,
 }
 
 impl fmt::Debug for VerifiedTokens {
@@ -47,11 +50,11 @@ fn live(expires_at: Option<u64>, now: u64) -> bool {
 impl VerifiedTokens {
     /// The claims of `token` if it verified before and has not expired by `now` (Unix seconds);
     /// `Some(Err(Expired))` (and the entry dropped) once it has; `None` when it is not kept.
-    pub(crate) fn get(&self, token: &str, now: u64) -> Option<Result<Claims, AuthError>> {
+    pub(crate) fn get(&self, token: &str, now: u64) -> Option<Result<Arc<Claims>, AuthError>> {
         let mut entries = self.entries.lock();
         let claims = entries.get(token)?;
         if live(claims.expires_at, now) {
-            return Some(Ok(claims.clone()));
+            return Some(Ok(Arc::clone(claims)));
         }
         entries.remove(token);
         Some(Err(AuthError::Expired))
@@ -72,7 +75,7 @@ impl VerifiedTokens {
                 entries.remove(&victim);
             }
         }
-        entries.insert(token.into(), claims.clone());
+        entries.insert(token.into(), Arc::new(claims.clone()));
     }
 
     /// Tokens kept.
@@ -106,6 +109,16 @@ mod tests {
         ));
         assert_eq!(cache.len(), 0, "an expired entry is dropped");
         assert!(cache.get("a.b.c", 99).is_none());
+    }
+
+    #[test]
+    fn hits_share_the_kept_claims_instead_of_copying_them() {
+        let cache = VerifiedTokens::default();
+        cache.insert("a.b.c", &claims(None), 0);
+        let first = cache.get("a.b.c", 1).unwrap().unwrap();
+        let second = cache.get("a.b.c", 2).unwrap().unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert_eq!(first.publish, Some(vec!["t".to_owned()]));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub(crate) fn preflight(policy: &OriginPolicy, request: &HeaderMap) -> Response<
         header::VARY,
         HeaderValue::from_static("Access-Control-Request-Headers"),
     );
-    if decorate(policy, request, response.headers_mut()) {
+    if decorate(policy, request.get(header::ORIGIN), response.headers_mut()) {
         let headers = response.headers_mut();
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
@@ -65,18 +65,19 @@ fn allowed_headers(asked: Option<&HeaderValue>) -> HeaderValue {
     HeaderValue::from_str(&list).unwrap_or(fixed)
 }
 
-/// Adds the CORS headers of an allowed origin to `response`; returns whether it was allowed.
-/// A response that already allows every origin (the browser client's files) is left as is.
+/// Adds the CORS headers of an allowed origin (the request's `Origin`, if any) to `response`;
+/// returns whether it was allowed. A response that already allows every origin (the browser
+/// client's files) is left as is.
 pub(crate) fn decorate(
     policy: &OriginPolicy,
-    request: &HeaderMap,
+    origin: Option<&HeaderValue>,
     response: &mut HeaderMap,
 ) -> bool {
     if response.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
         return true;
     }
     response.append(header::VARY, HeaderValue::from_static("Origin"));
-    let Some(origin) = request.get(header::ORIGIN) else {
+    let Some(origin) = origin else {
         return false;
     };
     let Ok(origin_text) = origin.to_str() else {

@@ -16,6 +16,8 @@
 //! `Authorization` header or the `authorization` query parameter (the cookie is not accepted
 //! here, so a page on another site cannot post in a visitor's name).
 
+use std::sync::Arc;
+
 use super::body::RequestBody;
 use http::{HeaderMap, HeaderValue, Request, Response, header, request};
 use serde::Deserialize;
@@ -251,16 +253,16 @@ fn chat_sender(
             }
             Ok(Publisher {
                 rate_key: publish::rate_key(&claims, &token),
-                claims,
+                claims: Arc::new(claims),
                 v1: None,
             })
         }
         None if state.config.demo => Ok(Publisher {
             rate_key: format!("address:{}", limits::address_key(peer.ip())),
-            claims: Claims {
+            claims: Arc::new(Claims {
                 publish: Some(vec![CHAT_TOPIC.to_owned()]),
                 ..Claims::default()
-            },
+            }),
             v1: None,
         }),
         None => Err(AuthError::Missing.into()),

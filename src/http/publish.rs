@@ -45,8 +45,9 @@ pub(crate) async fn publish(
 pub(super) struct Publisher {
     /// The bucket of the publish rate limit this publisher draws from ([`rate_key`]).
     pub rate_key: String,
-    /// What the publisher may publish: `mercure.publish` (or a 1.0 token's grants).
-    pub claims: Claims,
+    /// What the publisher may publish: `mercure.publish` (or a 1.0 token's grants); shared with
+    /// the cache of verified tokens when it came from there.
+    pub claims: Arc<Claims>,
     /// With a Mercure 1.0 access token, the hub's URL its grants resolve against (refusals are
     /// then RFC 6750).
     pub v1: Option<Url>,
@@ -147,7 +148,7 @@ fn publisher_claims(
     state: &AppState,
     headers: &HeaderMap,
     uri: &Uri,
-) -> Result<(Claims, String, Option<Url>), ApiError> {
+) -> Result<(Arc<Claims>, String, Option<Url>), ApiError> {
     let Some((token, source)) = extract_token_with(headers, uri.query(), &state.config.cookie_name)
     else {
         let hub = mercure1::hub_url(state, headers, uri)?;
@@ -187,10 +188,10 @@ fn publisher_claims(
         mercure1::check_presentation(&hub, &token, source)?;
         let claims = mercure1::verify(state, KeyRole::Publisher, &token, &hub)
             .map_err(|error| mercure1::token_error(&hub, error))?;
-        return Ok((claims, token, Some(hub)));
+        return Ok((Arc::new(claims), token, Some(hub)));
     }
     let claims = state.auth.verify_publisher(&token)?;
-    Ok((claims, token, None))
+    Ok((Arc::new(claims), token, None))
 }
 
 /// `scheme://host[:port]` of a URL.

@@ -1,6 +1,6 @@
 //! Routing by method and path, plus CORS on every response.
 
-use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
+use http::{HeaderValue, Method, Request, Response, header};
 
 use super::body::{RequestBody, ResponseBody};
 use super::problem::ApiError;
@@ -17,20 +17,21 @@ pub(crate) async fn route(
     request: Request<RequestBody>,
     peer: Peer,
 ) -> Response<ResponseBody> {
-    let request_headers = request.headers().clone();
-    if cors::is_preflight(request.method(), &request_headers) {
-        return cors::preflight(&state.config.cors, &request_headers);
+    if cors::is_preflight(request.method(), request.headers()) {
+        return cors::preflight(&state.config.cors, request.headers());
     }
+    // CORS needs only the request's `Origin`: kept alone, not a copy of every header.
+    let origin = request.headers().get(header::ORIGIN).cloned();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let result = dispatch(state, request, peer, &method, &path).await;
-    respond(state, &request_headers, result, peer, &method, &path)
+    respond(state, origin.as_ref(), result, peer, &method, &path)
 }
 
 /// The response for a handler's result: errors logged and turned into problems, CORS added.
 fn respond(
     state: &AppState,
-    request_headers: &HeaderMap,
+    origin: Option<&HeaderValue>,
     result: Result<Response<ResponseBody>, ApiError>,
     peer: Peer,
     method: &Method,
@@ -44,7 +45,7 @@ fn respond(
         }
         error.into_response()
     });
-    cors::decorate(&state.config.cors, request_headers, response.headers_mut());
+    cors::decorate(&state.config.cors, origin, response.headers_mut());
     response
 }
 

@@ -5,17 +5,30 @@
 //! `per_topic` on, each topic's kept sequences are indexed too, with the set of kept updates that
 //! no topic protects, so retention finds what to trim without a scan (see [`Retention`]).
 //! The indexes hold no copy of an update's id: history may keep many updates.
+//!
+//! Every publish hashes its id and topics a few times here (index, tally, and the same when
+//! retention trims the oldest), so the maps use foldhash, seeded per map from the process's
+//! random state, instead of SipHash, whose cost showed in the publish path's profile. The keys
+//! are publishers' ids and topics, which need a token to send, the maps are bounded by the
+//! history size, and nothing shows their order (`/topics` sorts): foldhash's "minimal" DoS
+//! resistance (a random seed, no claim against an attacker who can observe hashes) is enough.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+use foldhash::quality::RandomState;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{Bounds, ReplayFrom, Retention, Store, StoreError, TopicHistory};
 use crate::update::{Update, now_ms};
+
+/// A hash map with foldhash's seeded hasher (see the module's documentation).
+type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
+type HashSet<T> = std::collections::HashSet<T, RandomState>;
 
 /// The in-memory store.
 pub(crate) struct MemoryStore {
@@ -49,6 +62,18 @@ struct TopicTally {
     last_public_event_id: Option<String>,
 }
 
+impl TopicTally {
+    /// A topic with nothing tallied yet.
+    fn empty() -> TopicTally {
+        TopicTally {
+            events: 0,
+            last_event_id: String::new(),
+            public_events: 0,
+            last_public_event_id: None,
+        }
+    }
+}
+
 impl MemoryStore {
     /// An empty store with these retention limits.
     pub(crate) fn new(retention: Retention) -> MemoryStore {
@@ -56,12 +81,12 @@ impl MemoryStore {
             state: Mutex::new(Ring {
                 retention,
                 updates: BTreeMap::new(),
-                newest_by_id: HashSet::new(),
-                duplicates: HashMap::new(),
-                topics: HashMap::new(),
+                newest_by_id: HashSet::default(),
+                duplicates: HashMap::default(),
+                topics: HashMap::default(),
                 last_seq: 0,
                 trimmed_through: 0,
-                by_topic: HashMap::new(),
+                by_topic: HashMap::default(),
                 unprotected: BTreeSet::new(),
             }),
         }
@@ -90,20 +115,23 @@ impl Ring {
             seqs.insert(update.seq);
         }
         for topic in unique_topics(&update) {
-            let tally = self
-                .topics
-                .entry(topic.clone())
-                .or_insert_with(|| TopicTally {
-                    events: 0,
-                    last_event_id: String::new(),
-                    public_events: 0,
-                    last_public_event_id: None,
-                });
+            // A topic already tallied (the common case) costs no copy of its name.
+            let tally = match self.topics.get_mut(topic.as_str()) {
+                Some(tally) => tally,
+                None => self
+                    .topics
+                    .entry(topic.clone())
+                    .or_insert_with(TopicTally::empty),
+            };
             tally.events += 1;
+            // `clone_from`: the id is copied into the tally's own buffers, reused when they fit.
             tally.last_event_id.clone_from(&update.id);
             if !update.private {
                 tally.public_events += 1;
-                tally.last_public_event_id = Some(update.id.clone());
+                match &mut tally.last_public_event_id {
+                    Some(last) => last.clone_from(&update.id),
+                    none => *none = Some(update.id.clone()),
+                }
             }
         }
         self.updates.insert(update.seq, Arc::clone(&update));
@@ -198,7 +226,10 @@ impl Ring {
         if self.newest_seq(&dropped.id) == Some(dropped.seq) {
             self.newest_by_id.remove(dropped.id.as_str());
         }
-        if let Some(seqs) = self.duplicates.get_mut(&dropped.id) {
+        // Ids are nearly always unique: an empty map needs no hash to say so.
+        if !self.duplicates.is_empty()
+            && let Some(seqs) = self.duplicates.get_mut(&dropped.id)
+        {
             seqs.remove(&seq);
             if seqs.is_empty() {
                 self.duplicates.remove(&dropped.id);

@@ -1,8 +1,9 @@
 //! Writing responses: the response head, the chunked framing of a stream, and every write to the
 //! socket (vectored, under the write deadline).
 
-use std::io::{self, IoSlice};
-use std::time::Duration;
+use std::cell::RefCell;
+use std::io::{self, IoSlice, Write as _};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use http::{StatusCode, header};
@@ -66,9 +67,8 @@ pub(crate) fn encode_head(
     }
     match framing {
         Framing::Length(length) => {
-            head.extend_from_slice(b"content-length: ");
-            head.extend_from_slice(length.to_string().as_bytes());
-            head.extend_from_slice(b"\r\n");
+            // Into the head's own buffer: a write to a Vec cannot fail.
+            let _ = write!(head, "content-length: {length}\r\n");
         }
         Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::UntilClose | Framing::None => {}
@@ -79,9 +79,32 @@ pub(crate) fn encode_head(
         head.extend_from_slice(b"connection: keep-alive\r\n");
     }
     head.extend_from_slice(b"date: ");
-    head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    push_http_date(&mut head, SystemTime::now());
     head.extend_from_slice(b"\r\n\r\n");
     head
+}
+
+/// Appends `now` as an HTTP date (whole seconds), formatted at most once a second per thread:
+/// every response carries one, and formatting it anew cost each small response an allocation
+/// and the calendar arithmetic.
+fn push_http_date(out: &mut Vec<u8>, now: SystemTime) {
+    thread_local! {
+        /// The second last formatted, and its text.
+        static FORMATTED: RefCell<Option<(u64, String)>> = const { RefCell::new(None) };
+    }
+    // A clock before 1970 is formatted every time (there is no second to key it by).
+    let Ok(since_epoch) = now.duration_since(UNIX_EPOCH) else {
+        out.extend_from_slice(httpdate::fmt_http_date(now).as_bytes());
+        return;
+    };
+    let second = since_epoch.as_secs();
+    FORMATTED.with_borrow_mut(|formatted| {
+        let text = match formatted {
+            Some((cached, text)) if *cached == second => text,
+            _ => &mut formatted.insert((second, httpdate::fmt_http_date(now))).1,
+        };
+        out.extend_from_slice(text.as_bytes());
+    });
 }
 
 /// Room for the longest chunk size line: 16 hex digits and CRLF.
@@ -198,6 +221,33 @@ mod tests {
         let head = head_of(error, Framing::Length(12), false);
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"));
         assert!(head.contains("\r\ncontent-length: 12\r\nconnection: close\r\ndate: "));
+    }
+
+    #[test]
+    fn the_date_is_formatted_for_the_second_asked_even_when_cached() {
+        use std::time::Duration;
+        let date = |now: SystemTime| {
+            let mut out = Vec::new();
+            push_http_date(&mut out, now);
+            String::from_utf8(out).unwrap()
+        };
+        let second = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(date(second), "Tue, 14 Nov 2023 22:13:20 GMT");
+        // The same second, later in it: the cached text.
+        assert_eq!(
+            date(second + Duration::from_millis(999)),
+            "Tue, 14 Nov 2023 22:13:20 GMT"
+        );
+        // The next second, and one long before: formatted anew, not the cached text.
+        assert_eq!(
+            date(second + Duration::from_secs(1)),
+            "Tue, 14 Nov 2023 22:13:21 GMT"
+        );
+        assert_eq!(date(second), "Tue, 14 Nov 2023 22:13:20 GMT");
+        assert_eq!(date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
+        // What the clock says now, as the head carries it.
+        let now = SystemTime::now();
+        assert_eq!(date(now), httpdate::fmt_http_date(now));
     }
 
     #[test]
