@@ -18,6 +18,11 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead as InnerFramedRead;
 use tokio_util::codec::{LengthDelimitedCodec, LengthDelimitedCodecError};
 
+/// herald: the read buffer a connection gets back before it reads again, after it gave its
+/// buffer back while idle (`FramedRead::poll_next`): tokio-util's initial capacity, so reads
+/// are as large as upstream's.
+const READ_BUFFER_CAPACITY: usize = 8 * 1024;
+
 // 16 MB "sane default" taken from golang http2
 const DEFAULT_SETTINGS_MAX_HEADER_LIST_SIZE: usize = 16 << 20;
 
@@ -421,7 +426,18 @@ where
         let _e = span.enter();
         loop {
             tracing::trace!("poll");
-            let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+            // herald: a buffer given back while idle (below) is replaced before reading, or
+            // tokio-util's `reserve(1)` would read a few bytes at a time.
+            let buffer = self.inner.read_buffer_mut();
+            if buffer.capacity() == 0 {
+                buffer.reserve(READ_BUFFER_CAPACITY);
+            }
+            let polled = Pin::new(&mut self.inner).poll_next(cx);
+            // herald: nothing to read and nothing buffered: give the buffer back while idle.
+            if polled.is_pending() && self.inner.read_buffer().is_empty() {
+                *self.inner.read_buffer_mut() = BytesMut::new();
+            }
+            let bytes = match ready!(polled) {
                 Some(Ok(bytes)) => bytes,
                 Some(Err(e)) => return Poll::Ready(Some(Err(map_err(e)))),
                 None => return Poll::Ready(None),

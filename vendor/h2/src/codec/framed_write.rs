@@ -93,7 +93,10 @@ where
             final_flush_done: false,
             encoder: Encoder {
                 hpack: hpack::Encoder::default(),
-                buf: Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY)),
+                // herald: no buffer until a frame is buffered (`Encoder::buffer`), and none
+                // again once a flush has written everything (`Encoder::release_buffer`): an
+                // idle connection holds no write buffer.
+                buf: Cursor::new(BytesMut::new()),
                 next: None,
                 last_data_frame: None,
                 max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -169,6 +172,9 @@ where
             }
         }
 
+        // herald: everything is written: give the buffer back until the next frame.
+        self.encoder.release_buffer();
+
         tracing::trace!("flushing buffer");
         // Flush the upstream
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
@@ -220,9 +226,21 @@ where
         }
     }
 
+    /// herald: drops the write buffer's allocation once everything in it is written.
+    fn release_buffer(&mut self) {
+        if self.next.is_none() && !self.buf.has_remaining() && self.buf.get_ref().capacity() > 0 {
+            self.buf = Cursor::new(BytesMut::new());
+        }
+    }
+
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
+
+        // herald: the buffer is allocated when the first frame after a flush is buffered.
+        if self.buf.get_ref().capacity() == 0 {
+            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+        }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
 
@@ -307,9 +325,15 @@ where
     }
 
     fn has_capacity(&self) -> bool {
-        self.next.is_none()
-            && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
-                >= self.min_buffer_capacity)
+        // herald: a released (empty, unallocated) buffer gets DEFAULT_BUFFER_CAPACITY when
+        // `buffer` is called, so it has room.
+        let buf = self.buf.get_ref();
+        let available = if buf.capacity() == 0 {
+            DEFAULT_BUFFER_CAPACITY
+        } else {
+            buf.capacity() - buf.len()
+        };
+        self.next.is_none() && available >= self.min_buffer_capacity
     }
 
     fn is_empty(&self) -> bool {

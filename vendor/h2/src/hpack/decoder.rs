@@ -19,6 +19,8 @@ pub struct Decoder {
     max_size_update: Option<usize>,
     last_max_update: usize,
     table: Table,
+    /// herald: Huffman scratch, allocated by the first Huffman string of a header block and
+    /// dropped at the end of the block (`decode`); decoded strings are copied out of it.
     buffer: BytesMut,
 }
 
@@ -158,7 +160,8 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // herald: allocated when a Huffman string needs it (`huffman::decode` grows it).
+            buffer: BytesMut::new(),
         }
     }
 
@@ -174,7 +177,18 @@ impl Decoder {
     }
 
     /// Decodes the headers found in the given buffer.
-    pub fn decode<F>(
+    pub fn decode<F>(&mut self, src: &mut Cursor<&mut BytesMut>, f: F) -> Result<(), DecoderError>
+    where
+        F: FnMut(Header) -> ControlFlow<()>,
+    {
+        let decoded = self.decode_block(src, f);
+        // herald: an idle connection keeps no Huffman scratch between header blocks.
+        self.buffer = BytesMut::new();
+        decoded
+    }
+
+    /// herald: upstream's `decode`, unchanged; `decode` drops the scratch after it.
+    fn decode_block<F>(
         &mut self,
         src: &mut Cursor<&mut BytesMut>,
         mut f: F,
@@ -335,10 +349,12 @@ impl Decoder {
         if huff {
             let ret = {
                 let raw = &buf.chunk()[..len];
+                // herald: a copy of exactly the decoded bytes, so that a string kept in the
+                // dynamic table (or by the application) does not keep the scratch alive.
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {
                     offset,
                     len,
-                    string: Some(BytesMut::freeze(buf)),
+                    string: Some(Bytes::copy_from_slice(&buf)),
                 })
             };
 
@@ -480,7 +496,9 @@ impl StringMarker {
                 buf.advance(self.len);
                 string
             }
-            None => take(buf, self.len),
+            // herald: a copy, so that a string kept in the dynamic table (or by the
+            // application) does not keep the connection's read buffer alive.
+            None => Bytes::copy_from_slice(&take(buf, self.len)),
         }
     }
 }
