@@ -332,6 +332,9 @@ where
                                 continue;
                             }
 
+                            // herald: nothing more to do for now: an idle connection keeps
+                            // no frame buffers.
+                            self.inner.streams.release_idle_buffers();
                             return Poll::Pending;
                         }
                     };

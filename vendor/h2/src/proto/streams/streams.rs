@@ -128,6 +128,15 @@ where
         }
     }
 
+    /// herald: gives back the allocations of the frame buffers (received and to send) when
+    /// they are empty; called when the connection has nothing more to do for now.
+    pub fn release_idle_buffers(&mut self) {
+        let mut me = self.inner.lock().unwrap();
+        me.actions.recv.release_idle_buffer();
+        // The same lock order as `poll_complete`: `inner`, then the send buffer.
+        self.send_buffer.inner.lock().unwrap().release_if_empty();
+    }
+
     pub fn set_target_connection_window_size(&mut self, size: WindowSize) -> Result<(), Reason> {
         let mut me = self.inner.lock().unwrap();
         let me = &mut *me;
