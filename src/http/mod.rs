@@ -203,11 +203,10 @@ async fn serve_connection(
     let deadline = tokio::time::Instant::now() + header_timeout;
     let result = match tls {
         None => match h1::sniff(&mut stream, deadline).await {
-            // Boxed, like the two branches below: inline, the largest branch sets the size of
-            // every connection's task, and an HTTP/2 connection carried room for an HTTP/1.1
-            // one (about 2.3 KB, docs/ARCHITECTURE.md, "HTTP/2 and TLS").
             h1::Protocol::Http1(input) => {
-                Box::pin(serve_h1(stream, input, peer, state, watcher)).await;
+                let settings = h1_settings(&state.config);
+                let routes = HubRoutes { state, peer };
+                h1::serve(stream, input, &routes, &settings, Some(watcher)).await;
                 Ok(())
             }
             // Boxed: hyper's connection state would enlarge every connection's task.
@@ -231,19 +230,6 @@ async fn serve_connection(
         tracing::debug!(%peer, %error, "connection ended with an error");
     }
     metrics::gauge!(names::CONNECTIONS).decrement(1.0);
-}
-
-/// Serves a cleartext HTTP/1.1 connection whose first bytes `input` were read by the sniff.
-async fn serve_h1(
-    stream: TcpStream,
-    input: Vec<u8>,
-    peer: SocketAddr,
-    state: Arc<AppState>,
-    watcher: ShutdownSignal,
-) {
-    let settings = h1_settings(&state.config);
-    let routes = HubRoutes { state, peer };
-    h1::serve(stream, input, &routes, &settings, Some(watcher)).await;
 }
 
 /// The TLS handshake, then HTTP/2 when ALPN picked it (or the client sends its preface),

@@ -79,6 +79,15 @@ pub(super) trait Resolve {
 // ===== impl Store =====
 
 impl Store {
+    /// herald: with at most one stream left, gives back the slab's room for more (a browser
+    /// tab's connection holds one event stream for hours). Keys stay valid: only vacant
+    /// entries after the last occupied one go.
+    pub(super) fn shrink_if_nearly_empty(&mut self) {
+        if self.slab.len() <= 1 && self.slab.capacity() > 1 {
+            self.slab.shrink_to_fit();
+        }
+    }
+
     pub fn new() -> Self {
         Store {
             slab: slab::Slab::new(),

@@ -129,10 +129,12 @@ where
     }
 
     /// herald: gives back the allocations of the frame buffers (received and to send) when
-    /// they are empty; called when the connection has nothing more to do for now.
+    /// they are empty, and the stream store's spare room when at most one stream is left;
+    /// called when the connection has nothing more to do for now.
     pub fn release_idle_buffers(&mut self) {
         let mut me = self.inner.lock().unwrap();
         me.actions.recv.release_idle_buffer();
+        me.store.shrink_if_nearly_empty();
         // The same lock order as `poll_complete`: `inner`, then the send buffer.
         self.send_buffer.inner.lock().unwrap().release_if_empty();
     }
