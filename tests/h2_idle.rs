@@ -11,7 +11,7 @@ use crate::util::{Hub, settled_rss_kib};
 /// The bound per idle h2c connection with one subscription, for the debug build the tests run
 /// (a release build costs less). Measured on this machine with this test: 26.3 KB with h2 0.4.20
 /// as published (a 16 KiB write buffer, an 8 KiB read buffer and a 4 KiB HPACK scratch per
-/// connection), 13.5-14.6 KB with the patch.
+/// connection), 10.3-11.3 KB with the patch.
 const MAX_BYTES_PER_CONNECTION: u64 = 18 * 1024;
 
 /// One h2c connection (the `h2` crate's client, as a browser would: HPACK with Huffman coding
