@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::util::{Hub, SOON, Stream, client, encode_form, problem, rss_kib, token};
+use crate::util::{Hub, SOON, Stream, client, encode_form, problem, settled_rss_kib, token};
 
 /// The default `--max-template-complexity`.
 const DEFAULT_LIMIT: usize = 256;
@@ -333,19 +333,6 @@ async fn template_subscribers_cost_little_memory_each() {
         "with their answer caches, each template subscriber holds {listed_cost} bytes \
          (batches: {listed_costs:?})"
     );
-}
-
-/// The hub's resident memory once the garbage of the last requests has been given back: the
-/// smallest of samples over two and a half seconds, each after a small request (an allocator
-/// gives freed memory back after a delay, jemalloc's about a second, or on later allocations).
-async fn settled_rss_kib(hub: &Hub) -> u64 {
-    let mut smallest = u64::MAX;
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let _ = hub.subscriptions().await;
-        smallest = smallest.min(rss_kib(hub.pid()));
-    }
-    smallest
 }
 
 /// Opens one expensive-template subscriber per number in `subscribers` into `streams`, and

@@ -13,6 +13,7 @@ mod cors;
 mod deploy;
 mod durable;
 mod h1;
+mod h2_idle;
 mod hardening;
 mod herald_js;
 mod history;

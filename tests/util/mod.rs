@@ -243,6 +243,19 @@ pub(crate) fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
+/// The hub's resident memory once the garbage of the last requests has been given back: the
+/// smallest of samples over two and a half seconds, each after a small request (an allocator
+/// gives freed memory back after a delay, jemalloc's about a second, or on later allocations).
+pub(crate) async fn settled_rss_kib(hub: &Hub) -> u64 {
+    let mut smallest = u64::MAX;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let _ = hub.subscriptions().await;
+        smallest = smallest.min(rss_kib(hub.pid()));
+    }
+    smallest
+}
+
 /// A loopback port that was free a moment ago.
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
