@@ -35,9 +35,9 @@
 //! # Schema 1 (earlier heralds)
 //! Schema 1 also had `topics` and `topics_public` (`topic -> (events, newest id)`) and two `meta`
 //! keys marking when `topics_public` was last counted. Opening a schema 1 file upgrades it in one
-//! commit: both tables and both keys are deleted and `schema` becomes 2 (logged at info). The log
+//! commit: both tables and both keys are deleted and `schema` becomes 3 (logged at info). The log
 //! and the ids are untouched, so nothing a subscriber can ask for changes. The upgrade is one
-//! way: an earlier herald refuses a schema 2 file ("schema version 2 is not supported"), so going
+//! way: an earlier herald refuses the file ("schema version 3 is not supported"), so going
 //! back means restoring a backup taken before. A schema 1 tally table of another type is a
 //! foreign file, refused and left untouched.
 //!
