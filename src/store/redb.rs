@@ -19,8 +19,12 @@
 //!   Added within schema 1: occurrences an earlier herald appended are not in it, and resolve as
 //!   before, to the newest.
 //! - `meta`: `str -> u64`: `schema` (this file layout, [`SCHEMA_VERSION`]; another version is
-//!   refused, never converted, except schema 1, below), and `last_seq` (the newest seq ever
-//!   assigned, so sequences keep increasing even when retention has removed everything).
+//!   refused, never converted, except schemas 1 and 2, below), `last_seq` and `trimmed`. The
+//!   newest seq ever assigned is the log's newest key, or `last_seq` when that is higher: an
+//!   append writes `last_seq` only when retention removed the newest update it assigned, so
+//!   sequences keep increasing even when retention has removed everything. `trimmed` (the
+//!   highest seq retention removed) is written only when it is not below the oldest kept seq
+//!   (`--history-per-topic` removes out of order); otherwise the oldest kept seq tells.
 //!
 //! The per-topic tallies of `GET /topics` (every update kept, and the public ones alone) are not
 //! in the file: [`tally`] counts them from `log` on every open (the open already reads the whole
@@ -31,11 +35,18 @@
 //! # Schema 1 (earlier heralds)
 //! Schema 1 also had `topics` and `topics_public` (`topic -> (events, newest id)`) and two `meta`
 //! keys marking when `topics_public` was last counted. Opening a schema 1 file upgrades it in one
-//! commit: both tables and both keys are deleted and `schema` becomes 2 (logged at info). The log
+//! commit: both tables and both keys are deleted and `schema` becomes 3 (logged at info). The log
 //! and the ids are untouched, so nothing a subscriber can ask for changes. The upgrade is one
-//! way: an earlier herald refuses a schema 2 file ("schema version 2 is not supported"), so going
+//! way: an earlier herald refuses the file ("schema version 3 is not supported"), so going
 //! back means restoring a backup taken before. A schema 1 tally table of another type is a
 //! foreign file, refused and left untouched.
+//!
+//! # Schema 2 (earlier heralds)
+//! Schema 2 wrote `last_seq` and `trimmed` on every commit: one more table page copied per
+//! commit, a third of an append's CPU with small batches (docs/benchmarks.md). Opening a
+//! schema 2 file only sets `schema` to 3 (logged at info); its values stay right, since the
+//! newest seq is the higher of `last_seq` and the log's newest key. An earlier herald refuses a
+//! schema 3 file (it would trust a `last_seq` that no longer moves with every commit).
 //!
 //! # Durability
 //! One [`Store::append`] is one redb write transaction committed with
@@ -100,7 +111,10 @@ use tally::TopicTallies;
 pub(crate) const FILE_NAME: &str = "herald.redb";
 
 /// The table layout this build reads and writes.
-pub(crate) const SCHEMA_VERSION: u64 = 2;
+pub(crate) const SCHEMA_VERSION: u64 = 3;
+/// The layout before `last_seq` and `trimmed` became derived from the log (module doc, "Schema
+/// 2"): upgraded on open.
+const SCHEMA_WRITING_META_PER_COMMIT: u64 = 2;
 /// The layout of earlier heralds, which this build upgrades on open (module doc, "Schema 1").
 const SCHEMA_WITH_TALLY_TABLES: u64 = 1;
 
@@ -259,6 +273,8 @@ enum Layout {
     Incomplete,
     /// An earlier herald's schema 1, to be upgraded (module doc, "Schema 1").
     Schema1,
+    /// An earlier herald's schema 2, to be upgraded (module doc, "Schema 2").
+    Schema2,
 }
 
 /// Reads which tables the file has and refuses anything that is not herald's current schema.
@@ -285,6 +301,9 @@ fn layout(read: &ReadTransaction, path: &Path) -> Result<Layout, OpenError> {
     let meta = read.open_table(META).map_err(|e| fail(e.into()))?;
     match meta.get(META_SCHEMA).map_err(|e| fail(e.into()))? {
         Some(version) if version.value() == SCHEMA_VERSION => {}
+        Some(version) if version.value() == SCHEMA_WRITING_META_PER_COMMIT => {
+            return Ok(Layout::Schema2);
+        }
         Some(version) if version.value() == SCHEMA_WITH_TALLY_TABLES => {
             // The upgrade deletes the tally tables: only herald's own, of herald's types.
             for table in [TOPICS, TOPICS_PUBLIC] {
@@ -378,7 +397,7 @@ fn prepare(db: &Database, path: &Path, per_topic: usize) -> Result<TopicTallies,
                     meta.remove(META_PUBLIC_SEQ).map_err(|e| fail(e.into()))?;
                     meta.remove(META_PUBLIC_FRONT).map_err(|e| fail(e.into()))?;
                 }
-                Layout::Complete | Layout::Incomplete => {}
+                Layout::Complete | Layout::Incomplete | Layout::Schema2 => {}
             }
             meta.insert(META_SCHEMA, SCHEMA_VERSION)
                 .map_err(|e| fail(e.into()))?;
@@ -390,6 +409,12 @@ fn prepare(db: &Database, path: &Path, per_topic: usize) -> Result<TopicTallies,
                 .map_err(|e| fail(e.into()))?;
         }
         write.commit().map_err(|e| fail(e.into()))?;
+        if found == Layout::Schema2 {
+            tracing::info!(
+                path = %path.display(),
+                "store: upgraded the file from schema 2 to schema {SCHEMA_VERSION} (the newest sequence is derived from the log); an earlier herald refuses it from now on"
+            );
+        }
         if found == Layout::Schema1 {
             tracing::info!(
                 path = %path.display(),
@@ -456,7 +481,7 @@ fn protection_current(read: &ReadTransaction, per_topic: usize) -> Result<bool, 
     let value = |key: &str| -> Result<Option<u64>, ::redb::Error> {
         Ok(meta.get(key)?.map(|guard| guard.value()))
     };
-    let last_seq = value(META_LAST_SEQ)?.unwrap_or(0);
+    let last_seq = newest_seq(&meta, &read.open_table(LOG)?)?;
     Ok(value(META_PROTECT_N)? == u64::try_from(per_topic).ok()
         && value(META_PROTECT_SEQ)? == Some(last_seq))
 }
@@ -508,10 +533,7 @@ fn rebuild_protection(db: &Database, path: &Path, per_topic: usize) -> Result<u6
             }
         }
         let mut meta = write.open_table(META).map_err(|e| fail(e.into()))?;
-        let last_seq = meta
-            .get(META_LAST_SEQ)
-            .map_err(|e| fail(e.into()))?
-            .map_or(0, |guard| guard.value());
+        let last_seq = newest_seq(&meta, &log).map_err(fail)?;
         meta.insert(META_PROTECT_N, u64::try_from(per_topic).unwrap_or(u64::MAX))
             .map_err(|e| fail(e.into()))?;
         meta.insert(META_PROTECT_SEQ, last_seq)
@@ -519,6 +541,17 @@ fn rebuild_protection(db: &Database, path: &Path, per_topic: usize) -> Result<u6
     }
     write.commit().map_err(|e| fail(e.into()))?;
     Ok(records)
+}
+
+/// The newest sequence ever assigned: the log's newest key, or `meta`'s `last_seq` when that is
+/// higher (retention removed the newest updates; earlier schemas wrote it on every commit).
+fn newest_seq(
+    meta: &impl ReadableTable<&'static str, u64>,
+    log: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<u64, ::redb::Error> {
+    let recorded = meta.get(META_LAST_SEQ)?.map_or(0, |guard| guard.value());
+    let in_log = log.last()?.map_or(0, |(key, _)| key.value());
+    Ok(recorded.max(in_log))
 }
 
 /// Says what is wrong with the file in terms a person can act on.
@@ -632,10 +665,7 @@ fn append_blocking(
             duplicates: txn.open_table(DUPLICATE_IDS).map_err(backend)?,
         };
         let mut meta = txn.open_table(META).map_err(backend)?;
-        let mut last_seq = meta
-            .get(META_LAST_SEQ)
-            .map_err(backend)?
-            .map_or(0, |guard| guard.value());
+        let mut last_seq = newest_seq(&meta, &log).map_err(backend)?;
         let mut removed = Vec::new();
         let mut protection = match retention.per_topic {
             0 => None,
@@ -674,8 +704,14 @@ fn append_blocking(
             protection.as_mut(),
             (last_seq, &mut trimmed),
         )?;
-        meta.insert(META_LAST_SEQ, last_seq).map_err(backend)?;
-        if trimmed != trimmed_before {
+        // `meta` is written only when the log cannot tell (module doc, "Schema 2"): rewriting
+        // it on every commit cost a third of the append's CPU.
+        let newest_kept = log.last().map_err(backend)?.map(|(key, _)| key.value());
+        let oldest_kept = log.first().map_err(backend)?.map(|(key, _)| key.value());
+        if newest_kept != Some(last_seq) {
+            meta.insert(META_LAST_SEQ, last_seq).map_err(backend)?;
+        }
+        if trimmed != trimmed_before && oldest_kept.is_some_and(|oldest| trimmed >= oldest) {
             meta.insert(META_TRIMMED, trimmed).map_err(backend)?;
         }
         if protection.is_some() {
@@ -912,12 +948,7 @@ fn summarize(read: &ReadTransaction) -> Result<Summary, StoreError> {
         Some((key, value)) => Some(parse_at(key.value(), value.value())?.id.to_owned()),
         None => None,
     };
-    let last_seq = read
-        .open_table(META)
-        .map_err(backend)?
-        .get(META_LAST_SEQ)
-        .map_err(backend)?
-        .map_or(0, |guard| guard.value());
+    let last_seq = newest_seq(&read.open_table(META).map_err(backend)?, &log).map_err(backend)?;
     Ok(Summary {
         records,
         last_seq,
@@ -974,7 +1005,10 @@ pub(crate) fn inspect(path: &Path) -> Result<Summary, OpenError> {
             .open_read_only(path)
             .map_err(|error| classify(path, error.into()))?;
         let read = db.begin_read().map_err(|e| classify(path, e.into()))?;
-        if !matches!(layout(&read, path)?, Layout::Complete | Layout::Schema1) {
+        if !matches!(
+            layout(&read, path)?,
+            Layout::Complete | Layout::Schema1 | Layout::Schema2
+        ) {
             return Err(OpenError::Foreign {
                 path: path.to_path_buf(),
                 reason: "herald's tables are missing".into(),
@@ -1109,11 +1143,8 @@ fn resolve_earliest_blocking(
 fn bounds_blocking(db: &Database, retention: Retention) -> Result<Bounds, StoreError> {
     let txn = db.begin_read().map_err(backend)?;
     let meta = txn.open_table(META).map_err(backend)?;
-    let last_seq = meta
-        .get(META_LAST_SEQ)
-        .map_err(backend)?
-        .map_or(0, |guard| guard.value());
     let log = txn.open_table(LOG).map_err(backend)?;
+    let last_seq = newest_seq(&meta, &log).map_err(backend)?;
     let cutoff = age_cutoff(retention);
     let mut oldest = None;
     for entry in log.iter().map_err(backend)? {

@@ -707,6 +707,89 @@ async fn the_last_sequence_survives_trimming_everything() {
 }
 
 #[tokio::test]
+async fn an_append_writes_meta_only_when_the_log_cannot_tell() {
+    let dir = TempDir::new("meta-writes");
+    {
+        let store = open(&dir, 2);
+        for n in 1..=5 {
+            store
+                .append(vec![update("a", &n.to_string())])
+                .await
+                .unwrap();
+        }
+        let bounds = store.bounds().await.unwrap();
+        assert_eq!((bounds.last_seq, bounds.trimmed_through), (5, 3));
+    }
+    // Trimmed from the front only, the newest kept: the log tells both, `meta` keeps its
+    // values from when the file was made.
+    assert_eq!(meta_value(&dir, META_LAST_SEQ), Some(0));
+    assert_eq!(meta_value(&dir, META_TRIMMED), None);
+    assert_eq!(inspect(&dir.file()).unwrap().last_seq, 5);
+    let store = open(&dir, 2);
+    let bounds = store.bounds().await.unwrap();
+    assert_eq!((bounds.last_seq, bounds.trimmed_through), (5, 3));
+    let next = store.append(vec![update("a", "6")]).await.unwrap();
+    assert_eq!(next[0].seq, 6);
+    drop(store);
+    // Retention removing everything: now only `meta` can tell.
+    let store = open(&dir, 0);
+    store.append(vec![update("a", "7")]).await.unwrap();
+    drop(store);
+    assert_eq!(meta_value(&dir, META_LAST_SEQ), Some(7));
+}
+
+/// Turns a store file into what a schema 2 herald leaves: `last_seq` and `trimmed` written on
+/// every commit.
+fn make_schema_2(dir: &TempDir, last_seq: u64, trimmed: u64) {
+    let db = Database::open(dir.file()).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut meta = txn.open_table(META).unwrap();
+        meta.insert(META_SCHEMA, SCHEMA_WRITING_META_PER_COMMIT)
+            .unwrap();
+        meta.insert(META_LAST_SEQ, last_seq).unwrap();
+        meta.insert(META_TRIMMED, trimmed).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[tokio::test]
+async fn a_schema_2_file_is_upgraded_and_keeps_its_sequences() {
+    let dir = TempDir::new("schema-2");
+    let (bounds, replay) = {
+        let store = open(&dir, 2);
+        for n in 1..=4 {
+            store
+                .append(vec![update("a", &n.to_string())])
+                .await
+                .unwrap();
+        }
+        (
+            store.bounds().await.unwrap(),
+            store.read_after(0, 10).await.unwrap(),
+        )
+    };
+    make_schema_2(&dir, 4, 2);
+    // `inspect` (what `herald backup` checks) takes a schema 2 file as it is.
+    assert_eq!(inspect(&dir.file()).unwrap().last_seq, 4);
+    assert_eq!(meta_value(&dir, META_SCHEMA), Some(2));
+
+    let store = open(&dir, 2);
+    assert_eq!(store.bounds().await.unwrap(), bounds);
+    assert_eq!(store.read_after(0, 10).await.unwrap(), replay);
+    let next = store.append(vec![update("a", "5")]).await.unwrap();
+    assert_eq!(next[0].seq, 5);
+    drop(store);
+    assert_eq!(meta_value(&dir, META_SCHEMA), Some(SCHEMA_VERSION));
+    // A schema 2 `last_seq` above the log (everything after it trimmed) still counts.
+    make_schema_2(&dir, 9, 2);
+    let store = open(&dir, 2);
+    assert_eq!(store.bounds().await.unwrap().last_seq, 9);
+    let next = store.append(vec![update("a", "6")]).await.unwrap();
+    assert_eq!(next[0].seq, 10);
+}
+
+#[tokio::test]
 async fn a_batch_of_a_thousand_is_one_commit() {
     let dir = TempDir::new("batch");
     let store = open(&dir, 10_000);
