@@ -9,6 +9,7 @@ Usage: bench/chart.py OUT
 """
 
 import json
+import re
 import pathlib
 import sys
 
@@ -26,9 +27,10 @@ def main():
         sys.exit(__doc__.strip().splitlines()[-1])
     out = pathlib.Path(sys.argv[1])
     table = json.loads((out / "medians.json").read_text())
-    # The HTTP/1.1 rate sweep (fanout-<rate>); fanout-h2c-<rate> is a row of its own.
-    fanout = {name: rows for name, rows in table.items() if name.split("-")[1:2] != ["h2c"]
-              and name.startswith("fanout-")}
+    # The HTTP/1.1 rate sweep (fanout-<rate>) only: fanout-h2c-<rate> and the DRAINED_HISTORY
+    # run (fanout-<rate>-history<N>) are rows of their own.
+    fanout = {name: rows for name, rows in table.items()
+              if re.fullmatch(r"fanout-\d+", name)}
     if not fanout:
         sys.exit("chart.py: no fan-out scenario in medians.json")
 

@@ -188,48 +188,73 @@ pub(crate) async fn serve(
     }
 }
 
-/// Serves one connection (after the TLS handshake, if any) until it closes.
+/// Serves one connection until it closes. Cleartext HTTP/1.1 is served in this task; HTTP/2 and
+/// TLS connections move to a task of their own, sized for what they run: a task's memory is its
+/// largest state, so an HTTP/2 connection served here would also hold room for an HTTP/1.1 one
+/// (about 3 KB) for its whole life, and an HTTP/1.1 one room for hyper's HTTP/2 state.
 async fn serve_connection(
     mut stream: TcpStream,
-    _permit: limits::Permit,
+    permit: limits::Permit,
     peer: SocketAddr,
     state: Arc<AppState>,
     builder: Arc<ConnectionBuilder>,
     tls: Option<TlsAcceptor>,
     watcher: ShutdownSignal,
 ) {
-    metrics::gauge!(names::CONNECTIONS).increment(1.0);
-    let header_timeout = state.config.header_timeout;
-    let deadline = tokio::time::Instant::now() + header_timeout;
-    let result = match tls {
-        None => match h1::sniff(&mut stream, deadline).await {
+    let open = OpenConnection::new(permit);
+    let deadline = tokio::time::Instant::now() + state.config.header_timeout;
+    let Some(tls) = tls else {
+        match h1::sniff(&mut stream, deadline).await {
             h1::Protocol::Http1(input) => {
                 let settings = h1_settings(&state.config);
                 let routes = HubRoutes { state, peer };
                 h1::serve(stream, input, &routes, &settings, Some(watcher)).await;
-                Ok(())
             }
-            // Boxed: hyper's connection state would enlarge every connection's task.
             h1::Protocol::Http2(input) => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 let (stream, started) =
                     limits::first_request_deadline(Rewind::new(input.into(), stream), left);
-                Box::pin(serve_h2(stream, started, peer, state, &builder, watcher)).await
+                tokio::spawn(async move {
+                    let _open = open;
+                    let served = serve_h2(stream, started, peer, state, &builder, watcher).await;
+                    report_end(peer, served);
+                });
             }
-            h1::Protocol::Gone => Ok(()),
-        },
-        // Boxed: inline, the TLS state would enlarge every connection's task, plain ones too.
-        Some(tls) => {
-            Box::pin(serve_tls(
-                stream, tls, deadline, peer, state, &builder, watcher,
-            ))
-            .await
+            h1::Protocol::Gone => {}
         }
+        return;
     };
-    if let Err(error) = result {
+    tokio::spawn(async move {
+        let _open = open;
+        let served = serve_tls(stream, tls, deadline, peer, state, &builder, watcher).await;
+        report_end(peer, served);
+    });
+}
+
+/// An open connection's slot and its count in the connections gauge, both given back when it is
+/// dropped, by whichever task serves the connection last.
+struct OpenConnection {
+    _permit: limits::Permit,
+}
+
+impl OpenConnection {
+    fn new(permit: limits::Permit) -> OpenConnection {
+        metrics::gauge!(names::CONNECTIONS).increment(1.0);
+        OpenConnection { _permit: permit }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(names::CONNECTIONS).decrement(1.0);
+    }
+}
+
+/// Logs why an HTTP/2 or TLS connection ended, when it was an error.
+fn report_end(peer: SocketAddr, served: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(error) = served {
         tracing::debug!(%peer, %error, "connection ended with an error");
     }
-    metrics::gauge!(names::CONNECTIONS).decrement(1.0);
 }
 
 /// The TLS handshake, then HTTP/2 when ALPN picked it (or the client sends its preface),
