@@ -160,6 +160,15 @@ const EXPIRY_TICK: Duration = Duration::from_millis(250);
 /// millisecond every half second).
 pub(crate) const BUFFER_SWEEP: Duration = Duration::from_millis(500);
 
+/// When a hub-wide ticker ([`Hub::ticks`]) first runs.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// At once.
+    None,
+    /// One period from now (a heartbeat is due only after a quiet period).
+    OnePeriod,
+}
+
 /// The heartbeat frame: an empty comment line alone (`:\n`), no blank line, so clients that
 /// dispatch on every blank line (`@microsoft/fetch-event-source`) see no empty message.
 const HEARTBEAT: Bytes = Bytes::from_static(herald_sse::EMPTY_COMMENT);
@@ -288,41 +297,18 @@ impl Hub {
         self: &Arc<Self>,
         every: Duration,
     ) -> impl Future<Output = ()> + use<> {
-        let hub = Arc::downgrade(self);
-        async move {
-            let mut ticker = tokio::time::interval(every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await;
-            loop {
-                ticker.tick().await;
-                match hub.upgrade() {
-                    Some(hub) if !hub.is_closing() => hub.heartbeat(),
-                    _ => return,
-                }
-            }
-        }
+        self.ticks(every, Wait::OnePeriod, Hub::heartbeat)
     }
 
     /// The one hub-wide ticker that closes streams whose token expired, to run as a background
     /// task: ends when the hub closes or is dropped.
     pub(crate) fn expiry_ticks(self: &Arc<Self>) -> impl Future<Output = ()> + use<> {
-        let hub = Arc::downgrade(self);
-        async move {
-            let mut ticker = tokio::time::interval(EXPIRY_TICK);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                match hub.upgrade() {
-                    Some(hub) if !hub.is_closing() => {
-                        let closed = hub.expiring.close_expired(crate::update::now_ms() / 1000);
-                        if closed > 0 {
-                            tracing::debug!(closed, "closed streams whose token expired");
-                        }
-                    }
-                    _ => return,
-                }
+        self.ticks(EXPIRY_TICK, Wait::None, |hub| {
+            let closed = hub.expiring.close_expired(crate::update::now_ms() / 1000);
+            if closed > 0 {
+                tracing::debug!(closed, "closed streams whose token expired");
             }
-        }
+        })
     }
 
     /// Frees the queue buffers of every mailbox that received nothing since the previous call;
@@ -338,16 +324,32 @@ impl Hub {
     /// The one hub-wide ticker that gives back the buffers a burst grew once it is over
     /// ([`BUFFER_SWEEP`]), to run as a background task: ends when the hub closes or is dropped.
     pub(crate) fn buffer_sweeps(self: &Arc<Self>) -> impl Future<Output = ()> + use<> {
+        self.ticks(BUFFER_SWEEP, Wait::None, |hub| {
+            hub.release_quiet_buffers();
+        })
+    }
+
+    /// Runs `work` on the hub every `period`, the first time after `first` (a tick missed under
+    /// load is not made up); ends when the hub closes or is dropped. The task holds only a weak
+    /// reference, so it never keeps a hub alive.
+    fn ticks(
+        self: &Arc<Self>,
+        period: Duration,
+        first: Wait,
+        work: fn(&Hub),
+    ) -> impl Future<Output = ()> + use<> {
         let hub = Arc::downgrade(self);
         async move {
-            let mut ticker = tokio::time::interval(BUFFER_SWEEP);
+            let start = match first {
+                Wait::None => tokio::time::Instant::now(),
+                Wait::OnePeriod => tokio::time::Instant::now() + period,
+            };
+            let mut ticker = tokio::time::interval_at(start, period);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
                 match hub.upgrade() {
-                    Some(hub) if !hub.is_closing() => {
-                        hub.release_quiet_buffers();
-                    }
+                    Some(hub) if !hub.is_closing() => work(&hub),
                     _ => return,
                 }
             }

@@ -93,25 +93,11 @@ mod tests {
     use parking_lot::Mutex;
 
     use super::*;
-    use crate::store::Retention;
     use crate::store::writer::Writer;
-    use crate::update::Draft;
+    use crate::store::writer::tests::{self as writer_tests, draft};
 
     fn memory() -> Arc<MemoryStore> {
-        Arc::new(MemoryStore::new(Retention {
-            max_events: 1000,
-            max_age: None,
-            per_topic: 0,
-        }))
-    }
-
-    fn update(n: usize) -> Update {
-        Update::from_draft(Draft {
-            topics: vec!["t".into()],
-            data: n.to_string(),
-            ..Draft::default()
-        })
-        .unwrap()
+        Arc::new(writer_tests::memory())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +118,7 @@ mod tests {
                 let writer = writer.clone();
                 let seen = Arc::clone(&seen);
                 tokio::spawn(async move {
-                    let stored = writer.submit(update(n)).await.unwrap();
+                    let stored = writer.submit(draft(n)).await.unwrap();
                     assert!(seen.lock().contains(&stored.seq), "answered before fan-out");
                 })
             })
@@ -159,7 +145,7 @@ mod tests {
         let submits: Vec<_> = (0..100)
             .map(|n| {
                 let writer = writer.clone();
-                tokio::spawn(async move { writer.submit(update(n)).await })
+                tokio::spawn(async move { writer.submit(draft(n)).await })
             })
             .collect();
         tokio::task::yield_now().await;
@@ -171,7 +157,7 @@ mod tests {
             }
         }
         assert!(matches!(
-            writer.submit(update(100)).await,
+            writer.submit(draft(100)).await,
             Err(StoreError::Closed)
         ));
         // Every answered update was appended and fanned out; no refused one was.

@@ -226,7 +226,7 @@ async fn run(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
+pub(super) mod tests {
     use parking_lot::Mutex;
 
     use super::*;
@@ -234,8 +234,17 @@ mod tests {
     use crate::store::memory::MemoryStore;
     use crate::update::Draft;
 
+    /// A memory store keeping 1,000 updates.
+    pub(in crate::store) fn memory() -> MemoryStore {
+        MemoryStore::new(Retention {
+            max_events: 1000,
+            max_age: None,
+            per_topic: 0,
+        })
+    }
+
     /// An update to topic `t` whose data is `n`.
-    fn draft(n: usize) -> Update {
+    pub(in crate::store) fn draft(n: usize) -> Update {
         Update::from_draft(Draft {
             topics: vec!["t".into()],
             data: n.to_string(),
@@ -246,11 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_submits_are_committed_in_one_order_and_fanned_out_before_the_ack() {
-        let store = Arc::new(MemoryStore::new(Retention {
-            max_events: 1000,
-            max_age: None,
-            per_topic: 0,
-        }));
+        let store = Arc::new(memory());
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen_in_callback = Arc::clone(&seen);
         let (writer, task) = Writer::spawn(
@@ -331,11 +336,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn after_a_concurrent_batch_the_writer_lingers_for_more_and_alone_it_does_not() {
         let store = Arc::new(Lingering {
-            inner: MemoryStore::new(Retention {
-                max_events: 1000,
-                max_age: None,
-                per_topic: 0,
-            }),
+            inner: memory(),
             batches: Mutex::new(Vec::new()),
         });
         let (writer, task) = Writer::spawn(
@@ -367,11 +368,7 @@ mod tests {
 
     #[tokio::test]
     async fn at_shutdown_what_is_queued_is_committed_and_later_submits_are_refused() {
-        let store = Arc::new(MemoryStore::new(Retention {
-            max_events: 1000,
-            max_age: None,
-            per_topic: 0,
-        }));
+        let store = Arc::new(memory());
         let tasks = crate::shutdown::Tasks::new();
         let writer = Writer::spawn_in(
             &tasks,
