@@ -17,7 +17,10 @@
 //! A burst grows two buffers per subscriber: the queue, and the list the consumer drains into.
 //! A busy mailbox keeps both (no free and regrow per wake-up); a quiet one gives them back: the
 //! consumer parks its emptied list here when it waits, and the hub's sweep
-//! ([`Mailbox::release_if_quiet`]) frees both once nothing was pushed for a sweep period.
+//! ([`Mailbox::release_if_quiet`]) frees both once nothing was pushed for a sweep period, or,
+//! when neither is larger than a single delivery leaves it ([`SMALL_BUFFER`]), once nothing was
+//! pushed for [`SMALL_QUIET_SWEEPS`] periods: a subscriber that gets an update every few seconds
+//! keeps two small buffers instead of freeing and growing them for every update.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -65,6 +68,13 @@ pub(crate) enum Pushed {
 /// drained queue pins at most 16 slots (512 B).
 pub(crate) const KEEP_BUFFER: usize = 16;
 
+/// The capacity one delivery gives an empty queue or drain list: buffers no larger than this
+/// are kept for [`SMALL_QUIET_SWEEPS`] quiet sweeps, larger ones for one.
+pub(crate) const SMALL_BUFFER: usize = 4;
+
+/// Quiet sweep periods (half a second each) before a mailbox's small buffers go: 20 s.
+pub(crate) const SMALL_QUIET_SWEEPS: u8 = 40;
+
 /// A bounded queue with a waker.
 pub struct Mailbox {
     capacity: usize,
@@ -83,6 +93,8 @@ struct State {
     spare: Vec<Delivery>,
     /// Whether an update was pushed since the last [`Mailbox::release_if_quiet`].
     pushed: bool,
+    /// Calls of [`Mailbox::release_if_quiet`] in a row that found nothing pushed.
+    quiet_sweeps: u8,
 }
 
 impl Delivery {
@@ -122,6 +134,7 @@ impl Mailbox {
                 status: Status::Live,
                 spare: Vec::new(),
                 pushed: false,
+                quiet_sweeps: 0,
             }),
         }
     }
@@ -243,18 +256,25 @@ impl Mailbox {
     }
 
     /// Frees the queue's buffer and the parked drain list when nothing is queued and nothing was
-    /// pushed since the previous call: the hub's sweep calls it every period, so what a burst
-    /// grew is given back one to two periods after the burst, while a mailbox that keeps
-    /// receiving keeps its buffers. Returns whether it freed anything.
+    /// pushed since the previous call (or, when both are small, since [`SMALL_QUIET_SWEEPS`]
+    /// calls): the hub's sweep calls it every period, so what a burst grew is given back one to
+    /// two periods after the burst, while a mailbox that keeps receiving keeps its buffers.
+    /// Returns whether it freed anything.
     pub(crate) fn release_if_quiet(&self) -> bool {
         let mut state = self.state.lock();
         if std::mem::take(&mut state.pushed) || !state.queue.is_empty() {
+            state.quiet_sweeps = 0;
             return false;
         }
-        let held = state.queue.capacity() > 0 || state.spare.capacity() > 0;
+        state.quiet_sweeps = state.quiet_sweeps.saturating_add(1);
+        let (queue, spare) = (state.queue.capacity(), state.spare.capacity());
+        let small = queue <= SMALL_BUFFER && spare <= SMALL_BUFFER;
+        if queue + spare == 0 || (small && state.quiet_sweeps < SMALL_QUIET_SWEEPS) {
+            return false;
+        }
         state.queue = VecDeque::new();
         state.spare = Vec::new();
-        held
+        true
     }
 
     /// Number of deliveries waiting.
@@ -474,6 +494,42 @@ mod tests {
         // And the mailbox works as before.
         assert_eq!(mailbox.push(&update()), Pushed::Queued);
         assert_eq!(drain(&mailbox), (Poll::Ready(Status::Live), 1));
+    }
+
+    #[test]
+    fn small_buffers_outlive_a_few_quiet_sweeps_and_go_after_many() {
+        let mailbox = Mailbox::new(1024);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut out = Vec::new();
+        let deliver_one = |out: &mut Vec<Delivery>, cx: &mut Context<'_>| {
+            assert_eq!(mailbox.push(&update()), Pushed::Queued);
+            let poll = mailbox.poll_drain_up_to(cx, out, usize::MAX);
+            assert_eq!((poll, out.len()), (Poll::Ready(Status::Live), 1));
+            out.clear();
+            assert_eq!(mailbox.poll_drain_up_to(cx, out, usize::MAX), Poll::Pending);
+        };
+        deliver_one(&mut out, &mut cx);
+        let (queue, spare) = (mailbox.buffer_capacity(), mailbox.spare_capacity());
+        assert!(queue > 0 && queue <= SMALL_BUFFER && spare > 0 && spare <= SMALL_BUFFER);
+        // One update every few sweeps: the small buffers stay.
+        for _ in 0..3 {
+            for _ in 0..SMALL_QUIET_SWEEPS / 2 {
+                assert!(!mailbox.release_if_quiet());
+            }
+            deliver_one(&mut out, &mut cx);
+            assert_eq!(mailbox.buffer_capacity(), queue);
+            assert_eq!(mailbox.spare_capacity(), spare);
+        }
+        // The push resets the count: SMALL_QUIET_SWEEPS quiet calls after it, they go.
+        assert!(!mailbox.release_if_quiet(), "pushed since the last sweep");
+        for _ in 1..SMALL_QUIET_SWEEPS {
+            assert!(!mailbox.release_if_quiet());
+        }
+        assert!(mailbox.release_if_quiet());
+        assert_eq!(
+            (mailbox.buffer_capacity(), mailbox.spare_capacity()),
+            (0, 0)
+        );
     }
 
     #[test]

@@ -29,13 +29,11 @@ use tokio::time::Instant;
 use super::Socket;
 use super::body::ChunkedDecoder;
 use super::parse::{BodyFraming, Head, HeadError, MAX_HEAD, parse_head};
+use super::spare::{self, READ_SIZE};
 use super::write::{Framing, LAST_CHUNK, encode_head, has_body, write_all, write_body_piece};
 use crate::http::body::{RequestBody, ResponseBody, delivered_bytes};
 use crate::http::watch::ShutdownSignal;
 use crate::stream::EventStream;
-
-/// What a read for more of a request asks for at most.
-const READ_SIZE: usize = 4096;
 
 /// Answers requests.
 pub trait Handler: Send + Sync {
@@ -70,7 +68,7 @@ pub async fn serve<I: Socket, H: Handler>(
     let result = serve_requests(&mut io, &mut input, handler, settings, &mut shutdown).await;
     // Shutdown need not wait for the closing below.
     drop(shutdown);
-    drop(input);
+    spare::give_back(input);
     match result {
         // The client stopped reading: a reset frees what the kernel still holds for it.
         Err(error) if error.kind() == io::ErrorKind::TimedOut => io.reset_on_close(),
@@ -151,7 +149,7 @@ async fn serve_requests<I: Socket, H: Handler>(
         };
         if input.is_empty() {
             // Give the read buffer back before a stream that may last for hours.
-            *input = Vec::new();
+            spare::give_back(std::mem::take(input));
         }
         let keep_alive = head.keep_alive && !matches!(body, RequestBody::Oversized);
         let exchange = Exchange {
@@ -182,7 +180,7 @@ async fn serve_requests<I: Socket, H: Handler>(
         }
         if input.is_empty() {
             // Give the memory back (a stream may have grown it): the connection may idle long.
-            *input = Vec::new();
+            spare::give_back(std::mem::take(input));
         }
     }
 }
@@ -214,6 +212,9 @@ async fn next_head<I: Socket>(
             }
         }
         fresh = input.len();
+        if input.capacity() == 0 {
+            *input = spare::take();
+        }
         input.reserve(READ_SIZE);
         let idle = input.is_empty();
         let read = async {
@@ -276,6 +277,12 @@ async fn read_body<I: Socket>(
             while input.len() < length {
                 input.reserve((length - input.len()).min(64 * 1024));
                 read_more(io, input, settings.header_timeout).await?;
+            }
+            if length <= READ_SIZE {
+                // Copied out, so the read buffer stays for the next request.
+                let body = Bytes::copy_from_slice(&input[..length]);
+                input.drain(..length);
+                return Ok(Ok(RequestBody::Read(body)));
             }
             let rest = input.split_off(length);
             let body = std::mem::replace(input, rest);

@@ -11,11 +11,13 @@
 //! - [`parse`]: request heads, their limits and their body framing (pure; fuzzed);
 //! - [`body`]: the chunked request body decoder (pure; fuzzed);
 //! - [`write`](mod@write): response heads, chunked framing, vectored writes under the write deadline;
-//! - [`conn`]: the connection state machine: requests in order, keep-alive, streams.
+//! - [`conn`]: the connection state machine: requests in order, keep-alive, streams;
+//! - [`spare`]: read buffers kept for reuse on each worker thread.
 
 pub(crate) mod body;
 pub(crate) mod conn;
 pub(crate) mod parse;
+pub(crate) mod spare;
 pub(crate) mod write;
 
 use std::time::Duration;
@@ -65,7 +67,7 @@ pub(crate) enum Protocol {
 /// Reads just enough of a new connection (until `deadline`) to tell HTTP/2 with prior knowledge
 /// from HTTP/1.x.
 pub(crate) async fn sniff<I: AsyncRead + Unpin>(io: &mut I, deadline: Instant) -> Protocol {
-    let mut input = Vec::with_capacity(2048);
+    let mut input = spare::take();
     loop {
         let seen = input.len().min(H2_PREFACE.len());
         if input[..seen] != H2_PREFACE[..seen] {
