@@ -738,6 +738,59 @@ async fn an_append_writes_meta_only_when_the_log_cannot_tell() {
     assert_eq!(meta_value(&dir, META_LAST_SEQ), Some(7));
 }
 
+#[tokio::test]
+async fn what_appends_keep_in_memory_matches_the_file_after_every_commit() {
+    let by_topic = Retention {
+        max_events: 4,
+        max_age: None,
+        per_topic: 1,
+    };
+    for (name, retention) in [("count", keep(3)), ("by-topic", by_topic)] {
+        let dir = TempDir::new(&format!("kept-in-memory-{name}"));
+        let store = RedbStore::open(dir.path(), retention).unwrap();
+        // Ids used again (`duplicate_ids` fills, then empties as retention removes them), a
+        // quiet topic that per-topic retention protects, and batches of several.
+        let batches: [&[(&str, &str)]; 7] = [
+            &[("quiet", "q1"), ("a", "x")],
+            &[("a", "x"), ("a", "y")],
+            &[("b", "x")],
+            &[("a", "1"), ("b", "2"), ("a", "3")],
+            &[("a", "y"), ("b", "4")],
+            &[("a", "5"), ("a", "6"), ("b", "7"), ("a", "8")],
+            &[("b", "9")],
+        ];
+        let mut most_duplicates = 0;
+        for batch in batches {
+            let updates = batch.iter().map(|(topic, id)| update(topic, id)).collect();
+            store.append(updates).await.unwrap();
+            let file = bounds_blocking(&store.db, retention).unwrap();
+            assert_eq!(store.bounds().await.unwrap(), file, "{name}: cached bounds");
+            let read = read_committed(&store.db).unwrap();
+            let kept = *store.committed.lock();
+            assert_eq!(
+                (kept.last_seq, kept.duplicates),
+                (read.last_seq, read.duplicates),
+                "{name}: the writer's counts"
+            );
+            most_duplicates = most_duplicates.max(kept.duplicates);
+        }
+        assert!(most_duplicates >= 2, "{name}: duplicate_ids was used");
+        assert_eq!(
+            store.committed.lock().duplicates,
+            0,
+            "{name}: every duplicate trimmed"
+        );
+        let bounds = store.bounds().await.unwrap();
+        drop(store);
+        let reopened = RedbStore::open(dir.path(), retention).unwrap();
+        assert_eq!(
+            reopened.bounds().await.unwrap(),
+            bounds,
+            "{name}: after a restart"
+        );
+    }
+}
+
 /// Turns a store file into what a schema 2 herald leaves: `last_seq` and `trimmed` written on
 /// every commit.
 fn make_schema_2(dir: &TempDir, last_seq: u64, trimmed: u64) {
