@@ -68,7 +68,8 @@
 //! memory too and [`Store::bounds`] (asked by every subscribe) answers from there, with no read
 //! transaction and no blocking thread: a reconnect storm of 10,000 subscribers no longer grows
 //! tokio's blocking pool to dozens of threads. With an age limit they move with the clock, and
-//! are read from the file.
+//! are read from the file. After a failed append both are read from the file again (a failed
+//! commit may or may not have reached the disk), until the next commit.
 //!
 //! # Retention
 //! Count and age limits are applied inside each append's transaction. Between appends, reads
@@ -209,8 +210,9 @@ pub struct RedbStore {
     /// so the two always agree.
     tallies: Arc<Mutex<TopicTallies>>,
     /// What the appends know of the file between commits ([`Committed`]); moved only by a
-    /// committed append, under the `tallies` lock.
-    committed: Arc<Mutex<Committed>>,
+    /// committed append, under the `tallies` lock. `None` after a failed append: whether a
+    /// failed commit reached the disk is unknown, so the next append reads it from the file.
+    committed: Arc<Mutex<Option<Committed>>>,
     /// The bounds as of the last commit, when they do not change between commits (no age
     /// limit): [`Store::bounds`] answers from here, with no read transaction and no blocking
     /// thread (every subscribe asks for them).
@@ -277,7 +279,7 @@ impl RedbStore {
             path,
             commits: Arc::new(AtomicU64::new(0)),
             tallies: Arc::new(Mutex::new(tallies)),
-            committed: Arc::new(Mutex::new(committed)),
+            committed: Arc::new(Mutex::new(Some(committed))),
             bounds: Arc::new(Mutex::new(bounds)),
         })
     }
@@ -1369,12 +1371,21 @@ impl Store for RedbStore {
         let bounds = Arc::clone(&self.bounds);
         self.blocking(move |db, retention| {
             let mut tallies = tallies.lock();
-            let known = *committed.lock();
-            let mut appended = append_blocking(db, retention, known, batch)?;
-            *committed.lock() = appended.committed;
-            if let Some(now) = appended.bounds.take() {
-                *bounds.lock() = Some(now);
-            }
+            let known = match *committed.lock() {
+                Some(known) => known,
+                None => read_committed(db).map_err(backend)?,
+            };
+            let mut appended = match append_blocking(db, retention, known, batch) {
+                Ok(appended) => appended,
+                Err(error) => {
+                    // The file may or may not hold this commit: read it back next time.
+                    *committed.lock() = None;
+                    *bounds.lock() = None;
+                    return Err(error);
+                }
+            };
+            *committed.lock() = Some(appended.committed);
+            *bounds.lock() = appended.bounds.take();
             appended.count(&mut tallies);
             commits.fetch_add(1, Ordering::Relaxed);
             Ok(appended.stored)
