@@ -285,7 +285,7 @@ impl EventStream {
                     self.last_seq = update.seq;
                     (true, frame_of(update, self.topic_field))
                 }
-                Delivery::Comment(comment) => (false, comment.clone()),
+                Delivery::Comment(comment) => (false, Bytes::from_static(comment)),
             };
             updates += u64::from(is_update);
             let size = match (&first, &mut joined) {

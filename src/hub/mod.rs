@@ -17,8 +17,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use crate::telemetry::names;
 use crate::topic::SelectorSet;
 use crate::update::Update;
@@ -171,7 +169,7 @@ enum Wait {
 
 /// The heartbeat frame: an empty comment line alone (`:\n`), no blank line, so clients that
 /// dispatch on every blank line (`@microsoft/fetch-event-source`) see no empty message.
-const HEARTBEAT: Bytes = Bytes::from_static(herald_sse::EMPTY_COMMENT);
+const HEARTBEAT: &[u8] = herald_sse::EMPTY_COMMENT;
 
 impl Hub {
     /// A hub whose subscribers each queue at most `queue_capacity` frames.
@@ -288,7 +286,7 @@ impl Hub {
     /// Sends a heartbeat comment to every subscriber with nothing queued.
     pub(crate) fn heartbeat(&self) {
         self.registry
-            .for_each(|subscriber| subscriber.mailbox.push_idle_comment(&HEARTBEAT));
+            .for_each(|subscriber| subscriber.mailbox.push_idle_comment(HEARTBEAT));
     }
 
     /// The one hub-wide heartbeat ticker, to run as a background task
