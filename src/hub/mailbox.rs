@@ -62,10 +62,10 @@ pub(crate) enum Pushed {
 }
 
 /// Past this capacity an emptied queue gives its buffer back, so a burst does not pin memory
-/// (64 deliveries would pin 2 KB per subscriber, about half of an idle subscriber's whole cost).
+/// (64 deliveries would pin 1 KB per subscriber, a fifth of an idle subscriber's whole cost).
 /// 16, not the 4 the first push allocates: a subscriber that regularly gets a handful of
 /// deliveries per wake-up keeps its buffer instead of freeing and growing it every time, and a
-/// drained queue pins at most 16 slots (512 B).
+/// drained queue pins at most 16 slots (256 B).
 pub(crate) const KEEP_BUFFER: usize = 16;
 
 /// The capacity one delivery gives an empty queue or drain list: buffers no larger than this
