@@ -91,10 +91,8 @@ struct State {
     status: Status,
     /// The consumer's emptied drain list, parked while it waits (reused by its next drain).
     spare: Vec<Delivery>,
-    /// Whether an update was pushed since the last [`Mailbox::release_if_quiet`].
-    pushed: bool,
-    /// Calls of [`Mailbox::release_if_quiet`] in a row that found nothing pushed.
-    quiet_sweeps: u8,
+    /// Calls of [`Mailbox::release_if_quiet`] since an update was last pushed (a push sets 0).
+    sweeps_since_push: u8,
 }
 
 impl Delivery {
@@ -133,8 +131,7 @@ impl Mailbox {
                 waker: None,
                 status: Status::Live,
                 spare: Vec::new(),
-                pushed: false,
-                quiet_sweeps: 0,
+                sweeps_since_push: 0,
             }),
         }
     }
@@ -150,7 +147,7 @@ impl Mailbox {
                 Status::Live if fits => {
                     state.queue.push_back(Delivery::Update(Arc::clone(update)));
                     state.bytes += size;
-                    state.pushed = true;
+                    state.sweeps_since_push = 0;
                     (Pushed::Queued, state.waker.take())
                 }
                 Status::Live => {
@@ -262,14 +259,19 @@ impl Mailbox {
     /// Returns whether it freed anything.
     pub(crate) fn release_if_quiet(&self) -> bool {
         let mut state = self.state.lock();
-        if std::mem::take(&mut state.pushed) || !state.queue.is_empty() {
-            state.quiet_sweeps = 0;
+        if !state.queue.is_empty() {
+            // Still queued: a period as busy as one with a push in it.
+            state.sweeps_since_push = 1;
             return false;
         }
-        state.quiet_sweeps = state.quiet_sweeps.saturating_add(1);
+        state.sweeps_since_push = state.sweeps_since_push.saturating_add(1);
+        // The first call after a push covers a period with that push in it; each later one, a
+        // whole period without any.
+        let quiet_periods = state.sweeps_since_push - 1;
         let (queue, spare) = (state.queue.capacity(), state.spare.capacity());
         let small = queue <= SMALL_BUFFER && spare <= SMALL_BUFFER;
-        if queue + spare == 0 || (small && state.quiet_sweeps < SMALL_QUIET_SWEEPS) {
+        let needed = if small { SMALL_QUIET_SWEEPS } else { 1 };
+        if queue + spare == 0 || quiet_periods < needed {
             return false;
         }
         state.queue = VecDeque::new();

@@ -103,6 +103,13 @@ impl Bounds {
             trimmed_through,
         }
     }
+
+    /// These bounds where retention may also have removed updates above the oldest kept
+    /// (per-topic protection leaves holes): `trimmed` is the highest seq it removed.
+    pub(crate) fn trimmed_at_least(mut self, trimmed: u64) -> Bounds {
+        self.trimmed_through = self.trimmed_through.max(trimmed);
+        self
+    }
 }
 
 /// Per-topic summary of what is stored: one tally of every update kept for the topic, and one

@@ -63,7 +63,7 @@
 //! wrote: the newest seq, the highest trimmed seq and how many entries `duplicate_ids` holds are
 //! kept in memory (read from the file on open, moved only by a committed append). An append
 //! opens `meta` only when it writes it, and `duplicate_ids` only when it finds a duplicate or
-//! the table holds any; trimming the front pops the log's first entry (one lookup, not two).
+//! the table holds any.
 //! Without an age limit the bounds only change with a commit, so each commit leaves them in
 //! memory too and [`Store::bounds`] (asked by every subscribe) answers from there, with no read
 //! transaction and no blocking thread: a reconnect storm of 10,000 subscribers no longer grows
@@ -796,15 +796,7 @@ fn append_blocking(
             }
         }
         let bounds = retention.max_age.is_none().then(|| {
-            let below_oldest = oldest_kept
-                .as_ref()
-                .map_or(last_seq, |(seq, _)| seq.saturating_sub(1));
-            Bounds {
-                oldest: oldest_kept,
-                newest: newest_kept,
-                last_seq,
-                trimmed_through: trimmed.max(below_oldest),
-            }
+            Bounds::contiguous(oldest_kept, newest_kept, last_seq).trimmed_at_least(trimmed)
         });
         Appended {
             stored,
@@ -1035,13 +1027,7 @@ fn trim(
                 }
             }
         };
-        // The front (nearly always): one lookup instead of two.
-        let entry = if victim == first.0 {
-            log.pop_first().map_err(backend)?.map(|(_, value)| value)
-        } else {
-            log.remove(victim).map_err(backend)?
-        };
-        let Some(value) = entry else {
+        let Some(value) = log.remove(victim).map_err(backend)? else {
             break;
         };
         let record = parse_at(victim, value.value())?;
@@ -1319,15 +1305,7 @@ fn bounds_blocking(db: &Database, retention: Retention) -> Result<Bounds, StoreE
         .get(META_TRIMMED)
         .map_err(backend)?
         .map_or(0, |guard| guard.value());
-    let below_oldest = oldest
-        .as_ref()
-        .map_or(last_seq, |(seq, _)| seq.saturating_sub(1));
-    Ok(Bounds {
-        oldest,
-        newest,
-        last_seq,
-        trimmed_through: recorded.max(below_oldest),
-    })
+    Ok(Bounds::contiguous(oldest, newest, last_seq).trimmed_at_least(recorded))
 }
 
 fn topics_blocking(
